@@ -1,0 +1,30 @@
+# Two commands do all set-up on a fresh machine: `make test` and `make sweep`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# torch first and pinned: this pin resolves to a CPU wheel on the build machines;
+# a bare `pip install torch` would pull a multi-GB CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: install test sweep lint bench clean
+
+$(BIN)/masksep: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(BIN)/masksep
+
+test: install
+	$(BIN)/python -m pytest -q tests
+
+sweep: install
+	$(BIN)/masksep train --config sweeps/trials/tcn-deep.yaml --out runs/tcn-deep
+
+lint: install
+	$(BIN)/ruff check masksep tests
+
+clean:
+	rm -rf runs .pytest_cache

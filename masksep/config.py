@@ -1,0 +1,407 @@
+"""Typed config tree for one trial: YAML in and out, dotted overrides, validation.
+
+Every field lives in a dataclass below, with the paper's names where the paper
+has one. A config file only needs the fields it changes. Loading is strict: an
+unknown key, a value of the wrong type or an impossible value raises
+:class:`~masksep.errors.ConfigError` naming the dotted field, before anything
+is built or written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from masksep.errors import ConfigError
+
+MASK_ACTIVATIONS = ("sigmoid", "relu", "softmax", "linear")
+HIDDEN_ACTIVATIONS = ("tanh", "relu", "prelu", "sigmoid", "gelu")
+
+
+@dataclass
+class EncoderConfig:
+    """Front end. ``conv``: Conv-TasNet's learned filterbank (N filters of length L,
+    stride L/2 by default). ``stft``: an STFT with a periodic Hann window of length
+    ``kernel_size`` (= n_fft) and hop ``stride``; N is then kernel_size // 2 + 1 bins
+    and ``n_filters`` is not used."""
+
+    kind: Literal["conv", "stft"] = "conv"
+    n_filters: int = 64  # N
+    kernel_size: int = 16  # L (stft: window and FFT length)
+    stride: int = 8  # L / 2 in Conv-TasNet (stft: hop)
+
+    @property
+    def n_bins(self) -> int:
+        """Size N of the representation that the masks multiply."""
+        return self.kernel_size // 2 + 1 if self.kind == "stft" else self.n_filters
+
+
+@dataclass
+class TCNConfig:
+    """Conv-TasNet's temporal convolutional network (Luo & Mesgarani 2019)."""
+
+    bottleneck: int = 64  # B
+    hidden: int = 128  # H
+    kernel_size: int = 3  # P
+    layers: int = 4  # X: blocks per repeat, dilations 1, 2, ..., 2^(X-1)
+    repeats: int = 2  # R
+    skip: int = 64  # skip-connection channels; 0 = no skip path (output = residual path)
+
+
+@dataclass
+class DPRNNConfig:
+    """Dual-path RNN (Luo, Chen & Yoshioka 2020)."""
+
+    bottleneck: int = 64
+    hidden: int = 64  # LSTM units per direction
+    chunk_size: int = 100  # K; chunks overlap by 50 %
+    blocks: int = 2
+    bidirectional: bool = True  # the inter-chunk RNN; the intra-chunk RNN is always bidirectional
+
+
+@dataclass
+class BackboneConfig:
+    kind: Literal["tcn", "dprnn"] = "tcn"
+    tcn: TCNConfig = field(default_factory=TCNConfig)
+    dprnn: DPRNNConfig = field(default_factory=DPRNNConfig)
+
+
+@dataclass
+class HeadConfig:
+    """The mask estimation module, the subject of the study.
+
+    shallow: one 1x1 conv to C*N, then ``mask_act`` (depth and width are not used).
+    deep:    an MLP of ``depth`` 1x1 convs, hidden size ``width``, ``hidden_act``
+             between layers; depth 1 is exactly shallow.
+    og:      overseparation-grouping: a shallow or deep trunk (depth, width) to P*N
+             masks (P = ``oversep`` >= C), then ``grouping``: ``learned`` (a trainable
+             soft assignment of the P outputs to the C sources) or ``oracle``
+             (MixIT-style best binary assignment against the references).
+    """
+
+    kind: Literal["shallow", "deep", "og"] = "shallow"
+    depth: int = 1
+    width: int = 256
+    hidden_act: str = "tanh"
+    mask_act: str = "sigmoid"
+    oversep: int = 4  # P, used by og only
+    grouping: Literal["learned", "oracle"] = "learned"  # og only
+    gated_output: bool = False  # DPRNN's gated output layer on each mask (tanh * sigmoid, 1x1 conv)
+
+
+@dataclass
+class DataConfig:
+    """Where mixtures come from. ``synthetic`` is embedded and made on the fly."""
+
+    kind: Literal["synthetic", "librimix", "wsj0mix", "wham", "dynamic"] = "synthetic"
+    root: str = ""  # data folder; may use $VARS, e.g. ${DATA_ROOT}/Libri2Mix
+    segment_s: float = 2.0  # training crop length
+    train_items: int = 2000  # synthetic: mixtures per epoch
+    valid_items: int = 100
+    test_items: int = 100
+    eval_seconds: float = 4.0  # synthetic: length of validation and test mixtures
+    num_workers: int = 0  # DataLoader workers
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    clip_grad: float = 5.0  # max gradient L2 norm; 0 = off
+    plateau_patience: int = 2  # epochs without improvement before the LR is halved
+    early_stop: int = 5  # epochs without improvement before stopping; 0 = off
+    max_steps_per_epoch: int = 0  # 0 = the whole training set each epoch
+    amp: bool = True  # mixed precision, used on CUDA only
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = 0  # torch threads; 0 = the CPUs this process was given
+
+
+@dataclass
+class Config:
+    name: str = "trial"
+    seed: int = 0
+    n_src: int = 2  # C
+    sample_rate: int = 8000
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# --------------------------------------------------------------------------- typed loading
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, name: str, source: str | None) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it (ints widen to float)."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(name, f"expected a mapping, got {value!r}", source)
+        return _build(tp, value, name, source)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(name, f"must be one of {_type_name(tp)}, got {value!r}", source)
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], name, source)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(name, f"expected true or false, got {value!r}", source)
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(name, f"expected an integer, got {value!r}", source)
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(name, f"expected a number, got {value!r}", source)
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(name, f"expected a string, got {value!r}", source)
+        return value
+    raise TypeError(f"unsupported config annotation {tp!r} for {name}")  # a bug, not user input
+
+
+def _build(cls: type, data: dict, prefix: str, source: str | None):
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            dotted = f"{prefix}.{key}" if prefix else str(key)
+            raise ConfigError(dotted, f"unknown field (known: {', '.join(sorted(names))})", source)
+    kwargs = {
+        key: _coerce(value, hints[key], f"{prefix}.{key}" if prefix else key, source)
+        for key, value in data.items()
+    }
+    return cls(**kwargs)
+
+
+def from_dict(data: dict | None, source: str | None = None) -> Config:
+    """Build and validate a :class:`Config` from a (possibly partial) nested dict."""
+    cfg = _build(Config, dict(data or {}), "", source)
+    validate(cfg, source)
+    return cfg
+
+
+def to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def flatten(data: dict | Config, prefix: str = "") -> dict[str, Any]:
+    """``{"head": {"depth": 3}}`` -> ``{"head.depth": 3}``."""
+    if isinstance(data, Config):
+        data = to_dict(data)
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def set_dotted(data: dict, key: str, value: Any, source: str | None = None) -> None:
+    """Set ``data["a"]["b"] = value`` for ``key = "a.b"``, creating mappings on the way."""
+    parts = key.split(".")
+    if not all(parts):
+        raise ConfigError(key, "not a dotted field name", source)
+    node = data
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(".".join(parts[: i + 1]), "is a value, not a section", source)
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"head.depth=3"`` -> ``("head.depth", 3)``; the value is read as YAML."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(text, "an override must look like field.name=value", "--set")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def read_yaml(path: str | Path) -> dict:
+    """Read a YAML mapping; a missing, unreadable or malformed file is a UserError."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError("file", "not found", str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError("file", f"cannot be read ({exc.__class__.__name__})", str(path)) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "file"
+        problem = getattr(exc, "problem", None) or "malformed YAML"
+        raise ConfigError(where, f"not valid YAML ({problem})", str(path)) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError("file", "must hold a YAML mapping at the top level", str(path))
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple = ()) -> Config:
+    """Load a trial config: defaults, then the YAML file, then ``--set`` overrides."""
+    data = read_yaml(path) if path is not None else {}
+    source = str(path) if path is not None else None
+    for text in overrides:
+        key, value = parse_override(text)
+        set_dotted(data, key, value, source or "--set")
+    return from_dict(data, source)
+
+
+def merge(cfg: Config, values: dict[str, Any], source: str | None = None) -> Config:
+    """A copy of ``cfg`` with dotted ``values`` applied, validated."""
+    data = to_dict(cfg)
+    for key, value in values.items():
+        set_dotted(data, key, value, source)
+    return from_dict(data, source)
+
+
+def expand_root(root: str) -> str:
+    """Expand ``$VARS`` and ``~`` in a data root; an unset variable is an error."""
+    expanded = os.path.expanduser(os.path.expandvars(root))
+    if "$" in expanded:
+        missing = expanded[expanded.index("$") :].split("/")[0]
+        raise ConfigError("data.root", f"environment variable {missing} is not set ({root!r})")
+    return expanded
+
+
+# --------------------------------------------------------------------------- semantic checks
+
+
+def _check(ok: bool, field_name: str, message: str, source: str | None) -> None:
+    if not ok:
+        raise ConfigError(field_name, message, source)
+
+
+def validate(cfg: Config, source: str | None = None) -> None:
+    """Values that type-check but cannot work. Raises ConfigError naming the field."""
+    c = _check
+    c(cfg.n_src >= 1, "n_src", f"must be >= 1, got {cfg.n_src}", source)
+    c(cfg.sample_rate >= 1000, "sample_rate", f"must be >= 1000 Hz, got {cfg.sample_rate}", source)
+
+    e = cfg.encoder
+    c(e.kernel_size >= 2, "encoder.kernel_size", f"must be >= 2, got {e.kernel_size}", source)
+    c(e.n_filters >= 1, "encoder.n_filters", f"must be >= 1, got {e.n_filters}", source)
+    max_stride = e.kernel_size if e.kind == "conv" else e.kernel_size // 2
+    c(
+        1 <= e.stride <= max_stride,
+        "encoder.stride",
+        f"must be between 1 and {max_stride} for a {e.kind} encoder with kernel_size "
+        f"{e.kernel_size}, got {e.stride}",
+        source,
+    )
+
+    b = cfg.backbone
+    t = b.tcn
+    for name in ("bottleneck", "hidden", "layers", "repeats"):
+        value = getattr(t, name)
+        c(value >= 1, f"backbone.tcn.{name}", f"must be >= 1, got {value}", source)
+    c(t.kernel_size >= 1, "backbone.tcn.kernel_size", f"must be >= 1, got {t.kernel_size}", source)
+    c(t.skip >= 0, "backbone.tcn.skip", f"must be >= 0, got {t.skip}", source)
+    d = b.dprnn
+    for name in ("bottleneck", "hidden", "blocks"):
+        value = getattr(d, name)
+        c(value >= 1, f"backbone.dprnn.{name}", f"must be >= 1, got {value}", source)
+    c(d.chunk_size >= 2, "backbone.dprnn.chunk_size", f"must be >= 2, got {d.chunk_size}", source)
+
+    h = cfg.head
+    c(h.depth >= 1, "head.depth", f"must be >= 1, got {h.depth}", source)
+    c(h.width >= 1, "head.width", f"must be >= 1, got {h.width}", source)
+    c(
+        h.mask_act in MASK_ACTIVATIONS,
+        "head.mask_act",
+        f"must be one of {', '.join(MASK_ACTIVATIONS)}, got {h.mask_act!r}",
+        source,
+    )
+    c(
+        h.hidden_act in HIDDEN_ACTIVATIONS,
+        "head.hidden_act",
+        f"must be one of {', '.join(HIDDEN_ACTIVATIONS)}, got {h.hidden_act!r}",
+        source,
+    )
+    if h.kind == "og":
+        c(
+            h.oversep >= cfg.n_src,
+            "head.oversep",
+            f"must be >= n_src ({cfg.n_src}) for an og head, got {h.oversep}",
+            source,
+        )
+        c(h.oversep <= 24, "head.oversep", f"must be <= 24, got {h.oversep}", source)
+
+    dc = cfg.data
+    c(dc.segment_s > 0, "data.segment_s", f"must be > 0, got {dc.segment_s}", source)
+    c(dc.eval_seconds > 0, "data.eval_seconds", f"must be > 0, got {dc.eval_seconds}", source)
+    for name in ("train_items", "valid_items", "test_items"):
+        value = getattr(dc, name)
+        c(value >= 1, f"data.{name}", f"must be >= 1, got {value}", source)
+    c(dc.num_workers >= 0, "data.num_workers", f"must be >= 0, got {dc.num_workers}", source)
+    if dc.kind != "synthetic":
+        c(bool(dc.root), "data.root", f"is required for data.kind {dc.kind!r}", source)
+
+    tr = cfg.train
+    c(tr.epochs >= 1, "train.epochs", f"must be >= 1, got {tr.epochs}", source)
+    c(tr.batch_size >= 1, "train.batch_size", f"must be >= 1, got {tr.batch_size}", source)
+    c(tr.lr > 0, "train.lr", f"must be > 0, got {tr.lr}", source)
+    c(tr.weight_decay >= 0, "train.weight_decay", f"must be >= 0, got {tr.weight_decay}", source)
+    c(tr.clip_grad >= 0, "train.clip_grad", f"must be >= 0, got {tr.clip_grad}", source)
+    for name in ("plateau_patience", "early_stop", "max_steps_per_epoch", "threads"):
+        value = getattr(tr, name)
+        c(value >= 0, f"train.{name}", f"must be >= 0, got {value}", source)
+
+
+# --------------------------------------------------------------------------- what a trial is
+
+
+def head_summary(cfg: Config) -> dict[str, Any]:
+    """The head in the study's coordinates: (kind, depth, width, P, grouping).
+
+    Fields a head kind does not use are reported as they act: a shallow head has
+    depth 1 and no hidden width; shallow and deep heads estimate P = C masks.
+    """
+    h = cfg.head
+    og = h.kind == "og"
+    depth = 1 if h.kind == "shallow" else h.depth
+    return {
+        "head": h.kind,
+        "depth": depth,
+        "width": h.width if depth > 1 else 0,
+        "oversep": h.oversep if og else cfg.n_src,
+        "grouping": h.grouping if og else "none",
+    }

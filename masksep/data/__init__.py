@@ -1,0 +1,1 @@
+"""Data sets: the embedded synthetic mixtures and readers for real corpora."""

@@ -1,0 +1,1 @@
+"""Separator models: front ends, backbones, mask heads, build_model."""
