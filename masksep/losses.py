@@ -1,0 +1,290 @@
+"""SI-SNR, permutation-invariant training (PIT) and overseparation-grouping (OG).
+
+This module is the one place where SI-SNR is computed; :mod:`masksep.metrics`
+imports it.
+
+Conventions: waveforms are float tensors ``(..., T)``; estimates are
+``(B, K, T)``, references ``(B, C, T)``. SI-SNR is in dB and works on
+zero-mean signals (both signals have their mean removed first), so it ignores
+DC offsets and any nonzero gain of the estimate, negative gains included (a
+sign flip leaves it unchanged).
+
+Two ways to train a separator with C sources:
+
+* **PIT** (K == C): the loss is the negative mean SI-SNR of the best
+  one-to-one matching of the K outputs to the C references.
+* **Oracle grouping** (K = P >= C, the OG setting of MixIT, Wisdom et al.
+  2020): each of the P outputs is assigned to one reference; the outputs of a
+  group are summed, and the assignment maximising the mean SI-SNR of the C
+  group sums is taken. The search is exact over all C^P assignments and runs
+  on per-output statistics, never on grouped waveforms.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+
+EPS = 1e-8
+# Beyond this many permutations (C = 5 gives 120) the Hungarian solver is used.
+EXHAUSTIVE_MAX_SOURCES = 4
+# C^P above this is refused by og_assign: 2^20 covers P = 20 with C = 2, P = 12 with C = 3.
+OG_MAX_ASSIGNMENTS = 2**20
+# Assignments / subsets scored at once in og_assign, to bound memory.
+_OG_CHUNK = 2**15
+
+
+def _ratio_db(target_energy: torch.Tensor, noise_energy: torch.Tensor, eps: float) -> torch.Tensor:
+    # eps outside the ratio too: a silent estimate scores 10*log10(eps) = -80 dB, not -inf/NaN.
+    return 10 * torch.log10(target_energy / (noise_energy + eps) + eps)
+
+
+def si_snr(est: torch.Tensor, ref: torch.Tensor, eps: float = EPS) -> torch.Tensor:
+    """Scale-invariant SNR in dB along the last axis (broadcasting over the rest).
+
+    Both signals are made zero-mean; the target is the projection of the
+    estimate onto the reference, ``s_t = <est, ref> / ||ref||^2 * ref``, and
+    ``SI-SNR = 10 log10(||s_t||^2 / ||est - s_t||^2)``, with ``eps`` added to
+    the denominators and to the ratio. Invariant to DC offsets and to any
+    nonzero gain of ``est`` (sign included). An all-zero (or constant)
+    estimate gives ``10 log10(eps)`` = -80 dB, finite, with finite gradients.
+    """
+    if est.dtype in (torch.float16, torch.bfloat16):
+        # Half precision cannot hold the energies of a few seconds of audio.
+        est = est.float()
+    if ref.dtype in (torch.float16, torch.bfloat16):
+        ref = ref.float()
+    est = est - est.mean(dim=-1, keepdim=True)
+    ref = ref - ref.mean(dim=-1, keepdim=True)
+    dot = (est * ref).sum(dim=-1, keepdim=True)
+    ref_energy = (ref * ref).sum(dim=-1, keepdim=True)
+    target = dot / (ref_energy + eps) * ref
+    noise = est - target
+    return _ratio_db((target * target).sum(dim=-1), (noise * noise).sum(dim=-1), eps)
+
+
+def _check_pair(est: torch.Tensor, ref: torch.Tensor, what: str) -> None:
+    if est.dim() != 3 or ref.dim() != 3:
+        raise ValueError(
+            f"{what}: expected est (B, K, T) and ref (B, C, T), got {tuple(est.shape)} and {tuple(ref.shape)}"
+        )
+    if est.shape[0] != ref.shape[0] or est.shape[-1] != ref.shape[-1]:
+        raise ValueError(
+            f"{what}: est {tuple(est.shape)} and ref {tuple(ref.shape)} differ in batch size or length"
+        )
+
+
+def pairwise_si_snr(est: torch.Tensor, ref: torch.Tensor, eps: float = EPS) -> torch.Tensor:
+    """SI-SNR of every output against every reference: ``out[b, k, c] = SI-SNR(est[b, k], ref[b, c])``.
+
+    est (B, K, T), ref (B, C, T) -> (B, K, C).
+    """
+    _check_pair(est, ref, "pairwise_si_snr")
+    return si_snr(est.unsqueeze(2), ref.unsqueeze(1), eps)
+
+
+def best_permutation(score: torch.Tensor, exhaustive: bool | None = None) -> torch.Tensor:
+    """The one-to-one matching that maximises the summed ``score[b, k, c]`` (K == C).
+
+    Returns ``perm`` (B, C) long, with output ``perm[b, c]`` matched to reference ``c``.
+    ``exhaustive`` picks the method: all C! permutations (default for
+    C <= 4) or the Hungarian solver of scipy (default beyond). Not differentiable.
+    """
+    B, K, C = score.shape
+    if K != C:
+        raise ValueError(
+            f"best_permutation: needs a square score matrix, got {K} outputs x {C} sources"
+        )
+    if exhaustive is None:
+        exhaustive = C <= EXHAUSTIVE_MAX_SOURCES
+    score = score.detach()
+    if exhaustive:
+        perms = torch.tensor(list(itertools.permutations(range(C))), device=score.device)
+        # totals[b, i] = sum_c score[b, perms[i, c], c]
+        totals = score[:, perms, torch.arange(C, device=score.device)].sum(dim=-1)
+        return perms[totals.argmax(dim=1)]
+    perm = np.empty((B, C), dtype=np.int64)
+    matrices = score.double().cpu().numpy()
+    for b in range(B):
+        rows, cols = linear_sum_assignment(matrices[b], maximize=True)
+        perm[b, cols] = rows
+    return torch.from_numpy(perm).to(score.device)
+
+
+def pit_si_snr(
+    est: torch.Tensor, ref: torch.Tensor, eps: float = EPS
+) -> tuple[torch.Tensor, torch.LongTensor]:
+    """Permutation-invariant SI-SNR.
+
+    est (B, C, T), ref (B, C, T) -> ``(value, perm)``:
+
+    * ``value`` (B,): mean over sources of the SI-SNR under the best
+      permutation; differentiable with respect to ``est``.
+    * ``perm`` (B, C) long: ``est[b, perm[b, c]]`` is matched to ``ref[b, c]``,
+      so ``est.gather(1, perm[..., None].expand(-1, -1, T))`` is in reference order.
+
+    Exhaustive over the C! permutations for C <= 4, Hungarian beyond; both work
+    on the (B, C, C) pairwise SI-SNR matrix.
+    """
+    _check_pair(est, ref, "pit_si_snr")
+    if est.shape[1] != ref.shape[1]:
+        raise ValueError(
+            f"pit_si_snr: {est.shape[1]} outputs for {ref.shape[1]} sources; "
+            "PIT needs as many outputs as sources (use oracle grouping for more)"
+        )
+    pairwise = pairwise_si_snr(est, ref, eps)
+    perm = best_permutation(pairwise)
+    matched = pairwise.gather(1, perm.unsqueeze(1)).squeeze(1)  # (B, C): pairwise[b, perm[b, c], c]
+    return matched.mean(dim=1), perm
+
+
+def og_assign(
+    est: torch.Tensor,
+    ref: torch.Tensor,
+    eps: float = EPS,
+    max_assignments: int = OG_MAX_ASSIGNMENTS,
+) -> torch.LongTensor:
+    """Oracle grouping: assign each of P outputs to one of C references.
+
+    est (B, P, T), ref (B, C, T) -> ``assign`` (B, P) long in [0, C): output
+    ``p`` goes to group ``assign[b, p]``; group ``c`` (the sum of its outputs,
+    see :func:`group_sum`) is compared with ``ref[b, c]``. The assignment
+    maximises the mean SI-SNR of the C group sums, exactly, over all C^P
+    assignments (empty groups allowed; they score 10 log10(eps) = -80 dB).
+
+    No grouped waveform is built. From the zero-mean outputs x_p and references
+    s_c, the Gram matrix G = <x_p, x_q>, the correlations R = <x_p, s_c> and the
+    energies ||s_c||^2 give, for a group g, ``<sum_g x, s_c> = sum_{p in g} R[p, c]``
+    and ``||sum_g x||^2 = 1_g^T G 1_g``, hence its SI-SNR (in float64). The
+    SI-SNR of every subset against every reference is tabulated (2^P x C,
+    from the statistics of the subset's low and high halves), and the C^P
+    assignments are scored from that table in chunks. Memory: the table,
+    B * 2^P * C float64 (16 MiB for B = 16, P = 16, C = 2), plus bounded chunks.
+
+    Runs under ``no_grad``; raises ValueError when C^P > ``max_assignments``.
+    """
+    _check_pair(est, ref, "og_assign")
+    B, P, _ = est.shape
+    C = ref.shape[1]
+    n_assign = C**P
+    if n_assign > max_assignments:
+        raise ValueError(
+            f"og_assign: {C} sources ^ {P} outputs = {n_assign} assignments exceeds the limit "
+            f"of {max_assignments}; use a smaller overseparation P"
+        )
+    device = est.device
+    if C == 1:
+        return torch.zeros(B, P, dtype=torch.long, device=device)
+    with torch.no_grad():
+        x = est.detach().double()
+        s = ref.detach().double()
+        x = x - x.mean(dim=-1, keepdim=True)
+        s = s - s.mean(dim=-1, keepdim=True)
+        gram = x @ x.transpose(1, 2)  # (B, P, P)
+        corr = x @ s.transpose(1, 2)  # (B, P, C)
+        ref_energy = (s * s).sum(dim=-1).unsqueeze(1)  # (B, 1, C)
+
+        # Split the outputs into a low half (bits 0..L-1) and a high half; a subset's statistics
+        # are those of its two halves plus the cross term, so the 2^P table costs O(2^P) adds.
+        L = P // 2
+        member_low = _subset_members(L, device)  # (2^L, L)
+        member_high = _subset_members(P - L, device)  # (2^H, H)
+        energy_low = ((member_low @ gram[:, :L, :L]) * member_low).sum(dim=-1)  # (B, 2^L)
+        energy_high = ((member_high @ gram[:, L:, L:]) * member_high).sum(dim=-1)  # (B, 2^H)
+        cross = (member_high @ gram[:, L:, :L]) @ member_low.T  # (B, 2^H, 2^L)
+        dot_low = member_low @ corr[:, :L]  # (B, 2^L, C)
+        dot_high = member_high @ corr[:, L:]  # (B, 2^H, C)
+
+        # score[b, m, c]: SI-SNR of the sum of subset m (bit p set = output p in it) against s_c;
+        # m = m_low + 2^L m_high, built in blocks of high-half rows.
+        n_low = 2**L
+        score = torch.empty(B, 2**P, C, dtype=torch.float64, device=device)
+        rows = max(1, _OG_CHUNK // n_low)
+        for r0 in range(0, 2 ** (P - L), rows):
+            r1 = min(r0 + rows, 2 ** (P - L))
+            energy = energy_high[:, r0:r1, None] + energy_low[:, None, :] + 2 * cross[:, r0:r1]
+            dot = dot_high[:, r0:r1, None, :] + dot_low[:, None, :, :]  # (B, R, 2^L, C)
+            energy, dot = energy.reshape(B, -1, 1), dot.reshape(B, -1, C)
+            alpha = dot / (ref_energy + eps)
+            target = alpha * alpha * ref_energy
+            # ||y - alpha s||^2 expanded; clamp the rounding residue of near-perfect fits.
+            noise = (energy - 2 * alpha * dot + target).clamp_min(0)
+            score[:, r0 * n_low : r1 * n_low] = _ratio_db(target, noise, eps)
+
+        # Assignment a (base-C digit p = group of output p) uses subset code_c(a) for group c.
+        # With a = a_low + C^L a_high, code_c(a) = code_c(a_low) + 2^L code_c(a_high).
+        flat = score.reshape(B, -1)
+        groups = torch.arange(C, device=device)
+        index_low = _subset_codes(L, C, device) * C + groups  # (C^L, C) into flat
+        index_high = (_subset_codes(P - L, C, device) << L) * C  # (C^H, C)
+        n_assign_low = C**L
+        best_total = torch.full((B,), -math.inf, dtype=torch.float64, device=device)
+        best_index = torch.zeros(B, dtype=torch.long, device=device)
+        rows = max(1, _OG_CHUNK // n_assign_low)
+        for r0 in range(0, C ** (P - L), rows):
+            index = index_high[r0 : r0 + rows, None, :] + index_low  # (R, C^L, C)
+            totals = flat[:, index].sum(dim=-1).reshape(B, -1)  # (B, R * C^L)
+            chunk_best, chunk_arg = totals.max(dim=1)
+            better = chunk_best > best_total
+            best_total = torch.where(better, chunk_best, best_total)
+            best_index = torch.where(better, r0 * n_assign_low + chunk_arg, best_index)
+        return (best_index.unsqueeze(1) // C ** torch.arange(P, device=device)) % C
+
+
+def _subset_members(n_bits: int, device: torch.device) -> torch.Tensor:
+    """(2^n, n) float64: row m holds bit p of m, i.e. whether output p is in subset m."""
+    codes = torch.arange(2**n_bits, device=device).unsqueeze(1)
+    return ((codes >> torch.arange(n_bits, device=device)) & 1).double()
+
+
+def _subset_codes(n_digits: int, n_groups: int, device: torch.device) -> torch.Tensor:
+    """(n_groups^n, n_groups) long: for assignment a of n outputs (base-n_groups digits),
+    column c is the bit code of the subset of outputs that a puts in group c."""
+    index = torch.arange(n_groups**n_digits, device=device).unsqueeze(1)
+    digits = (index // n_groups ** torch.arange(n_digits, device=device)) % n_groups  # (A, n)
+    in_group = digits.unsqueeze(1) == torch.arange(n_groups, device=device).view(1, -1, 1)
+    return (in_group.long() << torch.arange(n_digits, device=device)).sum(dim=-1)
+
+
+def group_sum(est: torch.Tensor, assign: torch.Tensor, n_src: int) -> torch.Tensor:
+    """Sum the outputs of each group: est (B, P, T), assign (B, P) -> (B, n_src, T).
+
+    ``out[b, c] = sum of est[b, p] over p with assign[b, p] == c`` (zeros for an
+    empty group). Differentiable with respect to ``est``.
+    """
+    onehot = torch.nn.functional.one_hot(assign.long(), n_src).to(est.dtype)  # (B, P, C)
+    return torch.einsum("bpc,bpt->bct", onehot, est)
+
+
+def separation_loss(est: torch.Tensor, ref: torch.Tensor, oracle_grouping: bool) -> torch.Tensor:
+    """Training loss: negative mean SI-SNR (dB) over batch and sources, a scalar.
+
+    ``oracle_grouping=False``: PIT, needs K == C outputs.
+    ``oracle_grouping=True``: the P = K outputs are grouped by :func:`og_assign`
+    and summed (:func:`group_sum`); the assignment already fixes the source
+    order, so no permutation follows. The gradient flows through the sums, not
+    through the (discrete) assignment.
+    """
+    _check_pair(est, ref, "separation_loss")
+    if oracle_grouping:
+        grouped = group_sum(est, og_assign(est, ref), ref.shape[1])
+        return -si_snr(grouped, ref).mean()
+    return -pit_si_snr(est, ref)[0].mean()
+
+
+def align(est: torch.Tensor, ref: torch.Tensor, oracle_grouping: bool) -> torch.Tensor:
+    """The estimates in reference order, est (B, K, T) -> (B, C, T), for metrics.
+
+    Grouped by :func:`og_assign` when ``oracle_grouping``, otherwise reordered
+    by the PIT permutation (K == C). Computed under ``no_grad``.
+    """
+    _check_pair(est, ref, "align")
+    with torch.no_grad():
+        if oracle_grouping:
+            return group_sum(est, og_assign(est, ref), ref.shape[1])
+        _, perm = pit_si_snr(est, ref)
+        return est.gather(1, perm.unsqueeze(-1).expand(-1, -1, est.shape[-1]))

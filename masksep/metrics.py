@@ -1,0 +1,111 @@
+"""Evaluation metrics: SI-SNR, SI-SNRi, SDR and SDRi per mixture.
+
+SI-SNR comes from :mod:`masksep.losses` (the one place it is computed). SDR is
+BSS-eval's source-to-distortion ratio as ``bss_eval_sources`` defines it
+(BSS Eval v3; museval's v4 computes the same quantity per frame): the estimate
+may differ from its reference by a time-invariant filter of ``filter_len``
+taps (512 in bss_eval) without penalty.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from masksep.losses import EPS, align, si_snr
+
+
+def _check_same(est: torch.Tensor, ref: torch.Tensor, what: str) -> None:
+    if est.shape != ref.shape:
+        raise ValueError(
+            f"{what}: est {tuple(est.shape)} and ref {tuple(ref.shape)} differ in shape"
+        )
+
+
+def sdr(
+    est: torch.Tensor, ref: torch.Tensor, filter_len: int = 512, eps: float = EPS
+) -> torch.Tensor:
+    """BSS-eval SDR in dB along the last axis: est (..., T), ref (..., T) -> (...).
+
+    The target is the projection of ``est`` (zero-padded to T + filter_len - 1)
+    onto the span of ``filter_len`` delayed copies of its own reference
+    (delays 0 .. filter_len - 1, each kept at full length); the rest is
+    distortion. ``SDR = 10 log10(||s_target||^2 / ||est - s_target||^2)``.
+
+    As SDR in ``bss_eval_sources``, only the estimate's own reference enters
+    the projection (the other sources only matter for SIR and SAR, which are
+    not computed here); signals keep their mean; no framing.
+
+    The projection solves the Toeplitz normal equations ``G a = c`` built from
+    the reference autocorrelation (G) and the reference/estimate
+    cross-correlation (c), both by FFT, in float64. Then
+    ``||s_target||^2 = a.c`` and ``||est - s_target||^2 = ||est||^2 - a.c``.
+    With ``filter_len=1`` this is the plain projection ratio, i.e. SI-SNR
+    without the mean removal. ``eps`` enters as in SI-SNR (a silent estimate
+    gives -80 dB). Result in the dtype of ``est``; not differentiable (a metric).
+    """
+    _check_same(est, ref, "sdr")
+    if filter_len < 1:
+        raise ValueError(f"sdr: filter_len must be >= 1, got {filter_len}")
+    shape, T = est.shape[:-1], est.shape[-1]
+    x = est.detach().reshape(-1, T).double()
+    s = ref.detach().reshape(-1, T).double()
+    L = filter_len
+    n_fft = 1 << (T + L - 1 - 1).bit_length()  # >= T + L - 1: no circular wrap-around
+    S = torch.fft.rfft(s, n=n_fft)
+    X = torch.fft.rfft(x, n=n_fft)
+    autocorr = torch.fft.irfft(S.abs() ** 2, n=n_fft)[:, :L]  # r[l] = sum_t s[t] s[t + l]
+    cross = torch.fft.irfft(S.conj() * X, n=n_fft)[:, :L]  # c[l] = sum_t s[t] x[t + l]
+    lags = torch.arange(L, device=x.device)
+    gram = autocorr[:, (lags.unsqueeze(0) - lags.unsqueeze(1)).abs()]  # Toeplitz, (N, L, L)
+    coef, info = torch.linalg.solve_ex(gram, cross.unsqueeze(-1))
+    if bool((info != 0).any()):
+        # A silent or degenerate reference: least squares (pseudo-inverse) instead.
+        bad = info != 0
+        coef[bad] = torch.linalg.pinv(gram[bad], hermitian=True) @ cross[bad].unsqueeze(-1)
+    target = (coef.squeeze(-1) * cross).sum(dim=-1).clamp_min(0)
+    noise = ((x * x).sum(dim=-1) - target).clamp_min(0)
+    value = 10 * torch.log10(target / (noise + eps) + eps)
+    return value.reshape(shape).to(est.dtype if est.is_floating_point() else torch.float32)
+
+
+def improvement_metrics(
+    est: torch.Tensor,
+    ref: torch.Tensor,
+    mix: torch.Tensor,
+    filter_len: int = 512,
+    with_sdr: bool = True,
+) -> dict[str, torch.Tensor]:
+    """Per-mixture metrics, each (B,), the mean over the C sources.
+
+    est (B, C, T) already aligned with ref (B, C, T) (see :func:`masksep.losses.align`),
+    mix (B, T). Keys: ``si_snr``, ``si_snri`` = SI-SNR(est, ref) - SI-SNR(mix, ref),
+    and with ``with_sdr`` (the Toeplitz solves cost more than the rest together)
+    ``sdr``, ``sdri`` = SDR(est, ref) - SDR(mix, ref).
+    """
+    _check_same(est, ref, "improvement_metrics")
+    if mix.dim() != 2 or mix.shape[0] != ref.shape[0] or mix.shape[-1] != ref.shape[-1]:
+        raise ValueError(
+            f"improvement_metrics: mix {tuple(mix.shape)} does not fit ref {tuple(ref.shape)}; expected (B, T)"
+        )
+    with torch.no_grad():
+        mix = mix.unsqueeze(1).expand_as(ref)
+        si_est = si_snr(est, ref).mean(dim=1)
+        si_mix = si_snr(mix, ref).mean(dim=1)
+        scores = {"si_snr": si_est, "si_snri": si_est - si_mix}
+        if with_sdr:
+            sdr_est = sdr(est, ref, filter_len).mean(dim=1)
+            sdr_mix = sdr(mix, ref, filter_len).mean(dim=1)
+            scores.update(sdr=sdr_est, sdri=sdr_est - sdr_mix)
+    return scores
+
+
+def evaluate(
+    est: torch.Tensor,
+    ref: torch.Tensor,
+    mix: torch.Tensor,
+    oracle_grouping: bool,
+    filter_len: int = 512,
+    with_sdr: bool = True,
+) -> dict[str, torch.Tensor]:
+    """:func:`masksep.losses.align` then :func:`improvement_metrics`: est (B, K, T) -> dict of (B,)."""
+    return improvement_metrics(align(est, ref, oracle_grouping), ref, mix, filter_len, with_sdr)
