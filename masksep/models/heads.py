@@ -1,0 +1,120 @@
+"""The mask estimation module: the subject of the study.
+
+``shallow``: one 1x1 conv F -> C*N, then the mask activation.
+``deep``:    ``depth`` 1x1 convs F -> width -> ... -> width -> C*N with
+             ``hidden_act`` between them; depth 1 is exactly ``shallow``.
+``og``:      overseparation-grouping: the same trunk to P*N masks, the mask
+             activation over the P outputs, then ``learned`` grouping (a
+             trainable soft assignment of the P masks to the C sources, used at
+             inference too) or ``oracle`` grouping (the P masks are returned and
+             the loss picks the best assignment against the references).
+
+Optionally (``gated_output``, DPRNN's output layer) each mask goes through
+tanh(1x1 conv) * sigmoid(1x1 conv) and a bias-free 1x1 conv, shared by all
+outputs, before the mask activation.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from masksep.config import HeadConfig
+from masksep.models.layers import hidden_activation, mask_activation
+
+# Weight of an output's own source in the initial learned grouping (see
+# _initial_group_logits).
+_GROUP_INIT_WEIGHT = 0.9
+
+
+class GatedOutput(nn.Module):
+    """DPRNN's gated output layer, applied to each mask with shared weights.
+
+    forward: (B, K, N, frames) -> (B, K, N, frames).
+    """
+
+    def __init__(self, n_bins: int):
+        super().__init__()
+        self.net_out = nn.Conv1d(n_bins, n_bins, 1)
+        self.net_gate = nn.Conv1d(n_bins, n_bins, 1)
+        self.end_conv = nn.Conv1d(n_bins, n_bins, 1, bias=False)
+
+    def forward(self, masks: Tensor) -> Tensor:
+        batch, n_out, n_bins, frames = masks.shape
+        x = masks.reshape(batch * n_out, n_bins, frames)
+        x = torch.tanh(self.net_out(x)) * torch.sigmoid(self.net_gate(x))
+        return self.end_conv(x).reshape(batch, n_out, n_bins, frames)
+
+
+def _initial_group_logits(n_src: int, n_masks: int) -> Tensor:
+    """Logits (C, P) of the learned grouping at initialisation.
+
+    Not zeros: a uniform assignment gives every source the same mask (the
+    mean of all P), so training would start where all outputs are equal and
+    only small gradient asymmetries break the tie. Instead output p starts
+    mostly assigned to source p mod C, the even fixed grouping an OG system
+    would otherwise use, so the head is a working separator from step one.
+    Not a hard (saturated) assignment either: at weight 0.9 the softmax still
+    passes gradient, so training can move outputs between sources.
+    """
+    logits = torch.zeros(n_src, n_masks)
+    if n_src > 1:
+        # softmax over C gives e^s / (e^s + C - 1) = w  <=>  s = log(w (C - 1) / (1 - w))
+        strength = math.log(_GROUP_INIT_WEIGHT * (n_src - 1) / (1 - _GROUP_INIT_WEIGHT))
+        logits[torch.arange(n_masks) % n_src, torch.arange(n_masks)] = strength
+    return logits
+
+
+class MaskHead(nn.Module):
+    """forward: feats (B, F, frames) -> masks (B, K, N, frames), K = ``n_out``.
+
+    ``n_out`` is C, except P for an og head with oracle grouping
+    (``oracle_grouping`` True), whose P masks the loss groups.
+    """
+
+    def __init__(self, in_features: int, n_bins: int, n_src: int, cfg: HeadConfig):
+        super().__init__()
+        og = cfg.kind == "og"
+        self.kind = cfg.kind
+        self.n_bins = n_bins
+        self.n_src = n_src
+        self.n_masks = cfg.oversep if og else n_src  # masks the trunk estimates
+        self.oracle_grouping = og and cfg.grouping == "oracle"
+        self.n_out = self.n_masks if self.oracle_grouping else n_src
+        self.mask_act = cfg.mask_act
+
+        depth = 1 if cfg.kind == "shallow" else cfg.depth
+        layers: list[nn.Module] = []
+        width_in = in_features
+        for _ in range(depth - 1):
+            layers += [nn.Conv1d(width_in, cfg.width, 1), hidden_activation(cfg.hidden_act)]
+            width_in = cfg.width
+        layers.append(nn.Conv1d(width_in, self.n_masks * n_bins, 1))
+        # One Sequential for every depth, so a depth-1 deep head has the same
+        # parameter names as a shallow one (their state dicts are exchangeable).
+        self.trunk = nn.Sequential(*layers)
+        self.gate = GatedOutput(n_bins) if cfg.gated_output else None
+        if og and not self.oracle_grouping:
+            self.group_logits = nn.Parameter(_initial_group_logits(n_src, self.n_masks))
+        else:
+            self.register_parameter("group_logits", None)
+
+    def grouping_weights(self) -> Tensor | None:
+        """A (C, P): the share of each overseparated output given to each
+        source (columns sum to one); None unless the grouping is learned."""
+        if self.group_logits is None:
+            return None
+        return torch.softmax(self.group_logits, dim=0)
+
+    def forward(self, feats: Tensor) -> Tensor:
+        batch, _, frames = feats.shape
+        masks = self.trunk(feats).reshape(batch, self.n_masks, self.n_bins, frames)
+        if self.gate is not None:
+            masks = self.gate(masks)
+        masks = mask_activation(masks, self.mask_act)
+        weights = self.grouping_weights()
+        if weights is not None:
+            masks = torch.einsum("cp,bpnt->bcnt", weights.to(masks.dtype), masks)
+        return masks

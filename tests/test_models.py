@@ -1,0 +1,377 @@
+"""Front ends, backbones, mask heads and the assembled separator."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+import torch
+
+from masksep.config import Config, HeadConfig, from_dict, load_config, set_dotted
+from masksep.models import Separator, build_model
+from masksep.models.dprnn import DPRNN
+from masksep.models.encoders import ConvFrontEnd, STFTFrontEnd, build_frontend
+from masksep.models.heads import MaskHead
+from masksep.models.layers import GlobalLayerNorm
+from masksep.models.tcn import TCN
+
+REPO = Path(__file__).resolve().parents[1]
+
+HEADS = {
+    "shallow": {"head.kind": "shallow"},
+    "deep": {"head.kind": "deep", "head.depth": 3, "head.width": 12},
+    "og-learned": {"head.kind": "og", "head.oversep": 3, "head.grouping": "learned"},
+    "og-oracle": {"head.kind": "og", "head.oversep": 3, "head.grouping": "oracle"},
+}
+ENCODERS = {
+    "conv": {
+        "encoder.kind": "conv",
+        "encoder.n_filters": 16,
+        "encoder.kernel_size": 8,
+        "encoder.stride": 4,
+    },
+    "stft": {"encoder.kind": "stft", "encoder.kernel_size": 16, "encoder.stride": 4},
+}
+
+
+def tiny(overrides: dict | None = None) -> Config:
+    """A config small enough to run forward and backward in milliseconds."""
+    data: dict = {
+        "n_src": 2,
+        "backbone": {
+            "tcn": {"bottleneck": 8, "hidden": 16, "layers": 2, "repeats": 1, "skip": 8},
+            "dprnn": {"bottleneck": 8, "hidden": 8, "chunk_size": 10, "blocks": 1},
+        },
+    }
+    for key, value in (overrides or {}).items():
+        set_dotted(data, key, value)
+    return from_dict(data)
+
+
+def _seeded(cfg: Config) -> Separator:
+    torch.manual_seed(0)
+    return build_model(cfg)
+
+
+# --------------------------------------------------------------------------- whole separator
+
+
+@pytest.mark.parametrize(
+    "head,gated,backbone,encoder",
+    list(itertools.product(HEADS, [False, True], ["tcn", "dprnn"], ENCODERS)),
+)
+def test_shapes_and_gradients(head, gated, backbone, encoder):
+    cfg = tiny(
+        {**HEADS[head], **ENCODERS[encoder], "backbone.kind": backbone, "head.gated_output": gated}
+    )
+    model = _seeded(cfg)
+    expected_out = 3 if head == "og-oracle" else 2
+    assert model.n_out == expected_out
+    assert model.n_src == 2
+    assert model.oracle_grouping == (head == "og-oracle")
+
+    mix = torch.randn(2, 803)  # odd: not a multiple of any stride or chunk
+    out = model(mix)
+    assert out.shape == (2, expected_out, 803)
+    assert out.dtype == torch.float32
+    assert torch.isfinite(out).all()
+
+    target = torch.randn_like(out)
+    ((out - target) ** 2).mean().backward()
+    # With a skip path nothing reads the last TCN block's residual conv (kept,
+    # as in Asteroid, for equal parameter counts).
+    unused = (
+        {
+            f"backbone.blocks.{len(model.backbone.blocks) - 1}.res_conv.{p}"
+            for p in ("weight", "bias")
+        }
+        if backbone == "tcn"
+        else set()
+    )
+    for name, param in model.named_parameters():
+        if name in unused:
+            assert param.grad is None
+            continue
+        assert param.grad is not None, f"{name} got no gradient"
+        assert torch.isfinite(param.grad).all(), f"{name} has a non-finite gradient"
+        assert param.grad.abs().sum() > 0, f"{name} has an all-zero gradient"
+
+
+@pytest.mark.parametrize("length", [1, 5, 8, 9, 63, 101])
+@pytest.mark.parametrize("backbone", ["tcn", "dprnn"])
+@pytest.mark.parametrize("encoder", list(ENCODERS))
+def test_any_input_length_comes_back_at_that_length(length, backbone, encoder):
+    cfg = tiny({**ENCODERS[encoder], "backbone.kind": backbone})
+    out = _seeded(cfg)(torch.randn(1, length))
+    assert out.shape == (1, 2, length)
+    assert torch.isfinite(out).all()
+
+
+def test_build_model_dispatches_on_the_config():
+    tcn = build_model(tiny({"backbone.kind": "tcn"}))
+    dprnn = build_model(tiny({"backbone.kind": "dprnn", **ENCODERS["stft"]}))
+    assert isinstance(tcn.backbone, TCN) and isinstance(tcn.frontend, ConvFrontEnd)
+    assert isinstance(dprnn.backbone, DPRNN) and isinstance(dprnn.frontend, STFTFrontEnd)
+    assert dprnn.frontend.n_bins == 9 == dprnn.head.n_bins
+
+
+def test_separator_rejects_a_mixture_without_a_batch_axis():
+    with pytest.raises(ValueError, match="batch, time"):
+        build_model(tiny())(torch.randn(100))
+
+
+def test_masks_multiply_the_encoding_and_decode_sums_linearly():
+    """With unit masks on every output, each output is the decoded mixture
+    representation: all outputs equal, and (stft) equal to the mixture."""
+    cfg = tiny(ENCODERS["stft"])
+    model = build_model(cfg)
+    mix = torch.randn(2, 301)
+    rep, _ = model.encode(mix)
+    masked = model.apply_masks(torch.ones(2, 3, *rep.shape[1:]), rep)
+    out = model.decode(masked, 301)
+    assert out.shape == (2, 3, 301)
+    torch.testing.assert_close(out, mix.unsqueeze(1).expand(-1, 3, -1), atol=1e-5, rtol=0)
+
+
+# --------------------------------------------------------------------------- paper models
+
+
+@pytest.mark.parametrize(
+    "name,params,head_params",
+    [
+        # Asteroid ConvTasNet(n_src=2) defaults; head = mask 1x1 conv 128 -> 2*512.
+        ("convtasnet-paper", 5_050_545, 128 * 1024 + 1024),
+        # Asteroid DPRNNTasNet(n_src=2, n_filters=64, kernel_size=2, stride=1,
+        # hid_size=128, chunk_size=250, n_repeats=6); head = first_out conv
+        # 64 -> 2*64 plus the gated output layer (3 convs 64 -> 64, two with bias).
+        ("dprnn-paper", 2_608_065, 64 * 128 + 128 + 3 * 64 * 64 + 2 * 64),
+    ],
+)
+def test_paper_parameter_counts(name, params, head_params):
+    cfg = load_config(REPO / "sweeps" / "trials" / f"{name}.yaml")
+    assert cfg.sample_rate == 8000
+    model = build_model(cfg)
+    count = sum(p.numel() for p in model.parameters())
+    assert abs(count - params) <= 0.01 * params  # the acceptance bound
+    assert count == params  # and exact, since the layout is Asteroid's
+    assert sum(p.numel() for p in model.head.parameters()) == head_params
+
+
+# --------------------------------------------------------------------------- front ends
+
+
+@pytest.mark.parametrize("kernel_size,stride", [(8, 4), (8, 2), (6, 3), (2, 1), (16, 8)])
+@pytest.mark.parametrize("length", [1, 7, 8, 33, 250])
+def test_conv_frontend_trims_back_to_the_input(kernel_size, stride, length):
+    """Unit-delta filters make encoder + decoder an exact identity only if the
+    padding covers every sample equally and the decoder output is trimmed at
+    the right offset; a shift of one sample fails."""
+    frontend = ConvFrontEnd(n_filters=kernel_size, kernel_size=kernel_size, stride=stride)
+    overlap = kernel_size // stride
+    with torch.no_grad():
+        eye = torch.eye(kernel_size).unsqueeze(1)  # filter n picks sample n of the frame
+        frontend.encoder.weight.copy_(eye)
+        frontend.decoder.weight.copy_(eye / overlap)
+    mix = torch.rand(3, length) + 0.1  # positive, so the encoder's ReLU keeps it all
+    rep, feats = frontend.encode(mix)
+    assert feats is rep
+    left, right = frontend.padding(length)
+    assert rep.shape == (3, kernel_size, (left + length + right - kernel_size) // stride + 1)
+    out = frontend.decode(rep.unsqueeze(1), length)
+    assert out.shape == (3, 1, length)
+    torch.testing.assert_close(out[:, 0], mix, atol=1e-6, rtol=0)
+
+
+def test_conv_frontend_pads_both_ends_by_the_overlap():
+    frontend = ConvFrontEnd(64, 16, 8)
+    for length in range(1, 60):
+        left, right = frontend.padding(length)
+        assert left == 8
+        assert right >= 8
+        assert (left + length + right - 16) % 8 == 0
+        assert right < 8 + 8  # never a whole frame more than needed
+
+
+def test_conv_frontend_is_learned_filterbank_with_relu():
+    frontend = build_frontend(tiny().encoder)
+    assert isinstance(frontend, ConvFrontEnd) and frontend.n_bins == 64
+    assert frontend.encoder.bias is None and frontend.decoder.bias is None
+    rep, _ = frontend.encode(torch.randn(2, 100))
+    assert (rep >= 0).all() and (rep == 0).any()
+
+
+@pytest.mark.parametrize("n_fft,hop", [(16, 4), (32, 8), (16, 8), (256, 64)])
+@pytest.mark.parametrize("length", [1, 9, 255, 1001])
+def test_stft_round_trip_with_unit_masks(n_fft, hop, length):
+    frontend = STFTFrontEnd(n_fft, hop)
+    mix = torch.randn(2, length)
+    rep, feats = frontend.encode(mix)
+    assert rep.is_complex() and not feats.is_complex()
+    assert rep.shape == (2, n_fft // 2 + 1, 1 + length // hop)
+    torch.testing.assert_close(feats, rep.abs())
+    out = frontend.decode(torch.ones(2, 2, *rep.shape[1:]) * rep.unsqueeze(1), length)
+    assert out.shape == (2, 2, length)
+    torch.testing.assert_close(out, mix.unsqueeze(1).expand(-1, 2, -1), atol=1e-5, rtol=0)
+
+
+def test_stft_window_is_periodic_hann_and_not_in_the_state_dict():
+    frontend = STFTFrontEnd(16, 4)
+    torch.testing.assert_close(frontend.window, torch.hann_window(16, periodic=True))
+    assert frontend.window[0] == 0 and frontend.window[8] == 1  # periodic, not symmetric
+    assert "window" not in frontend.state_dict()
+
+
+# --------------------------------------------------------------------------- backbones
+
+
+def test_global_layer_norm_normalises_each_example_over_channels_and_time():
+    norm = GlobalLayerNorm(6)
+    assert sum(p.numel() for p in norm.parameters()) == 12
+    x = torch.randn(3, 6, 50) * torch.tensor([1.0, 10.0, 100.0]).view(3, 1, 1) + 5
+    y = norm(x)
+    torch.testing.assert_close(y.mean(dim=(1, 2)), torch.zeros(3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(y.var(dim=(1, 2), unbiased=False), torch.ones(3), atol=1e-4, rtol=0)
+    with torch.no_grad():
+        norm.gamma.fill_(2.0)
+        norm.beta.fill_(1.0)
+    torch.testing.assert_close(norm(x).mean(dim=(1, 2)), torch.ones(3), atol=1e-5, rtol=0)
+    z = norm(torch.randn(2, 6, 4, 5))  # DPRNN's (batch, C, K, S)
+    assert z.shape == (2, 6, 4, 5)
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
+@pytest.mark.parametrize("skip,kernel_size", [(8, 3), (0, 3), (8, 4)])
+def test_tcn_keeps_frames_and_reports_its_width(skip, kernel_size):
+    cfg = tiny({"backbone.tcn.skip": skip, "backbone.tcn.kernel_size": kernel_size}).backbone.tcn
+    tcn = TCN(16, cfg)
+    assert tcn.out_features == (skip or cfg.bottleneck)
+    assert len(tcn.blocks) == cfg.layers * cfg.repeats
+    dilations = [block.shared[3].dilation[0] for block in tcn.blocks]
+    assert dilations == [2**x for _ in range(cfg.repeats) for x in range(cfg.layers)]
+    assert all((block.skip_conv is None) == (skip == 0) for block in tcn.blocks)
+    assert tcn(torch.randn(2, 16, 37)).shape == (2, tcn.out_features, 37)
+
+
+@pytest.mark.parametrize("chunk_size", [10, 7, 3, 2])
+@pytest.mark.parametrize("frames", [1, 4, 10, 33])
+def test_dprnn_overlap_add_inverts_chunking(chunk_size, frames):
+    cfg = tiny({"backbone.dprnn.chunk_size": chunk_size}).backbone.dprnn
+    dprnn = DPRNN(16, cfg)
+    x = torch.randn(2, 5, frames)
+    chunks = dprnn.chunk(x)
+    assert chunks.shape[:3] == (2, 5, chunk_size)
+    torch.testing.assert_close(dprnn.overlap_add(chunks, frames), x)
+    # Every frame, the first and last included, sits in at least two chunks.
+    positions = dprnn.chunk((torch.arange(frames) + 1.0).view(1, 1, frames))
+    cover = torch.bincount(positions.flatten().long(), minlength=frames + 1)[1:]
+    assert cover.min() >= 2
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_dprnn_shapes_and_inter_direction(bidirectional):
+    cfg = tiny({"backbone.dprnn.bidirectional": bidirectional}).backbone.dprnn
+    dprnn = DPRNN(16, cfg)
+    assert dprnn.out_features == cfg.bottleneck
+    block = dprnn.blocks[0]
+    assert block.intra_rnn.bidirectional
+    assert block.inter_rnn.bidirectional == bidirectional
+    assert block.inter_linear.in_features == cfg.hidden * (2 if bidirectional else 1)
+    assert dprnn(torch.randn(2, 16, 45)).shape == (2, cfg.bottleneck, 45)
+
+
+# --------------------------------------------------------------------------- heads
+
+
+def _head(in_features=8, n_bins=5, n_src=2, **fields) -> MaskHead:
+    return MaskHead(in_features, n_bins, n_src, HeadConfig(**fields))
+
+
+@pytest.mark.parametrize("mask_act", ["sigmoid", "relu", "softmax", "linear"])
+@pytest.mark.parametrize("gated", [False, True])
+def test_deep_head_with_depth_one_is_the_shallow_head(mask_act, gated):
+    torch.manual_seed(1)
+    shallow = _head(kind="shallow", mask_act=mask_act, gated_output=gated)
+    deep = _head(kind="deep", depth=1, width=99, mask_act=mask_act, gated_output=gated)
+    deep.load_state_dict(shallow.state_dict())  # same parameter names and shapes
+    feats = torch.randn(2, 8, 11)
+    assert torch.equal(deep(feats), shallow(feats))
+    assert sum(p.numel() for p in deep.parameters()) == 8 * 10 + 10 + (3 * 25 + 10) * gated
+
+
+@pytest.mark.parametrize("mask_act", ["sigmoid", "softmax"])
+@pytest.mark.parametrize("depth", [1, 3])
+def test_og_with_p_equal_c_and_identity_grouping_is_the_plain_head(mask_act, depth):
+    kind = "shallow" if depth == 1 else "deep"
+    torch.manual_seed(2)
+    plain = _head(kind=kind, depth=depth, width=6, mask_act=mask_act)
+    og = _head(kind="og", depth=depth, width=6, mask_act=mask_act, oversep=2, grouping="learned")
+    state = dict(plain.state_dict(), group_logits=1e4 * torch.eye(2))
+    og.load_state_dict(state)
+    feats = torch.randn(3, 8, 7)
+    # softmax(1e4 * eye) is exactly the identity in float32, so this is exact.
+    assert torch.equal(og(feats), plain(feats))
+
+
+def test_learned_grouping_starts_round_robin_and_soft():
+    head = _head(kind="og", oversep=5, n_src=2, mask_act="softmax")
+    weights = head.grouping_weights()
+    assert weights.shape == (2, 5)
+    torch.testing.assert_close(weights.sum(dim=0), torch.ones(5))
+    assert weights.argmax(dim=0).tolist() == [0, 1, 0, 1, 0]
+    torch.testing.assert_close(weights.max(dim=0).values, torch.full((5,), 0.9))
+    three = _head(kind="og", oversep=4, n_src=3).grouping_weights()
+    assert three.argmax(dim=0).tolist() == [0, 1, 2, 0]
+    torch.testing.assert_close(three.max(dim=0).values, torch.full((4,), 0.9))
+    # Softmax over P, then columns that sum to one: the C grouped masks still
+    # sum to one at every time-frequency point.
+    masks = head(torch.randn(2, 8, 9))
+    assert masks.shape == (2, 2, 5, 9)
+    torch.testing.assert_close(masks.sum(dim=1), torch.ones(2, 5, 9))
+
+
+def test_oracle_grouping_returns_p_masks_softmaxed_over_p():
+    head = _head(kind="og", oversep=4, grouping="oracle", mask_act="softmax")
+    assert head.n_out == 4 and head.oracle_grouping
+    assert head.grouping_weights() is None
+    assert not any("group" in name for name, _ in head.named_parameters())
+    masks = head(torch.randn(2, 8, 9))
+    assert masks.shape == (2, 4, 5, 9)
+    torch.testing.assert_close(masks.sum(dim=1), torch.ones(2, 5, 9))
+
+
+@pytest.mark.parametrize("mask_act", ["sigmoid", "relu", "softmax", "linear"])
+def test_mask_activations(mask_act):
+    torch.manual_seed(3)
+    masks = _head(kind="shallow", mask_act=mask_act)(torch.randn(2, 8, 30) * 5)
+    if mask_act == "sigmoid":
+        assert ((masks > 0) & (masks < 1)).all()
+    elif mask_act == "relu":
+        assert (masks >= 0).all() and (masks == 0).any()
+    elif mask_act == "softmax":
+        torch.testing.assert_close(masks.sum(dim=1), torch.ones(2, 5, 30))
+    else:
+        assert (masks < 0).any() and (masks > 1).any()
+
+
+@pytest.mark.parametrize("hidden_act", ["tanh", "relu", "prelu", "sigmoid", "gelu"])
+def test_deep_head_layout(hidden_act):
+    head = _head(kind="deep", depth=3, width=12, hidden_act=hidden_act)
+    convs = [m for m in head.trunk if isinstance(m, torch.nn.Conv1d)]
+    assert [(c.in_channels, c.out_channels) for c in convs] == [(8, 12), (12, 12), (12, 10)]
+    assert len(head.trunk) == 5  # conv, act, conv, act, conv: no activation after the last
+    acts = [type(head.trunk[i]).__name__.lower() for i in (1, 3)]
+    assert acts == [hidden_act] * 2
+
+
+def test_gated_output_is_shared_across_outputs():
+    head = _head(kind="og", oversep=4, grouping="oracle", gated_output=True, n_bins=6)
+    gate = head.gate
+    assert [tuple(c.weight.shape) for c in (gate.net_out, gate.net_gate, gate.end_conv)] == [
+        (6, 6, 1)
+    ] * 3
+    assert gate.end_conv.bias is None
+    # Same weights for every mask: a mask's output depends only on its own input.
+    pre = torch.randn(1, 4, 6, 5)
+    swapped = pre[:, [1, 0, 2, 3]]
+    assert torch.equal(gate(swapped)[:, 0], gate(pre)[:, 1])
