@@ -57,7 +57,11 @@ def sdr(
     cross = torch.fft.irfft(S.conj() * X, n=n_fft)[:, :L]  # c[l] = sum_t s[t] x[t + l]
     lags = torch.arange(L, device=x.device)
     gram = autocorr[:, (lags.unsqueeze(0) - lags.unsqueeze(1)).abs()]  # Toeplitz, (N, L, L)
-    coef, info = torch.linalg.solve_ex(gram, cross.unsqueeze(-1))
+    # Cholesky, not LU: the Gram matrix is symmetric positive (semi)definite, and
+    # MKL's batched LU (torch.linalg.solve) fails outright once torch.set_num_threads
+    # has been called ("Pivots given to lu_solve must all be greater or equal to 1").
+    chol, info = torch.linalg.cholesky_ex(gram)
+    coef = torch.cholesky_solve(cross.unsqueeze(-1), chol)
     if bool((info != 0).any()):
         # A silent or degenerate reference: least squares (pseudo-inverse) instead.
         bad = info != 0

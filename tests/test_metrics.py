@@ -115,3 +115,19 @@ def test_evaluate_aligns_permuted_and_grouped_estimates():
     grouped = evaluate(pieces[:, order], ref, mix, oracle_grouping=True)
     for key in direct:
         torch.testing.assert_close(grouped[key], direct[key], atol=1e-3, rtol=0)
+
+
+def test_sdr_survives_torch_thread_setting():
+    # Regression: MKL's batched LU failed ("Pivots given to lu_solve ...") once
+    # torch.set_num_threads had been called, as every training run does.
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        gen = torch.Generator().manual_seed(3)
+        ref = torch.randn(8, 2, 4000, generator=gen)
+        est = ref + 0.1 * torch.randn(8, 2, 4000, generator=gen)
+        value = sdr(est, ref)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.isfinite(value).all()
+    assert (value > 15).all()
