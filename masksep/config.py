@@ -173,6 +173,12 @@ def _coerce(value: Any, tp: Any, name: str, source: str | None) -> Any:
             raise ConfigError(name, f"expected an integer, got {value!r}", source)
         return value
     if tp is float:
+        if isinstance(value, str):
+            # PyYAML reads 3e-4 (no dot) as a string; accept what float() reads.
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(name, f"expected a number, got {value!r}", source)
         return float(value)

@@ -471,6 +471,8 @@ class SyntheticMixtures(Dataset):
     than about 50 ms may hold a silent source (it had not started talking yet).
     """
 
+    fixed_length = True  # every item has the same length: evaluation may batch them
+
     def __init__(
         self,
         split: str,
