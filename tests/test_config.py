@@ -1,0 +1,115 @@
+"""Config loading: defaults, YAML, dotted overrides, and one clear error per bad field."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from masksep import config as C
+from masksep.errors import ConfigError
+
+TRIALS = Path(__file__).resolve().parents[1] / "sweeps" / "trials"
+
+
+def test_defaults_round_trip_through_yaml(tmp_path):
+    cfg = C.load_config(None, ["head.kind=deep", "head.depth=3", "train.lr=3e-4"])
+    path = tmp_path / "c.yaml"
+    path.write_text(C.to_yaml(cfg))
+    again = C.load_config(path)
+    assert again == cfg
+    assert again.head.depth == 3 and again.train.lr == pytest.approx(3e-4)
+
+
+def test_override_values_are_read_as_yaml():
+    cfg = C.load_config(None, ["train.amp=false", "data.root=/x/y", "train.lr=1"])
+    assert cfg.train.amp is False
+    assert cfg.data.root == "/x/y"
+    assert isinstance(cfg.train.lr, float)  # an int widens to a float field
+
+
+def test_flatten_and_merge():
+    cfg = C.load_config(None)
+    flat = C.flatten(cfg)
+    assert flat["head.depth"] == 1 and flat["backbone.tcn.layers"] == cfg.backbone.tcn.layers
+    merged = C.merge(cfg, {"head.kind": "og", "head.oversep": 8})
+    assert merged.head.oversep == 8 and cfg.head.kind == "shallow"
+
+
+@pytest.mark.parametrize(
+    "override, field, words",
+    [
+        (["head.colour=3"], "head.colour", "unknown field"),
+        (["nope=1"], "nope", "unknown field"),
+        (["head.depth=two"], "head.depth", "expected an integer"),
+        (["head.depth=1.5"], "head.depth", "expected an integer"),
+        (["train.amp=3"], "train.amp", "expected true or false"),
+        (["head.depth=0"], "head.depth", "must be >= 1"),
+        (["head.kind=og", "head.oversep=1"], "head.oversep", "must be >= n_src"),
+        (["head.kind=mlp"], "head.kind", "must be one of"),
+        (["head.mask_act=gelu"], "head.mask_act", "must be one of"),
+        (["encoder.stride=17"], "encoder.stride", "must be between 1 and 16"),
+        (["encoder.kind=stft", "encoder.kernel_size=256", "encoder.stride=200"], "encoder.stride", "between 1 and 128"),
+        (["head=3"], "head", "expected a mapping"),
+        (["data.kind=librimix"], "data.root", "is required"),
+        (["train.lr=0"], "train.lr", "must be > 0"),
+    ],
+)
+def test_bad_values_name_the_field(override, field, words):
+    with pytest.raises(ConfigError) as info:
+        C.load_config(None, override)
+    assert info.value.field == field
+    assert words in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_bad_files_name_the_file(tmp_path):
+    missing = tmp_path / "missing.yaml"
+    with pytest.raises(ConfigError, match="missing.yaml: file: not found"):
+        C.load_config(missing)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("head: {depth: 2\n")
+    with pytest.raises(ConfigError, match="broken.yaml: line 2: not valid YAML"):
+        C.load_config(broken)
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="list.yaml: file: must hold a YAML mapping"):
+        C.load_config(listy)
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("head:\n  dept: 3\n")
+    with pytest.raises(ConfigError, match="typo.yaml: head.dept: unknown field"):
+        C.load_config(typo)
+
+
+def test_bad_override_syntax():
+    with pytest.raises(ConfigError, match="field.name=value"):
+        C.load_config(None, ["head.depth"])
+    with pytest.raises(ConfigError, match="seed: expected an integer"):
+        C.load_config(None, ["seed.x=1"])
+
+
+def test_head_summary_reports_what_each_head_uses():
+    shallow = C.load_config(None, ["head.depth=3", "head.width=512"])
+    assert C.head_summary(shallow) == {
+        "head": "shallow", "depth": 1, "width": 0, "oversep": 2, "grouping": "none"}
+    deep = C.load_config(None, ["head.kind=deep", "head.depth=3", "head.width=512"])
+    assert C.head_summary(deep)["depth"] == 3 and C.head_summary(deep)["oversep"] == 2
+    og = C.load_config(None, ["head.kind=og", "head.oversep=8", "head.grouping=oracle"])
+    assert C.head_summary(og) == {
+        "head": "og", "depth": 1, "width": 0, "oversep": 8, "grouping": "oracle"}
+
+
+def test_expand_root(monkeypatch):
+    monkeypatch.setenv("MASKSEP_TEST_ROOT", "/data")
+    assert C.expand_root("${MASKSEP_TEST_ROOT}/Libri2Mix") == "/data/Libri2Mix"
+    monkeypatch.delenv("MASKSEP_TEST_ROOT")
+    with pytest.raises(ConfigError, match="MASKSEP_TEST_ROOT"):
+        C.expand_root("${MASKSEP_TEST_ROOT}/Libri2Mix")
+
+
+def test_every_shipped_trial_config_loads():
+    paths = sorted(TRIALS.glob("*.yaml"))
+    assert len(paths) >= 6
+    for path in paths:
+        cfg = C.load_config(path)
+        assert yaml.safe_load(path.read_text())  # not empty
+        assert cfg.n_src >= 1
