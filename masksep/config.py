@@ -98,16 +98,46 @@ class HeadConfig:
 
 @dataclass
 class DataConfig:
-    """Where mixtures come from. ``synthetic`` is embedded and made on the fly."""
+    """Where mixtures come from. ``synthetic`` is embedded and made on the fly.
+
+    Real corpora (see :mod:`masksep.data`): ``librimix`` (metadata CSVs),
+    ``wsj0mix`` (tr/cv/tt with mix/s1/s2[/s3]), ``wham`` (the same with
+    mix_clean/mix_both and noise), ``dynamic`` (a folder of single-speaker
+    utterances mixed on the fly). Training items are random ``segment_s``
+    crops; validation and test items are whole utterances.
+    """
 
     kind: Literal["synthetic", "librimix", "wsj0mix", "wham", "dynamic"] = "synthetic"
     root: str = ""  # data folder; may use $VARS, e.g. ${DATA_ROOT}/Libri2Mix
     segment_s: float = 2.0  # training crop length
-    train_items: int = 2000  # synthetic: mixtures per epoch
-    valid_items: int = 100
-    test_items: int = 100
+    train_items: int = 2000  # synthetic and dynamic: mixtures per epoch
+    valid_items: int = 100  # synthetic and dynamic
+    test_items: int = 100  # synthetic and dynamic
     eval_seconds: float = 4.0  # synthetic: length of validation and test mixtures
     num_workers: int = 0  # DataLoader workers
+    # sep_clean: the mixture of the speakers; sep_noisy: speakers + noise
+    # (LibriMix mix_both, WHAM! mix_both), the targets are the speakers alone.
+    task: Literal["sep_clean", "sep_noisy"] = "sep_clean"
+    # LibriMix / WSJ0-mix / WHAM! variant (wav8k/min ...), used when root is the
+    # corpus folder rather than the wav8k/min folder itself.
+    mode: Literal["min", "max"] = "min"
+    librimix_train: Literal["train-360", "train-100"] = "train-360"  # LibriMix training subset
+    # Files at another sample rate than ``sample_rate``: resample them
+    # (scipy.signal.resample_poly) instead of refusing the data set.
+    resample: bool = False
+    # Items with a problem (see ``masksep data check``): leave them out and say
+    # how many, instead of refusing the data set.
+    skip_bad: bool = False
+    # Checks when a data set is opened: "full" also reads every sample (NaN/Inf
+    # in float files, mixture = sum of sources); "headers" reads file headers
+    # only, for corpora too large to scan per run (a bad sample found later is
+    # still one clear error, or a skipped item with skip_bad); "auto": full up
+    # to 10 h of audio (validation and test sets), headers above, said on stderr.
+    check: Literal["auto", "full", "headers"] = "auto"
+    # dynamic: gain of each utterance (dB, after RMS normalisation), uniform
+    # in [mix_gain_db_min, mix_gain_db_max]
+    mix_gain_db_min: float = -2.5
+    mix_gain_db_max: float = 2.5
 
 
 @dataclass
@@ -380,6 +410,18 @@ def validate(cfg: Config, source: str | None = None) -> None:
     c(dc.num_workers >= 0, "data.num_workers", f"must be >= 0, got {dc.num_workers}", source)
     if dc.kind != "synthetic":
         c(bool(dc.root), "data.root", f"is required for data.kind {dc.kind!r}", source)
+    c(
+        dc.task == "sep_clean" or dc.kind in ("librimix", "wham"),
+        "data.task",
+        f"sep_noisy needs a corpus with noise (librimix or wham), not {dc.kind!r}",
+        source,
+    )
+    c(
+        dc.mix_gain_db_min <= dc.mix_gain_db_max,
+        "data.mix_gain_db_min",
+        f"must be <= data.mix_gain_db_max ({dc.mix_gain_db_max}), got {dc.mix_gain_db_min}",
+        source,
+    )
 
     tr = cfg.train
     c(tr.epochs >= 1, "train.epochs", f"must be >= 1, got {tr.epochs}", source)

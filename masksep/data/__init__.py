@@ -21,6 +21,12 @@ def build_dataset(cfg: Config, split: str) -> Dataset:
     Synthetic: training items are ``data.segment_s`` long, validation and test
     items ``data.eval_seconds``; ``cfg.seed`` seeds all three, and the splits
     share no speaker.
+
+    Corpora on disk (librimix, wsj0mix, wham, dynamic) are checked when opened:
+    problems raise :class:`~masksep.data.checks.DataCheckError` with the list,
+    or with ``data.skip_bad`` the bad items are left out (said on stderr).
+    Training items are ``segment_s`` crops (``fixed_length``), validation and
+    test items whole utterances. Training sets of files have ``set_epoch``.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
@@ -32,4 +38,40 @@ def build_dataset(cfg: Config, split: str) -> Dataset:
             "test": (d.test_items, d.eval_seconds),
         }[split]
         return SyntheticMixtures(split, n_items, cfg.n_src, cfg.sample_rate, seconds, cfg.seed)
-    raise UserError(f"data.kind: {d.kind} reader is not available yet")
+    return _files_dataset(cfg, split)
+
+
+def _files_dataset(cfg: Config, split: str) -> Dataset:
+    """A corpus on disk: checked when opened (see :mod:`masksep.data.checks`)."""
+    from masksep.config import expand_root
+    from masksep.data import dynamic, librimix, wsj0mix
+    from masksep.data.items import FileMixtures
+
+    d = cfg.data
+    root = expand_root(d.root)
+    segment = max(1, round(d.segment_s * cfg.sample_rate)) if split == "train" else None
+    common = dict(
+        rate=cfg.sample_rate, n_src=cfg.n_src, segment=segment, seed=cfg.seed,
+        allow_resample=d.resample, skip_bad=d.skip_bad, check=d.check,
+    )
+    if d.kind == "dynamic":
+        n_items = {"train": d.train_items, "valid": d.valid_items, "test": d.test_items}[split]
+        return dynamic.DynamicMixtures(
+            root, split, n_items=n_items, gain_db=(d.mix_gain_db_min, d.mix_gain_db_max), **common
+        )
+    if d.kind == "librimix":
+        folder = librimix.resolve_root(root, cfg.sample_rate, d.mode)
+        name = librimix.split_name(split, d.librimix_train)
+        items, problems = librimix.load_items(folder, name, d.task, cfg.n_src)
+        where = str(librimix.csv_path(folder, name, d.task))
+    elif d.kind in ("wsj0mix", "wham"):
+        folder = wsj0mix.resolve_root(root, cfg.n_src, cfg.sample_rate, d.mode)
+        split_dir = folder / wsj0mix.split_name(split)
+        mix_sub = wsj0mix.mix_folder(d.kind, d.task)
+        items, problems = wsj0mix.list_items(
+            split_dir, mix_sub, cfg.n_src, noisy=mix_sub == "mix_both"
+        )
+        where = str(split_dir / mix_sub)
+    else:
+        raise UserError(f"data.kind: unknown kind {d.kind!r}")
+    return FileMixtures(items, where=where, extra=problems, folder=str(folder), **common)

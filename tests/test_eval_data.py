@@ -1,0 +1,145 @@
+"""`masksep eval --data DIR` on corpus-layout folders, and the whole flow end to end:
+data synth -> data check -> train -> eval -> separate, through the CLI entry point."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from masksep import cli
+from masksep.config import load_config, to_dict
+from masksep.data.export import synth
+from masksep.models.separator import build_model
+from masksep.train import CHECKPOINT_FORMAT
+
+TINY = [
+    "encoder.n_filters=16", "backbone.tcn.bottleneck=16", "backbone.tcn.hidden=32",
+    "backbone.tcn.layers=3", "backbone.tcn.repeats=1", "backbone.tcn.skip=16",
+    "train.threads=1", "train.batch_size=2",
+]
+
+
+def save_checkpoint(path, *sets):
+    cfg = load_config(None, TINY + list(sets))
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    torch.save({"format": CHECKPOINT_FORMAT, "config": to_dict(cfg), "model": model.state_dict()}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    base = tmp_path_factory.mktemp("eval")
+    synth(base / "Libri2Mix" / "wav8k" / "min", "librimix", "test", 3, seconds=0.6, max_seconds=1.2)
+    synth(base / "wsj0-2mix", "wsj0mix", "tt", 2, seconds=0.6, seed=1)
+    ckpt = save_checkpoint(base / "tiny.pt")
+    return base, ckpt
+
+
+def run_json(capsys, *args):
+    assert cli.main(list(args)) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_eval_on_a_librimix_folder_per_file_and_mean(folders, capsys):
+    base, ckpt = folders
+    data = base / "Libri2Mix" / "wav8k" / "min"
+    result = run_json(capsys, "eval", "--checkpoint", str(ckpt), "--data", str(data), "--json")
+    assert result["data"] == "librimix" and result["items"] == 3
+    names = [f["name"] for f in result["files"]]
+    assert names == ["synthte00000", "synthte00001", "synthte00002"]
+    for key in ("si_snri", "sdri", "si_snr", "sdr"):
+        per_file = [f[key] for f in result["files"]]
+        assert result[key] == pytest.approx(np.mean(per_file), abs=1e-3)
+        assert all(np.isfinite(per_file))
+    assert result["oracle_grouping"] is False and "note" not in result
+    # the table: a header, one row per file, the mean
+    assert cli.main(["eval", "--checkpoint", str(ckpt), "--data", str(data)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[1].split() == ["file", "si_snri", "sdri", "si_snr", "sdr"]
+    assert [row.split()[0] for row in lines[2:]] == names + ["mean"]
+    assert float(lines[-1].split()[1]) == pytest.approx(result["si_snri"], abs=0.006)
+
+
+def test_eval_on_a_wsj0mix_folder(folders, capsys):
+    base, ckpt = folders
+    # the corpus folder: tt/ is found below 2speakers/wav8k/min or directly
+    result = run_json(capsys, "eval", "--checkpoint", str(ckpt), "--data", str(base / "wsj0-2mix"), "--json")
+    assert result["data"] == "wsj0mix" and [f["name"] for f in result["files"]] == [
+        "synthte00000", "synthte00001"]
+
+
+def test_eval_says_when_an_og_head_uses_oracle_grouping(folders, tmp_path, capsys):
+    base, _ = folders
+    ckpt = save_checkpoint(tmp_path / "og.pt", "head.kind=og", "head.oversep=3", "head.grouping=oracle")
+    data = base / "Libri2Mix" / "wav8k" / "min"
+    result = run_json(capsys, "eval", "--checkpoint", str(ckpt), "--data", str(data), "--json")
+    assert result["oracle_grouping"] is True and "oracle grouping" in result["note"]
+    assert cli.main(["eval", "--checkpoint", str(ckpt), "--data", str(data)]) == 0
+    assert "# oracle grouping: outputs grouped with the references" in capsys.readouterr().out
+
+
+def test_eval_data_errors_are_one_line(folders, tmp_path, capsys):
+    _, ckpt = folders
+    synth(tmp_path / "utts", "utterances", "test", 2, seconds=0.3)
+    assert cli.main(["eval", "--checkpoint", str(ckpt), "--data", str(tmp_path / "utts" / "test")]) == 2
+    assert "needs a LibriMix- or WSJ0-mix-layout folder" in capsys.readouterr().err
+    synth(tmp_path / "lm", "librimix", "test", 2, seconds=0.3)
+    (tmp_path / "lm" / "test" / "s1" / "synthte00001.wav").unlink()
+    assert cli.main(["eval", "--checkpoint", str(ckpt), "--data", str(tmp_path / "lm")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "synthte00001.wav: file not found" in err[0]  # the list ...
+    assert err[-1].startswith("masksep: error: ")  # ... then the one-line error
+
+
+def test_eval_without_data_keeps_the_synthetic_one_line(folders, capsys):
+    _, ckpt = folders
+    result = run_json(capsys, "eval", "--checkpoint", str(ckpt),
+                      "--set", "data.test_items=2", "--set", "data.eval_seconds=0.3")
+    assert result["data"] == "synthetic" and result["items"] == 2 and "files" not in result
+
+
+@pytest.mark.slow
+def test_end_to_end_synth_check_train_eval_separate(tmp_path, capsys):
+    data = tmp_path / "Libri2Mix" / "wav8k" / "min"
+    for split, n in (("train", 6), ("valid", 2), ("test", 2)):
+        assert cli.main(["data", "synth", "--out", str(data), "--split", split, "--num", str(n),
+                         "--seconds", "0.6", "--max-seconds", "1.0"]) == 0
+    assert cli.main(["data", "check", str(data)]) == 0
+    assert "no problems" in capsys.readouterr().out
+
+    config = tmp_path / "trial.yaml"
+    config.write_text(
+        f"data: {{kind: librimix, root: {data}, segment_s: 0.5}}\n"
+        "train: {epochs: 1, max_steps_per_epoch: 2, batch_size: 2, threads: 1}\n"
+    )
+    run = tmp_path / "run"
+    assert cli.main(["train", "--config", str(config), "--out", str(run)] + [f"--set={s}" for s in TINY[:6]]) == 0
+    capsys.readouterr()
+    best = run / "checkpoints" / "best.pt"
+    assert best.is_file() and (run / "summary.json").is_file()
+
+    result = run_json(capsys, "eval", "--checkpoint", str(best), "--data", str(data), "--json")
+    assert result["items"] == 2 and len(result["files"]) == 2
+    summary = json.loads((run / "summary.json").read_text())
+    assert result["si_snri"] == pytest.approx(summary["test_si_snri"], abs=1e-3)  # same test split
+
+    mix = data / "test" / "mix_clean" / "synthte00000.wav"
+    assert cli.main(["separate", "--checkpoint", str(best), str(mix), "--out-dir", str(tmp_path / "sep")]) == 0
+    outs = sorted((tmp_path / "sep").iterdir())
+    assert [p.name for p in outs] == ["synthte00000_s1.wav", "synthte00000_s2.wav"]
+    assert all(sf.info(str(p)).frames == sf.info(str(mix)).frames for p in outs)
+
+    # a broken file now: training refuses at start, --skip-bad goes on and says how many
+    (data / "train-360" / "s2" / "synthtr00003.wav").unlink()
+    assert cli.main(["data", "check", str(data)]) == 2
+    capsys.readouterr()
+    args = ["train", "--config", str(config), "--out", str(tmp_path / "run2")] + [f"--set={s}" for s in TINY[:6]]
+    assert cli.main(args) == 2
+    assert "synthtr00003.wav: file not found" in capsys.readouterr().err
+    assert cli.main(args + ["--skip-bad"]) == 0
+    assert "skipping 1 of 6 items with problems" in capsys.readouterr().err
