@@ -1,0 +1,300 @@
+"""Command line: parse, call, print. Bad input -> one line on stderr, exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from masksep.errors import UserError
+
+
+def _print_problems(exc: UserError) -> None:
+    """A data set refused for its problems: the whole list on stderr, before the one-line error."""
+    for problem in getattr(exc, "problems", ()):
+        print(f"  {problem}", file=sys.stderr)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from masksep import config as config_mod
+    from masksep import train
+    from masksep.reporting import TerminalReporter
+
+    if args.skip_bad:
+        args.set = list(args.set) + ["data.skip_bad=true"]
+    out = Path(args.out)
+    if args.resume:
+        last = out / "checkpoints" / "last.pt"
+        if args.config is None:
+            ckpt = train.load_checkpoint(last)
+            cfg = config_mod.from_dict(ckpt["config"], str(last))
+            if args.set:
+                cfg = config_mod.load_config(None, _dotted(cfg) + list(args.set))
+        else:
+            cfg = config_mod.load_config(args.config, args.set)
+            train.load_checkpoint(last)  # a missing or bad checkpoint fails before any work
+    else:
+        if args.config is None:
+            raise UserError("--config: required (or --resume to continue a run in --out)")
+        cfg = config_mod.load_config(args.config, args.set)
+        if (out / "checkpoints" / "last.pt").exists() or (out / "summary.json").exists():
+            raise UserError(f"{out}: already holds a run; pass --resume to continue it or pick another --out")
+    try:
+        summary = train.fit(cfg, out, TerminalReporter(), resume=args.resume)
+    except UserError as exc:
+        _print_problems(exc)
+        raise
+    print(json.dumps({k: summary[k] for k in ("test_si_snri", "test_sdri", "best_val_si_snri")}))
+    return 0
+
+
+def _dotted(cfg) -> list[str]:
+    """A config as --set overrides, so more overrides can be laid over it."""
+    from masksep import config as config_mod
+
+    return [f"{k}={json.dumps(v)}" for k, v in config_mod.flatten(cfg).items()]
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from masksep import config as config_mod
+    from masksep import train
+    from masksep.data import build_dataset
+
+    ckpt = train.load_checkpoint(args.checkpoint)
+    cfg, model = train.model_from_checkpoint(ckpt, str(args.checkpoint))
+    if args.set:
+        cfg = config_mod.load_config(None, _dotted(cfg) + list(args.set))
+    if args.data is not None:
+        from masksep.data.checks import detect_layout
+
+        layout, _ = detect_layout(Path(args.data))
+        if layout not in ("librimix", "wsj0mix", "wham"):
+            raise UserError(f"{args.data}: --data needs a LibriMix- or WSJ0-mix-layout folder, found {layout}")
+        cfg = config_mod.merge(cfg, {"data.kind": layout, "data.root": str(args.data)}, "--data")
+    threads = train.setup_threads(cfg.train.threads)
+    device = train.pick_device(cfg.train.device)
+    model.to(device)
+    try:
+        dataset = build_dataset(cfg, args.split)
+    except UserError as exc:
+        _print_problems(exc)
+        raise
+    means, rows = train.evaluate(model, dataset, device, cfg.train.batch_size, with_sdr=True)
+    result = {
+        "checkpoint": str(args.checkpoint),
+        "split": args.split,
+        "data": cfg.data.kind,
+        **({"root": cfg.data.root} if args.data is not None else {}),
+        "items": len(dataset),
+        **{k: round(v, 4) for k, v in means.items()},
+        "oracle_grouping": bool(model.oracle_grouping),
+        "device": str(device),
+        "threads": threads,
+    }
+    if getattr(dataset, "skipped", 0):
+        result["skipped_items"] = dataset.skipped
+    if model.oracle_grouping:
+        result["note"] = "oracle grouping: outputs grouped with the references (MixIT-style)"
+    if args.json:
+        files = [{"name": r.get("name", str(i)), **{k: round(v, 4) for k, v in r.items() if k != "name"}}
+                 for i, r in enumerate(rows)]
+        print(json.dumps({**result, "files": files}, indent=2))
+    elif args.data is not None:
+        print(_eval_table(result, rows))
+    else:
+        print(json.dumps(result))
+    return 0
+
+
+def _eval_table(result: dict, rows: list[dict]) -> str:
+    keys = ("si_snri", "sdri", "si_snr", "sdr")
+    names = [str(r.get("name", i)) for i, r in enumerate(rows)]
+    width = max([len("mean"), len("file"), *map(len, names)])
+    lines = [
+        f"# {result['checkpoint']} on {result['root']} ({result['data']}, {result['split']}, "
+        f"{result['items']} files, {result['device']})",
+    ]
+    if result.get("note"):
+        lines.append(f"# {result['note']}")
+    if result.get("skipped_items"):
+        lines.append(f"# {result['skipped_items']} items with problems left out (data.skip_bad)")
+    lines.append(f"{'file':<{width}}  " + "  ".join(f"{k:>8}" for k in keys))
+    for name, r in zip(names, rows, strict=True):
+        lines.append(f"{name:<{width}}  " + "  ".join(f"{r[k]:8.2f}" for k in keys))
+    lines.append(f"{'mean':<{width}}  " + "  ".join(f"{result[k]:8.2f}" for k in keys))
+    return "\n".join(lines)
+
+
+def _data_synth(args: argparse.Namespace) -> int:
+    from masksep.data.export import synth
+
+    info = synth(
+        args.out, args.layout, args.split, args.num, n_src=args.n_src,
+        sample_rate=args.sample_rate, seconds=args.seconds, max_seconds=args.max_seconds,
+        seed=args.seed, noise=args.noise,
+    )
+    print(json.dumps(info))
+    return 0
+
+
+def _data_check(args: argparse.Namespace) -> int:
+    from masksep.data.checks import check_folder, print_report
+
+    report = check_folder(
+        args.dir, layout=args.layout, splits=args.split or None, rate=args.sample_rate,
+        n_src=args.n_src, level="headers" if args.headers_only else "full",
+        sum_tol_db=args.sum_tol_db, log=lambda line: print(f"# {line}", file=sys.stderr),
+    )
+    print_report(report)
+    print(f"{args.dir}: {report.summary()}")
+    return 2 if report.problems else 0
+
+
+def _separate(args: argparse.Namespace) -> int:
+    from masksep.separate import DEFAULT_CHUNK_S, separate_files
+
+    results = separate_files(
+        args.checkpoint, args.inputs, args.out_dir,
+        chunk_s=DEFAULT_CHUNK_S if args.chunk_s is None else args.chunk_s,
+        overlap_s=args.overlap_s, device=args.device, threads=args.threads,
+    )
+    for r in results:
+        print(json.dumps(r))
+    return 0
+
+
+def _complexity(args: argparse.Namespace) -> int:
+    from masksep import config as config_mod
+    from masksep.complexity import complexity
+
+    cfg = config_mod.load_config(args.config, args.set)
+    print(json.dumps({"config": str(args.config), **config_mod.head_summary(cfg), **complexity(cfg)}))
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from masksep.sweep.runner import run_sweep
+
+    summary = run_sweep(
+        args.spec, args.out, resume=args.resume, address=args.address,
+        use_wandb=not args.no_wandb, storage_path=args.storage_path, dashboard=args.dashboard,
+        num_cpus=args.num_cpus,
+    )
+    print(json.dumps(summary))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from masksep.report import write_report
+
+    summary = write_report(args.dir)
+    print(json.dumps(summary))
+    print(f"masksep: report written to {args.dir / 'summary.md'}", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="masksep",
+        description="Mask estimation modules for neural source separation: train, sweep, report.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train one separator (one trial) on this machine")
+    p.add_argument("--config", type=Path, help="trial config (YAML), e.g. sweeps/trials/tcn-deep.yaml")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set head.depth=3 (repeatable)")
+    p.add_argument("--out", required=True, type=Path, help="run folder to write")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="leave out data items with problems (data.skip_bad=true) instead of refusing the data set")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("eval", help="evaluate a checkpoint (synthetic test split by default)")
+    p.add_argument("--checkpoint", required=True, type=Path)
+    p.add_argument("--split", default="test", choices=("valid", "test"))
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a field of the checkpoint's config, e.g. data.test_items=20")
+    p.add_argument("--data", type=Path, metavar="DIR",
+                   help="a LibriMix- or WSJ0-mix/WHAM!-layout folder (default: the checkpoint's data)")
+    p.add_argument("--json", action="store_true", help="print JSON with per-file rows")
+    p.set_defaults(func=_eval)
+
+    p = sub.add_parser("separate", help="separate audio files with a trained checkpoint")
+    p.add_argument("--checkpoint", required=True, type=Path)
+    p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT.wav")
+    p.add_argument("--out-dir", required=True, type=Path, help="writes <input stem>_s1.wav ... here")
+    p.add_argument("--chunk-s", type=float, default=None, help="chunk length in seconds (default 8)")
+    p.add_argument("--overlap-s", type=float, default=None,
+                   help="overlap (cross-fade) between chunks in seconds (default 1, at most a quarter chunk)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--threads", type=int, default=0, help="torch threads; 0 = the CPUs given")
+    p.set_defaults(func=_separate)
+
+    p = sub.add_parser("data", help="write or check a data set on disk")
+    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    q = data_sub.add_parser("synth", help="write synthetic mixtures in a corpus layout")
+    q.add_argument("--out", required=True, type=Path)
+    q.add_argument("--layout", default="librimix", choices=("librimix", "wsj0mix", "wham", "utterances"))
+    q.add_argument("--split", default="test",
+                   help="train, valid, test, or the layout's name (train-360, dev, tr, cv, tt ...)")
+    q.add_argument("--num", type=int, default=10, help="mixtures (utterances) to write")
+    q.add_argument("--n-src", type=int, default=2)
+    q.add_argument("--sample-rate", type=int, default=8000)
+    q.add_argument("--seconds", type=float, default=3.0, help="length (the shortest with --max-seconds)")
+    q.add_argument("--max-seconds", type=float, default=None, help="lengths uniform in [seconds, max-seconds]")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--noise", action="store_true", help="also noisy mixtures (mix_both, noise/)")
+    q.set_defaults(func=_data_synth)
+    q = data_sub.add_parser("check", help="list every problem of a data folder (exit 2 if any)")
+    q.add_argument("dir", type=Path)
+    q.add_argument("--layout", default="auto", choices=("auto", "librimix", "wsj0mix", "wham", "utterances"))
+    q.add_argument("--split", action="append", default=[], help="only this split (repeatable)")
+    q.add_argument("--sample-rate", type=int, default=None,
+                   help="expected rate (default: wav8k-style folder name, else the most common rate)")
+    q.add_argument("--n-src", type=int, default=None, help="expected sources per mixture")
+    q.add_argument("--headers-only", action="store_true",
+                   help="read file headers only (no NaN/Inf scan, no sum check)")
+    q.add_argument("--sum-tol-db", type=float, default=30.0,
+                   help="least mixture-to-residual ratio of mixture vs sum of sources (dB)")
+    q.set_defaults(func=_data_check)
+
+    p = sub.add_parser("sweep", help="run a sweep (Ray Tune + Optuna) and write its report")
+    p.add_argument("spec", type=Path, help="sweep spec (YAML), e.g. sweeps/quick.yaml")
+    p.add_argument("--out", required=True, type=Path, help="sweep folder to write")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the sweep in OUT after its driver stopped (finished trials are kept)")
+    p.add_argument("--address", help="Ray cluster to use (default: RAY_ADDRESS, else a private local Ray)")
+    p.add_argument("--storage-path", help="Ray Tune storage (s3://, gs:// or a shared folder); default OUT/ray")
+    p.add_argument("--no-wandb", action="store_true", help="do not log to W&B")
+    p.add_argument("--dashboard", action="store_true", help="start the Ray dashboard (127.0.0.1 only) for a local Ray")
+    p.add_argument("--num-cpus", type=int, help="CPUs for a local Ray (default: all)")
+    p.set_defaults(func=_sweep)
+
+    p = sub.add_parser("report", help="tables and plots of a sweep folder (or of its trials.csv)")
+    p.add_argument("dir", type=Path, help="sweep folder, e.g. results/quick")
+    p.set_defaults(func=_report)
+
+    p = sub.add_parser("complexity", help="parameters and MACs per second of audio, as JSON")
+    p.add_argument("--config", required=True, type=Path)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(func=_complexity)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as exc:
+        print(f"masksep: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("masksep: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Sweeps: spec, Ray Tune runner, W&B tracking, cluster helpers."""

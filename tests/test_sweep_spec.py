@@ -1,0 +1,155 @@
+"""Sweep specs: validation before Ray starts, the Optuna space, grid points, trial configs."""
+
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from masksep.errors import ConfigError
+from masksep.sweep import spec as S
+
+ROOT = Path(__file__).resolve().parents[1]
+
+BASE = {
+    "name": "t",
+    "base": {"train": {"epochs": 3}},
+    "search_space": {
+        "head.kind": {"choice": ["shallow", "deep", "og"]},
+        "head.depth": {"int": [2, 4], "when": {"head.kind": ["deep", "og"]}},
+        "head.width": {"logint": [64, 512], "when": {"head.kind": ["deep", "og"]}},
+        "head.oversep": {"choice": [4, 8], "when": {"head.kind": "og"}},
+        "train.lr": {"loguniform": [1e-4, 3e-3]},
+    },
+}
+
+
+def write(tmp_path, data, name="spec.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_shipped_specs_load():
+    quick = S.load_spec(ROOT / "sweeps" / "quick.yaml")
+    assert S.count_trials(quick) >= 8
+    kinds = next(d for d in quick.dims if d.name == "head.kind").values
+    assert {"shallow", "deep", "og"} <= set(kinds)
+    paper = S.load_spec(ROOT / "sweeps" / "paper.yaml")
+    assert paper.repeats == 3 and set(paper.bases) == {"convtasnet", "dprnn"}
+    assert paper.gpu_hours
+
+
+def test_define_by_run_skips_inactive_dimensions(tmp_path):
+    spec = S.load_spec(write(tmp_path, BASE))
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=1))
+    seen_kinds = set()
+    for _ in range(30):
+        trial = study.ask()
+        S.DefineByRun(spec.dims)(trial)
+        params = trial.params
+        seen_kinds.add(params["head.kind"])
+        if params["head.kind"] == "shallow":
+            assert set(params) == {"head.kind", "train.lr"}
+        elif params["head.kind"] == "deep":
+            assert "head.oversep" not in params and 2 <= params["head.depth"] <= 4
+        else:
+            assert params["head.oversep"] in (4, 8)
+        cfg = spec.trial_config(params)
+        assert cfg.head.kind == params["head.kind"] and cfg.train.epochs == 3
+        study.tell(trial, 0.0)
+    assert seen_kinds == {"shallow", "deep", "og"}
+
+
+def test_trial_config_seed_comes_from_the_repeat_index(tmp_path):
+    spec = S.load_spec(write(tmp_path, {**BASE, "repeats": 2, "num_samples": 4}))
+    params = {"head.kind": "deep", "head.depth": 3, "head.width": 128, "train.lr": 1e-3}
+    assert spec.trial_config({**params, S.TRIAL_INDEX: 1}).seed == 1
+    assert spec.trial_config(params).seed == 0
+
+
+def test_grid_points_follow_when_and_cross_the_rest(tmp_path):
+    data = {
+        "name": "g",
+        "search": "grid",
+        "scheduler": "none",
+        "search_space": {
+            "head.kind": {"grid": ["deep", "og"]},
+            "head.depth": {"grid": [1, 3]},
+            "head.oversep": {"grid": [4, 8], "when": {"head.kind": "og"}},
+        },
+    }
+    spec = S.load_spec(write(tmp_path, data))
+    points = spec.grid_points()
+    assert len(points) == 2 + 4  # deep x 2 depths, og x 2 depths x 2 P
+    assert {"head.kind": "deep", "head.depth": 3} in points
+    assert S.count_trials(spec) == 6
+    cfg = spec.trial_config({S.GRID_KEY: points[-1]})
+    assert cfg.head.kind == "og" and cfg.head.oversep == 8
+
+
+def test_bases_pick_a_whole_trial_config(tmp_path):
+    data = {
+        "name": "b",
+        "bases": {"tcn": str(ROOT / "sweeps/trials/convtasnet-paper.yaml"),
+                  "rnn": str(ROOT / "sweeps/trials/dprnn-paper.yaml")},
+        "trial": {"train": {"epochs": 2}},
+        "search_space": {"base": {"choice": ["tcn", "rnn"]}, "head.depth": {"int": [1, 2]}},
+        "scheduler": "none",
+    }
+    spec = S.load_spec(write(tmp_path, data))
+    assert spec.trial_config({"base": "rnn", "head.depth": 2}).backbone.kind == "dprnn"
+    assert spec.trial_config({"base": "tcn", "head.depth": 1}).encoder.n_filters == 512
+    assert spec.max_epochs == 2
+
+
+@pytest.mark.parametrize(
+    "change, field, words",
+    [
+        ({"colour": 1}, "colour", "unknown field"),
+        ({"search": "random"}, "search", "must be one of"),
+        ({"search": "optuna-multi"}, "scheduler", "asha needs a single objective"),
+        ({"num_samples": 0}, "num_samples", "must be >= 1"),
+        ({"repeats": 3, "num_samples": 8}, "num_samples", "multiple of repeats"),
+        ({"resources": {"cpus": 0}}, "resources.cpus", "must be > 0"),
+        ({"resources": {"gpus": 1.5}}, "resources.gpus", "below 1"),
+        ({"resources": {"cpu": 1}}, "resources.cpu", "unknown field"),
+        ({"asha": {"grace_period": 9}}, "asha.grace_period", "at most"),
+        ({"wandb": {"mode": "cloud"}}, "wandb.mode", "auto, online or offline"),
+        ({"search_space": {}}, "search_space", "is empty"),
+        ({"search_space": {"head.colour": {"choice": [1]}}}, "search_space.head.colour", "not a trial config field"),
+        ({"search_space": {"head.depth": {"int": [0, 3]}}}, "search_space.head.depth", "head.depth: must be >= 1"),
+        ({"search_space": {"head.kind": {"choice": ["og"]}, "head.oversep": {"choice": [1, 4]}}},
+         "search_space.head.oversep", "head.oversep: must be >= n_src"),
+        ({"search_space": {"head.depth": {"int": [3, 1]}}}, "search_space.head.depth.int", "low must be below high"),
+        ({"search_space": {"head.depth": {"int": [1.5, 3]}}}, "search_space.head.depth.int", "integers"),
+        ({"search_space": {"train.lr": {"loguniform": [0, 1]}}}, "search_space.train.lr.loguniform", "positive"),
+        ({"search_space": {"head.depth": {"range": [1, 3]}}}, "search_space.head.depth.range", "unknown key"),
+        ({"search_space": {"head.depth": {"choice": 3}}}, "search_space.head.depth.choice", "non-empty list"),
+        ({"search_space": {"head.depth": {"int": [1, 3], "when": {"head.kind": "og"}}}},
+         "search_space.head.depth.when", "listed before"),
+        ({"search_space": {"seed": {"int": [0, 3]}}}, "search_space.seed", "repeats"),
+        ({"search": "grid", "scheduler": "none", "search_space": {"train.lr": {"uniform": [0.1, 0.2]}}},
+         "search_space.train.lr", "discrete"),
+        ({"initial_points": [{"head.colour": 1}]}, "initial_points[0].head.colour", "not a dimension"),
+        ({"initial_points": [{"head.kind": "og", "head.oversep": 16}]}, "initial_points[0].head.oversep", "outside"),
+        ({"initial_points": {"head.kind": "og"}}, "initial_points", "expected a list"),
+        ({"base": "nowhere.yaml"}, "base", "not found"),
+        ({"trial": {"head": {"depth": 0}}}, "trial.head.depth", "must be >= 1"),
+    ],
+)
+def test_bad_specs_name_the_field(tmp_path, change, field, words):
+    path = write(tmp_path, {**BASE, **change})
+    with pytest.raises(ConfigError) as info:
+        S.load_spec(path)
+    assert info.value.field == field, str(info.value)
+    assert words in str(info.value)
+    assert str(info.value).startswith(str(path))
+    assert "\n" not in str(info.value)
+
+
+def test_a_base_config_with_a_bad_field_names_that_file(tmp_path):
+    trial = tmp_path / "trial.yaml"
+    trial.write_text("head:\n  dept: 2\n")
+    with pytest.raises(ConfigError, match=r"trial.yaml: head.dept: unknown field"):
+        S.load_spec(write(tmp_path, {**BASE, "base": "trial.yaml"}))
