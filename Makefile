@@ -20,8 +20,11 @@ install: $(BIN)/masksep
 test: install
 	$(BIN)/python -m pytest -q tests
 
+# The default sweep: sweeps/quick.yaml on the embedded synthetic data, a fresh
+# folder per run (OUT=... to choose one). The report's path is printed at the end.
+OUT ?= runs/quick-$(shell date +%Y%m%d-%H%M%S)
 sweep: install
-	$(BIN)/masksep train --config sweeps/trials/tcn-deep.yaml --out runs/tcn-deep
+	$(BIN)/masksep sweep sweeps/quick.yaml --out $(OUT)
 
 lint: install
 	$(BIN)/ruff check masksep tests

@@ -185,6 +185,16 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _submit(args: argparse.Namespace) -> int:
+    from masksep.sweep.cluster import submit
+
+    return submit(
+        args.spec, args.address, args.out, storage_path=args.storage_path, resume=args.resume,
+        use_wandb=not args.no_wandb, wait=not args.no_wait, pip=not args.no_pip,
+        forward_wandb_key=args.forward_wandb_key, env=args.env,
+    )
+
+
 def _report(args: argparse.Namespace) -> int:
     from masksep.report import write_report
 
@@ -271,6 +281,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dashboard", action="store_true", help="start the Ray dashboard (127.0.0.1 only) for a local Ray")
     p.add_argument("--num-cpus", type=int, help="CPUs for a local Ray (default: all)")
     p.set_defaults(func=_sweep)
+
+    p = sub.add_parser(
+        "submit", help="run a sweep on a Ray cluster as a Ray job (what `ray job submit` does)",
+        description="Submit `masksep sweep SPEC --out OUT` to a Ray cluster through Ray's job API: "
+                    "the project folder is the job's working_dir, its pip dependencies the job's "
+                    "runtime_env, and the spec travels inside the job (base configs inlined). "
+                    "Follows the logs and exits 0 if the job SUCCEEDED, 1 if it FAILED or was "
+                    "STOPPED, 2 if the cluster cannot be reached or refuses the Ray auth token. "
+                    "Token clusters: export RAY_AUTH_MODE=token (cluster/README.md).")
+    p.add_argument("spec", type=Path, help="sweep spec (YAML), e.g. sweeps/paper.yaml")
+    p.add_argument("--address", help="the Ray dashboard, e.g. http://HEAD:8265 "
+                                     "(default: RAY_API_SERVER_ADDRESS)")
+    p.add_argument("--out", required=True,
+                   help="sweep folder: an absolute path on the head node")
+    p.add_argument("--storage-path", help="Ray Tune storage every node sees (s3://, gs:// or a "
+                                          "shared folder); default: the spec's, else OUT/ray")
+    p.add_argument("--resume", action="store_true", help="continue the sweep in OUT (masksep sweep --resume)")
+    p.add_argument("--no-wandb", action="store_true", help="do not log to W&B")
+    p.add_argument("--no-wait", action="store_true",
+                   help="print the submission ID and return; do not follow the logs")
+    p.add_argument("--no-pip", action="store_true",
+                   help="do not install the project's pip dependencies for the job: for clusters whose "
+                        "image or nodes already have them (cluster/*.yaml, the KubeRay image). With "
+                        "pip, Ray builds a virtualenv per node for the job before it starts")
+    p.add_argument("--forward-wandb-key", action="store_true",
+                   help="send this shell's WANDB_API_KEY to the job's environment. The runtime_env is "
+                        "stored with the job and shown in plain text on the dashboard and in `ray job "
+                        "list` to anyone who can reach the dashboard; prefer a key set on the nodes "
+                        "(cluster/README.md). Without it the key is never sent")
+    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                   help="an environment variable for the job, e.g. WANDB_MODE=offline (repeatable; "
+                        "visible on the dashboard like the rest of the runtime_env)")
+    p.set_defaults(func=_submit)
 
     p = sub.add_parser("report", help="tables and plots of a sweep folder (or of its trials.csv)")
     p.add_argument("dir", type=Path, help="sweep folder, e.g. results/quick")

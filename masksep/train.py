@@ -274,8 +274,14 @@ def fit(
 
     net = model
     if _dist_on():
+        # find_unused_parameters: the TCN keeps the last block's residual conv
+        # (for Asteroid's parameter count) but never uses it (models/tcn.py).
         net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=True)
+    # Ray Train's report is a barrier that every rank must reach, so a reporter
+    # may ask for its hooks on every rank (checkpoint_dir is None off rank 0).
+    hooks_here = is_main or bool(getattr(reporter, "every_rank", False))
 
     if is_main:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -322,7 +328,7 @@ def fit(
             scaler.update()
             loss_sum += loss.item()
             steps += 1
-            if is_main:
+            if hooks_here:
                 reporter.progress(epoch, step, n_steps, loss_sum / steps)
         train_loss = _all_reduce_sum([loss_sum, steps], device)
         train_loss = train_loss[0] / max(train_loss[1], 1)
@@ -359,14 +365,20 @@ def fit(
                 atomic_torch_save(state, ckpt_dir / "best.pt")
             with open(out_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(metrics) + "\n")
-            reporter.epoch(metrics, ckpt_dir)
+        if hooks_here:
+            reporter.epoch(metrics, ckpt_dir if is_main else None)
 
     # Test with the best weights (the last ones if validation never improved).
     if _dist_on():
         torch_dist.barrier()
     best_path = ckpt_dir / "best.pt"
-    if best_path.is_file():
+    if is_main and best_path.is_file():
         model.load_state_dict(load_checkpoint(best_path, map_location=device)["model"])
+    if _dist_on():
+        # Only rank 0 wrote best.pt (ranks may not share a disk): it hands its
+        # weights to the others before the sharded test evaluation.
+        for tensor in model.state_dict().values():
+            torch_dist.broadcast(tensor, src=0)
     test_set = build_dataset(cfg, "test")
     test, _ = evaluate(model, test_set, device, cfg.train.batch_size, with_sdr=True, shard=True)
 
@@ -393,6 +405,7 @@ def fit(
     }
     if is_main:
         atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    if hooks_here:
         reporter.end(summary)
     return summary
 

@@ -77,6 +77,8 @@ def run_trial(config: dict[str, Any], spec: SweepSpec) -> None:
     from ray import tune
 
     from masksep import config as config_mod
+    from masksep.reporting import MultiReporter
+    from masksep.sweep.cluster import TrialFiles, TrialFolder
     from masksep.train import fit
 
     cfg = spec.trial_config(config)
@@ -85,8 +87,12 @@ def run_trial(config: dict[str, Any], spec: SweepSpec) -> None:
     # must not each start two threads (that made a step 15x slower).
     cfg = config_mod.merge(cfg, {"train.threads": max(1, math.floor(cpus))})
     tune_ctx = tune.get_context()
-    trial_dir = Path(tune_ctx.get_trial_dir())
     trial_id = tune_ctx.get_trial_id()
+    # fit writes on this trial's node (its working folder); TrialFiles copies
+    # the files into the trial's folder in storage, where report.collect reads.
+    storage = tune_ctx.get_storage()
+    folder = TrialFolder(storage.storage_filesystem, storage.trial_fs_path)
+    run_dir = Path(storage.trial_working_directory)
 
     resume_from = None
     checkpoint = tune.get_checkpoint()
@@ -96,8 +102,12 @@ def run_trial(config: dict[str, Any], spec: SweepSpec) -> None:
         resume_from = local / "last.pt"
 
     searched = spec_mod.searched_params(config)
-    (trial_dir / "searched.json").write_text(json.dumps(searched, indent=2) + "\n")
-    fit(cfg, trial_dir, TuneReporter({"trial_id": trial_id}), resume_from=resume_from)
+    folder.put_bytes("searched.json", (json.dumps(searched, indent=2) + "\n").encode())
+    # Before fit too, so that the report can describe a trial that fails early.
+    folder.put_bytes("config.yaml", config_mod.to_yaml(cfg).encode())
+    # Files first: summary.json is in storage before Tune hears "final".
+    reporter = MultiReporter(TrialFiles(folder), TuneReporter({"trial_id": trial_id}))
+    fit(cfg, run_dir, reporter, resume_from=resume_from)
 
 
 # --------------------------------------------------------------------------- the driver side
@@ -202,7 +212,8 @@ def trainable_with_resources(spec: SweepSpec):
         from masksep.sweep.cluster import ddp_trainable
 
         return ddp_trainable(spec)
-    return tune.with_resources(tune.with_parameters(run_trial, spec=spec), {"cpu": r.cpus, "gpu": r.gpus})
+    return tune.with_resources(tune.with_parameters(run_trial, spec=spec),
+                               {"cpu": r.cpus, "gpu": r.gpus, **r.custom})
 
 
 def build_tuner(spec: SweepSpec, out: Path, storage: str, callbacks: list):
@@ -286,7 +297,8 @@ def _start_ray(address: str | None, dashboard: bool, num_cpus: int | None) -> bo
         return False
     # A short private temp dir: Ray's socket paths must stay under ~100 characters,
     # and a private one keeps concurrent sweeps (and tests) out of each other's way.
-    temp_dir = tempfile.mkdtemp(prefix="msray-", dir="/tmp" if os.path.isdir("/tmp") else None)
+    base = os.environ.get("RAY_TMPDIR") or ("/tmp" if os.path.isdir("/tmp") else None)
+    temp_dir = tempfile.mkdtemp(prefix="msray-", dir=base)
     ray.init(num_cpus=num_cpus, include_dashboard=dashboard, dashboard_host="127.0.0.1",
              _temp_dir=temp_dir, **quiet)
     return True
@@ -304,6 +316,14 @@ def _check_resources(spec: SweepSpec, started_locally: bool) -> None:
         short.append(f"resources.cpus: a trial needs {need_cpu:g} CPUs, Ray has {total.get('CPU', 0):g}")
     if need_gpu > total.get("GPU", 0):
         short.append(f"resources.gpus: a trial needs {need_gpu:g} GPUs, Ray has {total.get('GPU', 0):g}")
+    for key, amount in r.custom.items():
+        need = amount * r.workers_per_trial
+        if need > total.get(key, 0):
+            short.append(f"resources.custom.{key}: a trial needs {need:g}, Ray has {total.get(key, 0):g}")
+    if r.workers_per_trial > 1 and 0 < r.gpus < 1:
+        # NCCL cannot run two ranks of one process group on one GPU.
+        raise UserError(f"{spec.path}: resources.gpus: DDP workers (workers_per_trial "
+                        f"{r.workers_per_trial}) need a whole GPU each, got {r.gpus:g}")
     if short and started_locally:
         raise UserError(f"{spec.path}: {short[0]}")
     for line in short:  # an autoscaling cluster may still add nodes

@@ -107,6 +107,7 @@ class Resources:
     cpus: float = 1.0
     gpus: float = 0.0
     workers_per_trial: int = 1  # > 1: Ray Train DDP workers, each with cpus/gpus
+    custom: dict = field(default_factory=dict)  # Ray custom resources per worker, e.g. {a100: 1}
 
 
 @dataclass
@@ -211,6 +212,9 @@ def _section(cls: type, value: Any, path: Path, name: str):
 
 
 def _typed(value: Any, tp: type, path: Path, name: str):
+    if tp is dict:
+        value = _mapping(value, path, name)
+        return {str(k): _typed(v, float, path, f"{name}.{k}") for k, v in value.items()}
     if tp is bool:
         if not isinstance(value, bool):
             _fail(path, name, f"expected true or false, got {value!r}")
@@ -369,6 +373,9 @@ def _validate(spec: SweepSpec) -> None:
         _fail(path, "resources.gpus", f"must be >= 0, got {r.gpus}")
     if r.gpus > 1 and not float(r.gpus).is_integer():
         _fail(path, "resources.gpus", f"a fraction of a GPU must be below 1, got {r.gpus}")
+    for key, amount in r.custom.items():
+        if amount <= 0 or key in ("CPU", "GPU", "memory"):
+            _fail(path, f"resources.custom.{key}", "must be a positive amount of a custom Ray resource")
     if r.workers_per_trial < 1:
         _fail(path, "resources.workers_per_trial", f"must be >= 1, got {r.workers_per_trial}")
     if spec.asha.grace_period < 1:
