@@ -61,10 +61,8 @@ from typing import Any
 from masksep.errors import UserError
 from masksep.reporting import MultiReporter, Reporter
 from masksep.sweep import spec as spec_mod
-from masksep.sweep.spec import SweepSpec
+from masksep.sweep.spec import FINAL_KEYS, SweepSpec
 
-# What the final report carries besides the last epoch's metrics (as TuneReporter.end).
-FINAL_KEYS = ("test_si_snri", "test_sdri", "test_si_snr", "wall_s", "stopped_early")
 # Each rank's own mean training loss of the epoch, before the all-reduce; the
 # Tune result gets them as one list, worker_train_loss, in rank order.
 LOCAL_LOSS = "rank_train_loss"

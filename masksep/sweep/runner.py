@@ -33,7 +33,7 @@ from typing import Any
 from masksep.errors import UserError
 from masksep.reporting import Reporter
 from masksep.sweep import spec as spec_mod
-from masksep.sweep.spec import COST, METRIC, SweepSpec
+from masksep.sweep.spec import COST, FINAL_KEYS, METRIC, SweepSpec
 
 STATE_FILE = "sweep.json"
 
@@ -67,9 +67,8 @@ class TuneReporter(Reporter):
     def end(self, summary):
         from ray import tune
 
-        final = {k: summary[k] for k in ("test_si_snr", "test_si_snri", "test_sdri", "wall_s",
-                                         "stopped_early")}
-        tune.report({**self.last, **final, "final": True})
+        final = {k: summary[k] for k in FINAL_KEYS}
+        tune.report({**self.static, **self.last, **final, "final": True})
 
 
 def run_trial(config: dict[str, Any], spec: SweepSpec) -> None:

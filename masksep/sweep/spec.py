@@ -25,6 +25,11 @@ DIM_KINDS = ("choice", "grid", "int", "uniform", "loguniform", "logint")
 # carries its best epoch, which is what the searcher should be told.
 METRIC = "best_val_si_snri"
 COST = "head_macs_per_s"
+# What a trial's final report carries from fit's summary besides its last
+# epoch's metrics. The objective is among them: a trial resumed after its last
+# epoch reports no epoch before the final one, and Tune wants the metric there.
+FINAL_KEYS = (METRIC, "best_epoch", "test_si_snr", "test_si_snri", "test_sdri", "wall_s",
+              "stopped_early")
 BASE_KEY = "base"  # search dimension that picks one of several base configs
 TRIAL_INDEX = "__trial_index__"  # set by ray.tune.search.Repeater; the seed offset
 GRID_KEY = "__point__"  # a grid search hands each trial one whole point under this key

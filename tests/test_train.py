@@ -1,0 +1,151 @@
+"""The training loop and the one-trial CLI: learning, files, resume, divergence, errors."""
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from masksep import config as C
+from masksep.cli import main
+from masksep.data import build_dataset
+from masksep.models.separator import build_model
+from masksep.train import TrainingDiverged, evaluate, fit, load_checkpoint
+
+TINY = [
+    "encoder.n_filters=16", "backbone.tcn.bottleneck=16", "backbone.tcn.hidden=32",
+    "backbone.tcn.layers=2", "backbone.tcn.repeats=1", "backbone.tcn.skip=16",
+    "data.segment_s=0.25", "data.train_items=16", "data.valid_items=4", "data.test_items=4",
+    "data.eval_seconds=0.5", "train.batch_size=4", "train.epochs=2", "train.threads=1",
+]
+
+
+def tiny(*extra):
+    return C.load_config(None, TINY + list(extra))
+
+
+def write_config(path, overrides):
+    data = {}
+    for text in overrides:
+        key, value = C.parse_override(text)
+        C.set_dotted(data, key, value)
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.slow
+def test_a_short_training_run_raises_validation_si_snri(tmp_path):
+    # A small STFT model: the quickest of our models to learn on two CPU cores.
+    cfg = C.load_config(None, [
+        "encoder.kind=stft", "encoder.kernel_size=512", "encoder.stride=128",
+        "data.segment_s=2.0", "data.train_items=1200", "data.valid_items=16", "data.test_items=16",
+        "train.batch_size=4", "train.epochs=2", "train.lr=1e-3", "train.threads=2",
+    ])
+    model = build_model(cfg)
+    before, _ = evaluate(model, build_dataset(cfg, "valid"), torch.device("cpu"), batch_size=8)
+    summary = fit(cfg, tmp_path)
+    assert summary["best_val_si_snri"] > before["si_snri"] + 1.5, (before, summary)
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in lines] == [1, 2]
+    assert summary["test_si_snri"] > before["si_snri"] + 1.0
+
+
+def test_fit_writes_every_file_and_the_checkpoint_is_self_contained(tmp_path):
+    summary = fit(tiny(), tmp_path)
+    for name in ("config.yaml", "metrics.jsonl", "summary.json", "checkpoints/last.pt", "checkpoints/best.pt"):
+        assert (tmp_path / name).is_file(), name
+    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    for key in ("head", "depth", "width", "oversep", "grouping", "params", "macs_per_s",
+                "head_macs_per_s", "best_val_si_snri", "test_si_snri", "test_sdri", "epochs",
+                "wall_s", "seed", "git_sha"):
+        assert key in on_disk, key
+    assert on_disk["epochs"] == 2 and on_disk == json.loads(json.dumps(summary))
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+    assert C.from_dict(ckpt["config"]) == C.load_config(tmp_path / "config.yaml")
+    assert not list(tmp_path.rglob(".*.tmp*"))  # no half-written file left behind
+
+
+def test_resume_continues_where_the_run_stopped(tmp_path):
+    fit(tiny("train.epochs=1"), tmp_path)
+    first = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+    summary = fit(tiny("train.epochs=3"), tmp_path, resume=True)
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in lines] == [1, 2, 3]  # epoch 1 is not trained twice
+    assert lines[0] == first["history"][0]
+    assert summary["epochs"] == 3
+    # a run cannot be resumed as a different model
+    with pytest.raises(Exception, match="cannot resume: head.kind"):
+        fit(tiny("train.epochs=4", "head.kind=deep"), tmp_path, resume=True)
+
+
+def test_a_diverging_run_stops_with_a_clear_error(tmp_path):
+    with pytest.raises(TrainingDiverged, match="loss is"):
+        fit(tiny("train.lr=1e12", "train.clip_grad=0", "train.epochs=3"), tmp_path)
+
+
+def test_cli_train_eval_and_complexity(tmp_path, capsys):
+    cfg_path = write_config(tmp_path / "tiny.yaml", TINY)
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(cfg_path), "--set", "train.epochs=1", "--out", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(printed) == {"test_si_snri", "test_sdri", "best_val_si_snri"}
+
+    # the same folder again without --resume is refused, and nothing changes
+    before = (out / "metrics.jsonl").read_text()
+    assert main(["train", "--config", str(cfg_path), "--out", str(out)]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert (out / "metrics.jsonl").read_text() == before
+
+    assert main(["eval", "--checkpoint", str(out / "checkpoints" / "best.pt")]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["items"] == 4 and "si_snri" in result and "sdri" in result
+
+    assert main(["complexity", "--config", str(cfg_path)]) == 0
+    numbers = json.loads(capsys.readouterr().out)
+    assert {"params", "head_params", "macs_per_s", "head_macs_per_s"} <= set(numbers)
+    assert numbers["params"] == sum(p.numel() for p in build_model(tiny()).parameters())
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--set", "head.depth=0"], "head.depth: must be >= 1"),
+        (["--set", "head.kind=og", "--set", "head.oversep=1"], "head.oversep: must be >= n_src"),
+        (["--set", "encoder.stride=99"], "encoder.stride: must be between 1 and 16"),
+        (["--set", "head.colour=red"], "head.colour: unknown field"),
+        (["--set", "train.lr=fast"], "train.lr: expected a number"),
+    ],
+)
+def test_cli_bad_config_is_one_line_and_writes_nothing(tmp_path, capsys, args, words):
+    cfg_path = write_config(tmp_path / "tiny.yaml", TINY)
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(cfg_path), *args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert words in err and err.startswith("masksep: error:") and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_cli_missing_files_and_bad_checkpoints(tmp_path, capsys):
+    assert main(["train", "--config", str(tmp_path / "none.yaml"), "--out", str(tmp_path / "r")]) == 2
+    assert "none.yaml: file: not found" in capsys.readouterr().err
+    assert main(["train", "--resume", "--out", str(tmp_path / "r")]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    assert main(["eval", "--checkpoint", str(bad)]) == 2
+    assert "not a readable checkpoint" in capsys.readouterr().err
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(2)}, other)
+    assert main(["eval", "--checkpoint", str(other)]) == 2
+    assert "not a masksep checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_checkpoint_whose_weights_do_not_fit_its_config(tmp_path, capsys):
+    fit(tiny("train.epochs=1"), tmp_path / "run")
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")
+    ckpt["config"]["head"]["kind"] = "deep"
+    ckpt["config"]["head"]["depth"] = 2
+    torch.save(ckpt, tmp_path / "mismatch.pt")
+    assert main(["eval", "--checkpoint", str(tmp_path / "mismatch.pt")]) == 2
+    assert "weights do not fit" in capsys.readouterr().err
