@@ -294,11 +294,12 @@ def _macs(value: Any) -> str:
     return f"{value / 1e6:.2f}M" if _ok(value) else "-"
 
 
-def depth_oversep_table(rows: list[dict[str, Any]], metric: str = "test_si_snri"):
-    """{(grouping_kind, depth, P): [values]} over completed trials."""
+def depth_oversep_table(rows: list[dict[str, Any]], metric: str = "test_si_snri",
+                        completed_only: bool = True):
+    """{(grouping_kind, depth, P): [values]} over (completed) trials."""
     cells: dict[tuple[str, int, int], list[float]] = {}
     for r in rows:
-        if r.get("status") != "completed" or not _ok(r.get(metric)):
+        if (completed_only and r.get("status") != "completed") or not _ok(r.get(metric)):
             continue
         if not (_ok(r.get("depth")) and _ok(r.get("oversep"))):
             continue
@@ -313,6 +314,36 @@ def _mean_std(values: list[float]) -> str:
     return f"{mean(values):.2f} ± {stdev(values):.2f} (n={len(values)})"
 
 
+def sweep_efficiency(rows: list[dict[str, Any]], state: dict[str, Any]) -> float | None:
+    """(sum of trial wall times / concurrency) / sweep wall time: 1.0 means every
+    slot trained all the time; Ray's start-up per trial and idle slots lower it."""
+    walls = [r["wall_s"] for r in rows if _ok(r.get("wall_s"))]
+    slots = min(state.get("max_concurrent_trials") or 0, len(rows))
+    total = state.get("driver_wall_s")
+    if not walls or not slots or not total:
+        return None
+    return sum(walls) / slots / total
+
+
+def _cell_tables(cells: dict[tuple[str, int, int], list[float]]) -> list[str]:
+    """A depth x P markdown table per grouping kind."""
+    lines: list[str] = []
+    for kind in ("learned", "oracle"):
+        part = {k[1:]: v for k, v in cells.items() if k[0] == kind}
+        if not part:
+            continue
+        depths = sorted({d for d, _ in part})
+        ps = sorted({p for _, p in part})
+        title = "learned or no grouping" if kind == "learned" else "oracle grouping"
+        lines += [f"*{title}*", "", "| depth \\ P | " + " | ".join(str(p) for p in ps) + " |",
+                  "|---|" + "---|" * len(ps)]
+        for d in depths:
+            lines.append(f"| {d} | " + " | ".join(_mean_std(part[(d, p)]) if (d, p) in part else "-"
+                                                  for p in ps) + " |")
+        lines.append("")
+    return lines
+
+
 def summary_markdown(rows: list[dict[str, Any]], state: dict[str, Any] | None) -> str:
     counts: dict[str, int] = {}
     for r in rows:
@@ -324,6 +355,10 @@ def summary_markdown(rows: list[dict[str, Any]], state: dict[str, Any] | None) -
                      f"status `{state.get('status', '?')}`.")
         if state.get("driver_wall_s"):
             lines.append(f"Sweep wall time {state['driver_wall_s']:.0f} s.")
+            efficiency = sweep_efficiency(rows, state)
+            if efficiency is not None:
+                lines.append(f"Sweep efficiency {efficiency:.2f} (trial wall times summed, over "
+                             f"{state['max_concurrent_trials']} concurrent slots × the sweep's wall time).")
     lines.append("Trials: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + f" ({len(rows)} in all).")
     lines += ["", "SI-SNRi and SDRi are improvements in dB over the mixture. *val* is the best "
               "validation SI-SNRi (what the search optimises; trials stopped early by ASHA have it "
@@ -346,24 +381,17 @@ def summary_markdown(rows: list[dict[str, Any]], state: dict[str, Any] | None) -
         lines.append("No trial has trained to the end yet.")
 
     lines += ["", "## Test SI-SNRi by mask-head depth x overseparation P", "",
-              "Mean ± std over seeds of completed trials. P = C is a shallow (depth 1) or deep head; "
-              "P > C is overseparation-grouping.", ""]
+              "Mean ± std over the completed trials in each cell (seeds and any other searched "
+              "field, such as width or learning rate, pooled). P = C is a shallow (depth 1) or "
+              "deep head; P > C is overseparation-grouping.", ""]
     cells = depth_oversep_table(rows)
-    for kind in ("learned", "oracle"):
-        part = {k[1:]: v for k, v in cells.items() if k[0] == kind}
-        if not part:
-            continue
-        depths = sorted({d for d, _ in part})
-        ps = sorted({p for _, p in part})
-        title = "learned or no grouping" if kind == "learned" else "oracle grouping"
-        lines += [f"*{title}*", "", "| depth \\ P | " + " | ".join(str(p) for p in ps) + " |",
-                  "|---|" + "---|" * len(ps)]
-        for d in depths:
-            lines.append(f"| {d} | " + " | ".join(_mean_std(part[(d, p)]) if (d, p) in part else "-"
-                                                  for p in ps) + " |")
-        lines.append("")
-    if not cells:
-        lines += ["No completed trials yet.", ""]
+    lines += _cell_tables(cells) if cells else ["No completed trials yet.", ""]
+    stopped = [r for r in rows if r.get("status") != "completed" and _ok(r.get("best_val_si_snri"))]
+    if stopped:
+        lines += ["## Best validation SI-SNRi by depth x P, every trial", "",
+                  "Trials stopped early (by ASHA) included, after however many epochs they ran: "
+                  "a head that starts slowly looks worse here than it may end.", ""]
+        lines += _cell_tables(depth_oversep_table(rows, "best_val_si_snri", completed_only=False))
 
     front = pareto_front(rows)
     lines += ["## Pareto front: best validation SI-SNRi vs head MACs per second", ""]

@@ -67,6 +67,14 @@ def test_report_from_trials_csv_alone(tmp_path):
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
 
 
+def test_sweep_efficiency_is_trial_time_over_slots_times_sweep_time():
+    # 8 trials of 60 s on 2 slots would take 240 s with no gaps; the sweep took 300 s
+    state = {"max_concurrent_trials": 2, "driver_wall_s": 300.0, "status": "finished"}
+    assert R.sweep_efficiency(ROWS, state) == pytest.approx(480 / 2 / 300)
+    assert "Sweep efficiency 0.80" in R.summary_markdown([dict(r) for r in ROWS], state)
+    assert R.sweep_efficiency(ROWS, {"driver_wall_s": 300.0}) is None  # older sweep.json
+
+
 def test_report_cli_on_missing_and_empty_folders(tmp_path, capsys):
     assert main(["report", str(tmp_path / "nope")]) == 2
     assert "no such folder" in capsys.readouterr().err

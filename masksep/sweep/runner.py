@@ -56,7 +56,8 @@ class TuneReporter(Reporter):
         from ray import tune
 
         self.last = {**self.static, **metrics}
-        # Only last.pt travels to storage: best.pt stays in the trial folder.
+        # The Tune checkpoint is last.pt alone (what a retry resumes from);
+        # best.pt reaches the trial folder once, at the end (TrialFiles).
         stage = Path(tempfile.mkdtemp(prefix="masksep-ckpt-"))
         try:
             shutil.copy2(Path(checkpoint_dir) / "last.pt", stage / "last.pt")
@@ -361,6 +362,7 @@ def run_sweep(
             "search": spec.search,
             "scheduler": spec.scheduler,
             "num_trials": spec_mod.count_trials(spec),
+            "max_concurrent_trials": spec.max_concurrent_trials,
             "started": time.time(),
         }
     experiment = f"{state['storage'].rstrip('/')}/{spec.name}"
