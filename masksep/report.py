@@ -275,7 +275,8 @@ def pareto_front(rows: list[dict[str, Any]], gain: str = "best_val_si_snri",
 def _label(row: dict[str, Any]) -> str:
     depth, width, p = (int(row[k]) if _ok(row.get(k)) else "?" for k in ("depth", "width", "oversep"))
     head = row.get("head", "?")
-    text = {"shallow": "shallow", "deep": f"deep d={depth} w={width}"}.get(
+    deep = f"deep d={depth} w={width}" if depth != 1 else "deep d=1 (= shallow)"
+    text = {"shallow": "shallow", "deep": deep}.get(
         head, f"og P={p} d={depth}" + (f" w={width}" if head == "og" and depth != 1 else ""))
     if row.get("grouping") == "oracle":
         text += " (oracle grouping)"
@@ -454,7 +455,13 @@ def plot_tradeoff(rows: list[dict[str, Any]]) -> bytes:
         ax.plot([r["head_macs_per_s"] / 1e6 for r in front], [r["best_val_si_snri"] for r in front],
                 color="black", lw=1, ls="--", label="Pareto front", zorder=2, drawstyle="steps-post")
     if points:
+        from matplotlib.ticker import FuncFormatter
+
         ax.set_xscale("log")
+        plain = FuncFormatter(lambda v, _: f"{v:g}")  # 2, 3, 4, 6, 10 rather than 2x10^0
+        ax.xaxis.set_major_formatter(plain)
+        ax.xaxis.set_minor_formatter(plain)
+        ax.tick_params(axis="x", which="minor", labelsize=7)
         ax.legend(fontsize=8, loc="best")
     else:
         ax.text(0.5, 0.5, "no trial has reported yet", ha="center", va="center", transform=ax.transAxes)
@@ -468,37 +475,49 @@ def plot_tradeoff(rows: list[dict[str, Any]]) -> bytes:
 
 
 def plot_depth_vs_oversep(rows: list[dict[str, Any]]) -> bytes:
+    """Heatmaps of SI-SNRi over depth x P: test SI-SNRi of the completed trials
+    and, when some trials stopped early, best validation SI-SNRi of every trial
+    (as the two tables of summary.md); a column per grouping kind."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    cells = depth_oversep_table(rows)
-    kinds = [k for k in ("learned", "oracle") if any(c[0] == k for c in cells)] or ["learned"]
-    fig, axes = plt.subplots(1, len(kinds), figsize=(4.5 * len(kinds) + 1, 4), squeeze=False)
-    for ax, kind in zip(axes[0], kinds, strict=True):
-        part = {k[1:]: v for k, v in cells.items() if k[0] == kind}
-        if not part:
-            ax.text(0.5, 0.5, "no completed trials yet", ha="center", va="center", transform=ax.transAxes)
-            ax.set_axis_off()
-            continue
-        depths = sorted({d for d, _ in part})
-        ps = sorted({p for _, p in part})
-        grid = np.full((len(depths), len(ps)), np.nan)
-        for (d, p), values in part.items():
-            grid[depths.index(d), ps.index(p)] = mean(values)
-        image = ax.imshow(grid, cmap="viridis", origin="lower", aspect="auto")
-        for (d, p), values in part.items():
-            ax.text(ps.index(p), depths.index(d), f"{mean(values):.1f}\nn={len(values)}", ha="center",
-                    va="center", fontsize=8, color="white")
-        ax.set_xticks(range(len(ps)), [str(p) for p in ps])
-        ax.set_yticks(range(len(depths)), [str(d) for d in depths])
-        ax.set_xlabel("outputs P (P = C: no overseparation)")
-        ax.set_ylabel("mask head depth")
-        ax.set_title("learned / no grouping" if kind == "learned" else "oracle grouping", fontsize=9)
-        fig.colorbar(image, ax=ax, label="test SI-SNRi (dB)")
-    fig.suptitle("Test SI-SNRi by mask-head depth and overseparation", fontsize=10)
+    panels = [("test SI-SNRi (dB), completed trials", depth_oversep_table(rows))]
+    if any(r.get("status") != "completed" and _ok(r.get("best_val_si_snri")) for r in rows):
+        panels.append(("best val SI-SNRi (dB), every trial",
+                       depth_oversep_table(rows, "best_val_si_snri", completed_only=False)))
+    kinds = [k for k in ("learned", "oracle") if any(c[0] == k for _, cells in panels for c in cells)]
+    kinds = kinds or ["learned"]
+    fig, axes = plt.subplots(len(panels), len(kinds), figsize=(4.5 * len(kinds) + 1, 3.6 * len(panels)),
+                             squeeze=False, layout="constrained")
+    for row_axes, (label, cells) in zip(axes, panels, strict=True):
+        for ax, kind in zip(row_axes, kinds, strict=True):
+            part = {k[1:]: v for k, v in cells.items() if k[0] == kind}
+            title = "learned / no grouping" if kind == "learned" else "oracle grouping"
+            if not part:
+                ax.text(0.5, 0.5, f"{title}:\nno completed trials yet", ha="center", va="center",
+                        transform=ax.transAxes)
+                ax.set_axis_off()
+                continue
+            depths = sorted({d for d, _ in part})
+            ps = sorted({p for _, p in part})
+            grid = np.full((len(depths), len(ps)), np.nan)
+            for (d, p), values in part.items():
+                grid[depths.index(d), ps.index(p)] = mean(values)
+            image = ax.imshow(grid, cmap="viridis", origin="lower", aspect="auto")
+            for (d, p), values in part.items():
+                light = image.norm(mean(values)) > 0.6  # viridis turns yellow: dark text there
+                ax.text(ps.index(p), depths.index(d), f"{mean(values):.1f}\nn={len(values)}",
+                        ha="center", va="center", fontsize=8, color="black" if light else "white")
+            ax.set_xticks(range(len(ps)), [str(p) for p in ps])
+            ax.set_yticks(range(len(depths)), [str(d) for d in depths])
+            ax.set_xlabel("outputs P (P = C: no overseparation)")
+            ax.set_ylabel("mask head depth")
+            ax.set_title(title, fontsize=9)
+            fig.colorbar(image, ax=ax, label=label, shrink=0.9)
+    fig.suptitle("SI-SNRi by mask-head depth and overseparation", fontsize=10)
     data = _png(fig)
     plt.close(fig)
     return data
