@@ -367,6 +367,9 @@ def run_sweep(
         }
     experiment = f"{state['storage'].rstrip('/')}/{spec.name}"
 
+    # Every trial checkpoints every epoch by design; with short epochs Tune warns
+    # each time its experiment snapshot follows them. The warning, not the snapshot, goes.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     started = _start_ray(address, dashboard, num_cpus)
     try:
         _check_resources(spec, started)
