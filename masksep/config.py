@@ -177,8 +177,9 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def _coerce(value: Any, tp: Any, name: str, source: str | None) -> Any:
-    """Check ``value`` against the annotation ``tp``; return it (ints widen to float)."""
+def coerce(value: Any, tp: Any, name: str, source: str | None) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it (ints widen to float).
+    A mismatch is a ConfigError naming ``name`` (and ``source``, the file)."""
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
@@ -193,7 +194,7 @@ def _coerce(value: Any, tp: Any, name: str, source: str | None) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], name, source)
+        return coerce(value, inner[0], name, source)
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(name, f"expected true or false, got {value!r}", source)
@@ -227,7 +228,7 @@ def _build(cls: type, data: dict, prefix: str, source: str | None):
             dotted = f"{prefix}.{key}" if prefix else str(key)
             raise ConfigError(dotted, f"unknown field (known: {', '.join(sorted(names))})", source)
     kwargs = {
-        key: _coerce(value, hints[key], f"{prefix}.{key}" if prefix else key, source)
+        key: coerce(value, hints[key], f"{prefix}.{key}" if prefix else key, source)
         for key, value in data.items()
     }
     return cls(**kwargs)

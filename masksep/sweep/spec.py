@@ -220,26 +220,10 @@ def _typed(value: Any, tp: type, path: Path, name: str):
     if tp is dict:
         value = _mapping(value, path, name)
         return {str(k): _typed(v, float, path, f"{name}.{k}") for k, v in value.items()}
-    if tp is bool:
-        if not isinstance(value, bool):
-            _fail(path, name, f"expected true or false, got {value!r}")
-    elif tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            _fail(path, name, f"expected an integer, got {value!r}")
-    elif tp is float:
-        if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            _fail(path, name, f"expected a number, got {value!r}")
-        value = float(value)
-    elif tp is str:
-        if value is None:
-            value = ""
-        if not isinstance(value, str):
-            _fail(path, name, f"expected a string, got {value!r}")
+    if tp is str and value is None:
+        value = ""  # `field:` left empty in YAML
+    if tp in (bool, int, float, str):  # the same checks, and messages, as trial configs
+        return config_mod.coerce(value, tp, name, str(path))
     return value
 
 
