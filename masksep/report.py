@@ -497,7 +497,7 @@ def plot_depth_vs_oversep(rows: list[dict[str, Any]]) -> bytes:
             part = {k[1:]: v for k, v in cells.items() if k[0] == kind}
             title = "learned / no grouping" if kind == "learned" else "oracle grouping"
             if not part:
-                ax.text(0.5, 0.5, f"{title}:\nno completed trials yet", ha="center", va="center",
+                ax.text(0.5, 0.5, f"{title}:\nno trials here yet", ha="center", va="center",
                         transform=ax.transAxes)
                 ax.set_axis_off()
                 continue

@@ -214,3 +214,20 @@ def test_bad_specs_and_folders_are_one_line(tmp_path, ray_env):
     good = write_spec(tmp_path / "good.yaml", search_space={"head.kind": {"choice": ["shallow"]}})
     done = sweep(ray_env, good, "--out", tmp_path / "none", "--resume")
     assert done.returncode == 2 and "no sweep here" in done.stderr
+
+
+def test_the_final_report_carries_the_objective_even_without_an_epoch(monkeypatch):
+    # A trial resumed after its last epoch reports no epoch before its final
+    # report; Tune (and the searcher) still need the objective in it.
+    from ray import tune
+
+    from masksep.sweep.runner import TuneReporter
+    from masksep.sweep.spec import FINAL_KEYS, METRIC
+
+    sent = []
+    monkeypatch.setattr(tune, "report", lambda metrics, **kwargs: sent.append(metrics))
+    reporter = TuneReporter({"trial_id": "t1"})
+    reporter.start({"complexity": {"params": 123, "head_macs_per_s": 4.0}})
+    reporter.end({key: float(i) for i, key in enumerate(FINAL_KEYS, 1)} | {"seed": 0})
+    assert len(sent) == 1 and sent[0]["final"] is True
+    assert sent[0][METRIC] == 1.0 and sent[0]["params"] == 123 and sent[0]["trial_id"] == "t1"
