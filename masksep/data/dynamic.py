@@ -29,6 +29,7 @@ from torch.utils.data import Dataset
 from masksep.data import audio
 from masksep.data.checks import check_files, iter_audio, settle
 from masksep.data.items import length_at
+from masksep.data.synthetic import item_index
 from masksep.errors import UserError
 
 SPLIT_FOLDERS = {"train": ("train", "tr"), "valid": ("valid", "dev", "cv"), "test": ("test", "tt")}
@@ -122,11 +123,7 @@ class DynamicMixtures(Dataset):
         return "_".join(self.paths[i].stem for i in self.pick(index))
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        index = int(index)
-        if index < 0:
-            index += self.n_items
-        if not 0 <= index < self.n_items:
-            raise IndexError(f"item {index} out of range for {self.n_items} mixtures")
+        index = item_index(index, self.n_items)
         chosen = self.pick(index)
         rng = self._rngs(index)[1]
         if self.segment is None:

@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 
 from masksep.data import audio
 from masksep.data.checks import MixtureItem, Problem, check_items, settle
+from masksep.data.synthetic import item_index
 from masksep.errors import UserError
 
 
@@ -108,11 +109,7 @@ class FileMixtures(Dataset):
         return mix, sources
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        index = int(index)
-        if index < 0:
-            index += len(self)
-        if not 0 <= index < len(self):
-            raise IndexError(f"item {index} out of range for {len(self)} mixtures")
+        index = item_index(index, len(self))
         try:
             mix, sources = self._load(index)
         except UserError:

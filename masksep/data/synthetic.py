@@ -126,6 +126,17 @@ def split_speakers(split: str) -> tuple[Speaker, ...]:
     return speaker_pool()[lo:hi]
 
 
+def item_index(index: int, n_items: int) -> int:
+    """``index`` of a data set of ``n_items`` as a non-negative int (negatives
+    count from the end, as for a list); IndexError when out of range."""
+    index = int(index)
+    if index < 0:
+        index += n_items
+    if not 0 <= index < n_items:
+        raise IndexError(f"item {index} out of range for {n_items} mixtures")
+    return index
+
+
 def item_rng(seed: int, split: str, index: int, epoch: int = 0) -> np.random.Generator:
     """The random stream of one mixture, from (seed, split, index[, epoch]) alone."""
     _check_split(split)
@@ -529,11 +540,7 @@ class SyntheticMixtures(Dataset):
         return self.n_items
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        index = int(index)
-        if index < 0:
-            index += self.n_items
-        if not 0 <= index < self.n_items:
-            raise IndexError(f"item {index} out of range for {self.n_items} mixtures")
+        index = item_index(index, self.n_items)
         rng = item_rng(self.seed, self.split, index, self.epoch)
         mix, sources = make_mixture(
             rng, self.speakers, self.n_src, self.n_samples, self.sample_rate
