@@ -26,14 +26,13 @@ from masksep.sweep import cluster as C
 from masksep.sweep import spec as spec_mod
 
 sys.path.insert(0, str(Path(__file__).parent))
+import tiny  # noqa: E402
 from raycluster import RAY, LoopbackCluster, free_ports  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
 TINY = {
-    "encoder": {"n_filters": 16},
-    "backbone": {"kind": "tcn", "tcn": {"bottleneck": 16, "hidden": 32, "layers": 2,
-                                        "repeats": 1, "skip": 16}},
+    **tiny.MODEL,
     "data": {"segment_s": 0.25, "train_items": 16, "valid_items": 4, "test_items": 4,
              "eval_seconds": 0.5},
     "train": {"epochs": 3, "batch_size": 4},

@@ -22,12 +22,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+sys.path.insert(0, str(Path(__file__).parent))
+import tiny  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 3
 BASE = {
-    "encoder": {"n_filters": 16},
-    "backbone": {"kind": "tcn", "tcn": {"bottleneck": 16, "hidden": 32, "layers": 2,
-                                        "repeats": 1, "skip": 16}},
+    **tiny.MODEL,
     "data": {"segment_s": 0.25, "train_items": 256, "valid_items": 4, "test_items": 4,
              "eval_seconds": 0.5},
     "train": {"epochs": EPOCHS, "batch_size": 4},

@@ -4,30 +4,22 @@ data synth -> data check -> train -> eval -> separate, through the CLI entry poi
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 
 from masksep import cli
-from masksep.config import load_config, to_dict
 from masksep.data.export import synth
-from masksep.models.separator import build_model
-from masksep.train import CHECKPOINT_FORMAT
 
-TINY = [
-    "encoder.n_filters=16", "backbone.tcn.bottleneck=16", "backbone.tcn.hidden=32",
-    "backbone.tcn.layers=3", "backbone.tcn.repeats=1", "backbone.tcn.skip=16",
-    "train.threads=1", "train.batch_size=2",
-]
+sys.path.insert(0, str(Path(__file__).parent))
+import tiny  # noqa: E402
 
 
 def save_checkpoint(path, *sets):
-    cfg = load_config(None, TINY + list(sets))
-    torch.manual_seed(0)
-    model = build_model(cfg)
-    torch.save({"format": CHECKPOINT_FORMAT, "config": to_dict(cfg), "model": model.state_dict()}, path)
+    tiny.save_checkpoint(path, "train.batch_size=2", *sets)
     return path
 
 
@@ -118,7 +110,7 @@ def test_end_to_end_synth_check_train_eval_separate(tmp_path, capsys):
         "train: {epochs: 1, max_steps_per_epoch: 2, batch_size: 2, threads: 1}\n"
     )
     run = tmp_path / "run"
-    assert cli.main(["train", "--config", str(config), "--out", str(run)] + [f"--set={s}" for s in TINY[:6]]) == 0
+    assert cli.main(["train", "--config", str(config), "--out", str(run)] + [f"--set={s}" for s in tiny.CHECKPOINT_MODEL]) == 0
     capsys.readouterr()
     best = run / "checkpoints" / "best.pt"
     assert best.is_file() and (run / "summary.json").is_file()
@@ -138,7 +130,7 @@ def test_end_to_end_synth_check_train_eval_separate(tmp_path, capsys):
     (data / "train-360" / "s2" / "synthtr00003.wav").unlink()
     assert cli.main(["data", "check", str(data)]) == 2
     capsys.readouterr()
-    args = ["train", "--config", str(config), "--out", str(tmp_path / "run2")] + [f"--set={s}" for s in TINY[:6]]
+    args = ["train", "--config", str(config), "--out", str(tmp_path / "run2")] + [f"--set={s}" for s in tiny.CHECKPOINT_MODEL]
     assert cli.main(args) == 2
     assert "synthtr00003.wav: file not found" in capsys.readouterr().err
     assert cli.main(args + ["--skip-bad"]) == 0

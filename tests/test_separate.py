@@ -2,31 +2,20 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
 
 from masksep import cli
-from masksep.config import load_config, to_dict
 from masksep.data.synthetic import SyntheticMixtures
-from masksep.models.separator import build_model
 from masksep.separate import ChunkedSeparator, best_permutation, fades, separate_files
-from masksep.train import CHECKPOINT_FORMAT
 
-TINY = [
-    "encoder.n_filters=16", "backbone.tcn.bottleneck=16", "backbone.tcn.hidden=32",
-    "backbone.tcn.layers=3", "backbone.tcn.repeats=1", "backbone.tcn.skip=16", "train.threads=1",
-]
-
-
-def save_checkpoint(path, *sets, seed=0):
-    """A checkpoint as train.fit writes it (format tag, config, weights), random weights."""
-    cfg = load_config(None, TINY + list(sets))
-    torch.manual_seed(seed)
-    model = build_model(cfg)
-    torch.save({"format": CHECKPOINT_FORMAT, "config": to_dict(cfg), "model": model.state_dict()}, path)
-    return cfg, model.eval()
+sys.path.insert(0, str(Path(__file__).parent))
+from tiny import save_checkpoint  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -20,13 +20,13 @@ from masksep.report import read_trials
 from masksep.sweep.spec import load_spec
 
 sys.path.insert(0, str(Path(__file__).parent))
+import tiny  # noqa: E402
 from wandb_offline import run_info  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
 TINY_BASE = {
-    "encoder": {"n_filters": 16},
-    "backbone": {"tcn": {"bottleneck": 16, "hidden": 32, "layers": 2, "repeats": 1, "skip": 16}},
+    **tiny.MODEL,
     "data": {"segment_s": 0.25, "train_items": 16, "valid_items": 4, "test_items": 4, "eval_seconds": 0.5},
     "train": {"epochs": 3, "batch_size": 4},
 }

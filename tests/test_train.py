@@ -1,6 +1,8 @@
 """The training loop and the one-trial CLI: learning, files, resume, divergence, errors."""
 
 import json
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,9 +14,10 @@ from masksep.data import build_dataset
 from masksep.models.separator import build_model
 from masksep.train import TrainingDiverged, evaluate, fit, load_checkpoint
 
-TINY = [
-    "encoder.n_filters=16", "backbone.tcn.bottleneck=16", "backbone.tcn.hidden=32",
-    "backbone.tcn.layers=2", "backbone.tcn.repeats=1", "backbone.tcn.skip=16",
+sys.path.insert(0, str(Path(__file__).parent))
+import tiny  # noqa: E402
+
+TINY = tiny.sets(tiny.MODEL) + [
     "data.segment_s=0.25", "data.train_items=16", "data.valid_items=4", "data.test_items=4",
     "data.eval_seconds=0.5", "train.batch_size=4", "train.epochs=2", "train.threads=1",
 ]
