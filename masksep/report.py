@@ -25,6 +25,7 @@ from statistics import mean, stdev
 from typing import Any
 
 from masksep.errors import UserError
+from masksep.files import atomic_write
 
 STATE_FILE = "sweep.json"
 HEAD_COLUMNS = ["head", "depth", "width", "oversep", "grouping", "backbone"]
@@ -33,8 +34,6 @@ METRIC_COLUMNS = [
     "test_si_snri", "test_sdri", "epochs", "wall_s", "seed",
 ]
 NUMERIC = set(METRIC_COLUMNS) | {"depth", "width", "oversep", "retries"}
-STATUS_FROM_RAY = {"TERMINATED": "completed", "ERROR": "failed", "RUNNING": "running",
-                   "PENDING": "pending", "PAUSED": "pending"}
 
 
 # --------------------------------------------------------------------------- reading storage
@@ -167,7 +166,7 @@ def collect(out: Path) -> tuple[list[dict[str, Any]], list[str], dict[str, Any]]
         elif ray_status in ("RUNNING", "PENDING", "PAUSED") or not ray_status:
             status = "running" if driver_alive else "interrupted"
         else:
-            status = STATUS_FROM_RAY.get(ray_status, ray_status.lower())
+            status = ray_status.lower()
         row["status"] = status
         row["retries"] = ray_states.get(trial_id, {}).get("retries", 0)
         row["error"] = error if status == "failed" else ""
@@ -188,15 +187,6 @@ def _pid_alive(pid: Any) -> bool:
 
 
 # --------------------------------------------------------------------------- csv
-
-
-def _atomic_write(path: Path, data: str | bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    if isinstance(data, bytes):
-        tmp.write_bytes(data)
-    else:
-        tmp.write_text(data)
-    os.replace(tmp, path)
 
 
 def _csv_text(rows: list[dict[str, Any]], columns: list[str]) -> str:
@@ -537,7 +527,7 @@ def render(out: Path, rows: list[dict[str, Any]], columns: list[str],
         "depth_vs_oversep.png": plot_depth_vs_oversep(rows),
     }
     for name, data in files.items():  # everything is built before anything is written
-        _atomic_write(out / name, data)
+        atomic_write(out / name, data)
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
@@ -557,7 +547,7 @@ def write_report(out: str | Path) -> dict[str, Any]:
         rows, columns, state = collect(out)
         if not rows:
             raise UserError(f"{out}: the sweep has no trials yet")
-        _atomic_write(out / "trials.csv", _csv_text(rows, columns))
+        atomic_write(out / "trials.csv", _csv_text(rows, columns))
     elif (out / "trials.csv").is_file():
         rows, columns = read_trials(out / "trials.csv")
     else:

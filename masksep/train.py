@@ -9,6 +9,7 @@ After the last epoch the best weights are evaluated on the test split.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -28,6 +29,7 @@ from masksep.complexity import count_complexity
 from masksep.config import Config
 from masksep.data import build_dataset
 from masksep.errors import UserError
+from masksep.files import atomic_write
 from masksep.losses import separation_loss
 from masksep.metrics import evaluate as evaluate_batch
 from masksep.models.separator import Separator, build_model
@@ -107,18 +109,6 @@ def _all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
 
 
 # --------------------------------------------------------------------------- files
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
@@ -285,10 +275,10 @@ def fit(
 
     if is_main:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out_dir / "config.yaml", config_mod.to_yaml(cfg))
+        atomic_write(out_dir / "config.yaml", config_mod.to_yaml(cfg))
         # The checkpoint's history is the truth; a line written after the last
         # checkpoint of a killed run would otherwise appear twice.
-        atomic_write_text(out_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+        atomic_write(out_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
 
     head = config_mod.head_summary(cfg)
     reporter.start({
@@ -360,9 +350,11 @@ def fit(
                 "bad_epochs": bad_epochs, "history": history,
                 "wall_s": wall_before + time.monotonic() - t_start,
             }
-            atomic_torch_save(state, ckpt_dir / "last.pt")
+            buf = io.BytesIO()
+            torch.save(state, buf)  # serialised once, for last.pt and (if better) best.pt
+            atomic_write(ckpt_dir / "last.pt", buf.getvalue())
             if improved:
-                atomic_torch_save(state, ckpt_dir / "best.pt")
+                atomic_write(ckpt_dir / "best.pt", buf.getvalue())
             with open(out_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(metrics) + "\n")
         if hooks_here:
@@ -404,7 +396,7 @@ def fit(
         "git_sha": git_sha(),
     }
     if is_main:
-        atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+        atomic_write(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     if hooks_here:
         reporter.end(summary)
     return summary

@@ -36,7 +36,7 @@ from masksep.data.synthetic import (
     split_speakers,
 )
 from masksep.errors import UserError
-from masksep.train import atomic_write_text
+from masksep.files import atomic_write
 
 LAYOUTS = ("librimix", "wsj0mix", "wham", "utterances")
 NOISE_SNR_DB = (-6.0, 3.0)  # speech-to-noise ratio of noisy mixtures (WHAM!'s range)
@@ -169,7 +169,7 @@ def synth(
         header = ["mixture_ID", "mixture_path", *[f"source_{c + 1}_path" for c in range(n_src)]]
         header += (["noise_path"] if key == "mix_both" else []) + ["length"]
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, _csv_text([header, *rows[key]]))
+        atomic_write(path, _csv_text([header, *rows[key]]))
     return {
         "out": str(out), "layout": layout, "split": name, "mixtures": num,
         "folders": [str(split_dir / s) for s in subs], "metadata": [str(p) for p in csvs.values()],

@@ -31,12 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from masksep.errors import UserError
+from masksep.files import atomic_write
+from masksep.report import STATE_FILE  # the file the report reads the sweep from
 from masksep.reporting import Reporter
 from masksep.sweep import spec as spec_mod
 from masksep.sweep.spec import COST, FINAL_KEYS, METRIC, SweepSpec
-
-STATE_FILE = "sweep.json"
-
 
 # --------------------------------------------------------------------------- the trial side
 
@@ -266,9 +265,7 @@ def _storage_uri(spec: SweepSpec, out: Path, override: str | None) -> str:
 
 
 def _write_state(out: Path, state: dict[str, Any]) -> None:
-    tmp = out / f".{STATE_FILE}.tmp"
-    tmp.write_text(json.dumps(state, indent=2) + "\n")
-    os.replace(tmp, out / STATE_FILE)
+    atomic_write(out / STATE_FILE, json.dumps(state, indent=2) + "\n")
 
 
 def read_state(out: Path) -> dict[str, Any]:
