@@ -89,6 +89,13 @@ def test_librimix_training_crops_are_fixed_length_and_deterministic_per_epoch(li
     assert mix.shape == (3, 4000) and src.shape == (3, 2, 4000)
 
 
+def test_a_negative_seed_crops_as_any_other(librimix):
+    # SeedSequence refuses negative words; the synthetic data already mapped them
+    crops = [build_dataset(cfg_for("librimix", librimix, "data.segment_s=0.5", f"seed={seed}"), "train")[0][0]
+             for seed in (-1, 1)]
+    assert crops[0].shape == crops[1].shape == (4000,) and not torch.equal(*crops)
+
+
 def test_librimix_short_utterances_are_padded_to_the_segment(librimix):
     ds = build_dataset(cfg_for("librimix", librimix, "data.segment_s=3.0"), "train")
     mix, src = ds[0]

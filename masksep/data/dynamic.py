@@ -29,12 +29,11 @@ from torch.utils.data import Dataset
 from masksep.data import audio
 from masksep.data.checks import check_files, iter_audio, settle
 from masksep.data.items import length_at
-from masksep.data.synthetic import item_index
+from masksep.data.synthetic import SPLITS, item_index, seed_sequence
 from masksep.errors import UserError
 
 SPLIT_FOLDERS = {"train": ("train", "tr"), "valid": ("valid", "dev", "cv"), "test": ("test", "tt")}
 PEAK = 0.9
-_SPLIT_CODE = {"train": 0, "valid": 1, "test": 2}
 
 
 def split_folder(root: Path, split: str) -> Path:
@@ -107,7 +106,7 @@ class DynamicMixtures(Dataset):
     def _rngs(self, index: int) -> tuple[np.random.Generator, np.random.Generator]:
         """Two independent streams of one mixture: who speaks, and crops and gains."""
         epoch = self.epoch if self.segment is not None else 0
-        seq = np.random.SeedSequence([self.seed, _SPLIT_CODE[self.split], epoch, index])
+        seq = seed_sequence(self.seed, SPLITS.index(self.split), epoch, index)
         who, draw = seq.spawn(2)
         return np.random.default_rng(who), np.random.default_rng(draw)
 

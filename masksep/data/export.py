@@ -33,6 +33,7 @@ from masksep.data.synthetic import (
     item_rng,
     make_mixture,
     make_source,
+    seed_sequence,
     split_speakers,
 )
 from masksep.errors import UserError
@@ -77,7 +78,7 @@ def _noise(rng: np.random.Generator, n: int) -> np.ndarray:
 def _lengths(seed: int, split: str, num: int, rate: int, seconds: float, max_seconds: float | None):
     if not max_seconds or max_seconds <= seconds:
         return [max(1, round(seconds * rate))] * num
-    rng = np.random.default_rng(np.random.SeedSequence([seed, SPLITS.index(split), 0x6C656E]))
+    rng = np.random.default_rng(seed_sequence(seed, SPLITS.index(split), 0x6C656E))
     return [max(1, round(s * rate)) for s in rng.uniform(seconds, max_seconds, num)]
 
 
@@ -147,7 +148,7 @@ def synth(
         clean = sources.sum(axis=0)
         files = {f"s{c + 1}": sources[c] for c in range(n_src)}
         if noisy:
-            nrng = np.random.default_rng(np.random.SeedSequence([seed, SPLITS.index(synth_split), i, 1]))
+            nrng = np.random.default_rng(seed_sequence(seed, SPLITS.index(synth_split), i, 1))
             speech_rms = float(np.sqrt(np.mean(clean**2)))
             snr = nrng.uniform(*NOISE_SNR_DB)
             nz = _noise(nrng, n) * speech_rms * 10 ** (-snr / 20)

@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 
 from masksep.data import audio
 from masksep.data.checks import MixtureItem, Problem, check_items, settle
-from masksep.data.synthetic import item_index
+from masksep.data.synthetic import item_index, seed_sequence
 from masksep.errors import UserError
 
 
@@ -101,7 +101,7 @@ class FileMixtures(Dataset):
         if self.segment is None:
             start, length = 0, n
         else:
-            rng = np.random.default_rng(np.random.SeedSequence([self.seed, self.epoch, index]))
+            rng = np.random.default_rng(seed_sequence(self.seed, self.epoch, index))
             start = int(rng.integers(0, max(0, n - self.segment) + 1))
             length = self.segment
         mix = self._read(item.mix, start, length)

@@ -137,14 +137,17 @@ def item_index(index: int, n_items: int) -> int:
     return index
 
 
+def seed_sequence(seed: int, *words: int) -> np.random.SeedSequence:
+    """The entropy of (seed, words...). Any int seed works: negative seeds map
+    to distinct non-negative words (SeedSequence refuses negative ones)."""
+    return np.random.SeedSequence([int(seed) % (1 << 64), *map(int, words)])
+
+
 def item_rng(seed: int, split: str, index: int, epoch: int = 0) -> np.random.Generator:
     """The random stream of one mixture, from (seed, split, index[, epoch]) alone."""
     _check_split(split)
-    # Any int seed works: negative seeds map to distinct non-negative words.
-    words = [int(seed) % (1 << 64), SPLITS.index(split), int(index)]
-    if epoch:
-        words.append(int(epoch))
-    return np.random.default_rng(np.random.SeedSequence(words))
+    words = [SPLITS.index(split), index] + ([epoch] if epoch else [])
+    return np.random.default_rng(seed_sequence(seed, *words))
 
 
 def _check_split(split: str) -> None:
