@@ -86,6 +86,14 @@ def rate_error(path: str | Path, file_rate: int, rate: int) -> UserError:
     )
 
 
+def length_at(info: AudioInfo, rate: int) -> int:
+    """Samples of a file once brought to ``rate`` (resample_poly's output length)."""
+    if info.samplerate == rate:
+        return info.frames
+    g = math.gcd(info.samplerate, rate)
+    return -(-info.frames * (rate // g) // (info.samplerate // g))
+
+
 def read_mono(
     path: str | Path,
     rate: int,
@@ -125,7 +133,7 @@ def read_mono(
         x = read(path, min(f_start, i.frames), f_stop)[0][0]
         x = resample(x, i.samplerate, rate)[start - f_start // down * up :]
         if length is None:
-            x = x[: -(-i.frames * up // down) - start]
+            x = x[: length_at(i, rate) - start]
     if length is not None:
         x = x[:length]
         if x.shape[0] < length:

@@ -206,9 +206,7 @@ def _check_item(
     if mix_info is not None:
         for path in good[1:]:
             i = fc.infos[path]
-            frames = i.frames if i.samplerate == mix_info.samplerate else round(
-                i.frames * mix_info.samplerate / i.samplerate
-            )
+            frames = audio.length_at(i, mix_info.samplerate)  # as the readers resample it
             if frames != mix_info.frames:
                 out.append(Problem(
                     str(path),

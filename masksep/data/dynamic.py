@@ -28,7 +28,7 @@ from torch.utils.data import Dataset
 
 from masksep.data import audio
 from masksep.data.checks import check_files, iter_audio, settle
-from masksep.data.items import length_at
+from masksep.data.items import read_finite
 from masksep.data.synthetic import SPLITS, item_index, seed_sequence
 from masksep.errors import UserError
 
@@ -80,7 +80,7 @@ class DynamicMixtures(Dataset):
             raise UserError(f"{folder}: {len(paths)} usable utterances, need at least {n_src}")
         self.paths = paths
         self.infos = {p: report.infos[p] for p in paths}
-        self.lengths = np.array([length_at(self.infos[p], rate) for p in paths])
+        self.lengths = np.array([audio.length_at(self.infos[p], rate) for p in paths])
         speakers = [speaker_of(p, folder) for p in paths]
         names = sorted(set(speakers))
         self.speaker = np.array([names.index(s) for s in speakers])
@@ -134,12 +134,7 @@ class DynamicMixtures(Dataset):
         sources = []
         for i, start in zip(chosen, starts, strict=True):
             path = self.paths[i]
-            x = audio.read_mono(
-                path, self.rate, start, length,
-                allow_resample=self.allow_resample, file_info=self.infos[path],
-            )
-            if not np.isfinite(x).all():
-                raise UserError(f"{path}: has NaN/Inf samples (run `masksep data check`)")
+            x = read_finite(path, self.rate, start, length, self.infos[path], self.allow_resample)
             rms = float(np.sqrt(np.mean(x.astype(np.float64) ** 2)))
             sources.append(x / rms if rms > 0 else x)
         gains = 10.0 ** (rng.uniform(self.gain_db[0], self.gain_db[1], self.n_src) / 20.0)

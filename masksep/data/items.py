@@ -10,8 +10,6 @@ whole utterances.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -22,12 +20,14 @@ from masksep.data.synthetic import item_index, seed_sequence
 from masksep.errors import UserError
 
 
-def length_at(info: audio.AudioInfo, rate: int) -> int:
-    """Samples of a file once brought to ``rate`` (resample_poly's output length)."""
-    if info.samplerate == rate:
-        return info.frames
-    g = math.gcd(info.samplerate, rate)
-    return -(-info.frames * (rate // g) // (info.samplerate // g))
+def read_finite(path, rate: int, start: int, length: int | None, info: audio.AudioInfo,
+                allow_resample: bool) -> np.ndarray:
+    """audio.read_mono, refusing NaN/Inf samples (a float file can hold them;
+    `masksep data check` finds them up front, this catches a file changed since)."""
+    x = audio.read_mono(path, rate, start, length, allow_resample=allow_resample, file_info=info)
+    if info.can_hold_nan and not np.isfinite(x).all():
+        raise UserError(f"{path}: has NaN/Inf samples (run `masksep data check`)")
+    return x
 
 
 class FileMixtures(Dataset):
@@ -64,7 +64,7 @@ class FileMixtures(Dataset):
         bad = settle(report, where, skip_bad, folder)
         self.skipped = len(bad)
         self.items = [item for i, item in enumerate(items) if i not in bad]
-        self.lengths = [length_at(report.infos[item.mix], rate) for item in self.items]
+        self.lengths = [audio.length_at(report.infos[item.mix], rate) for item in self.items]
         self.infos = {p: report.infos[p] for item in self.items for p in item.files}
         self.rate = int(rate)
         self.n_src = int(n_src)
@@ -87,13 +87,7 @@ class FileMixtures(Dataset):
         return self.items[index].name
 
     def _read(self, path, start: int, length: int) -> np.ndarray:
-        x = audio.read_mono(
-            path, self.rate, start, length,
-            allow_resample=self.allow_resample, file_info=self.infos[path],
-        )
-        if not np.isfinite(x).all():
-            raise UserError(f"{path}: has NaN/Inf samples (run `masksep data check`)")
-        return x
+        return read_finite(path, self.rate, start, length, self.infos[path], self.allow_resample)
 
     def _load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         item = self.items[index]
