@@ -38,7 +38,7 @@ OG_MAX_ASSIGNMENTS = 2**20
 _OG_CHUNK = 2**15
 
 
-def _ratio_db(target_energy: torch.Tensor, noise_energy: torch.Tensor, eps: float) -> torch.Tensor:
+def ratio_db(target_energy: torch.Tensor, noise_energy: torch.Tensor, eps: float) -> torch.Tensor:
     # eps outside the ratio too: a silent estimate scores 10*log10(eps) = -80 dB, not -inf/NaN.
     return 10 * torch.log10(target_energy / (noise_energy + eps) + eps)
 
@@ -64,7 +64,7 @@ def si_snr(est: torch.Tensor, ref: torch.Tensor, eps: float = EPS) -> torch.Tens
     ref_energy = (ref * ref).sum(dim=-1, keepdim=True)
     target = dot / (ref_energy + eps) * ref
     noise = est - target
-    return _ratio_db((target * target).sum(dim=-1), (noise * noise).sum(dim=-1), eps)
+    return ratio_db((target * target).sum(dim=-1), (noise * noise).sum(dim=-1), eps)
 
 
 def _check_pair(est: torch.Tensor, ref: torch.Tensor, what: str) -> None:
@@ -213,7 +213,7 @@ def og_assign(
             target = alpha * alpha * ref_energy
             # ||y - alpha s||^2 expanded; clamp the rounding residue of near-perfect fits.
             noise = (energy - 2 * alpha * dot + target).clamp_min(0)
-            score[:, r0 * n_low : r1 * n_low] = _ratio_db(target, noise, eps)
+            score[:, r0 * n_low : r1 * n_low] = ratio_db(target, noise, eps)
 
         # Assignment a (base-C digit p = group of output p) uses subset code_c(a) for group c.
         # With a = a_low + C^L a_high, code_c(a) = code_c(a_low) + 2^L code_c(a_high).

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from masksep.losses import EPS, align, si_snr
+from masksep.losses import EPS, align, ratio_db, si_snr
 
 
 def _check_same(est: torch.Tensor, ref: torch.Tensor, what: str) -> None:
@@ -68,7 +68,7 @@ def sdr(
         coef[bad] = torch.linalg.pinv(gram[bad], hermitian=True) @ cross[bad].unsqueeze(-1)
     target = (coef.squeeze(-1) * cross).sum(dim=-1).clamp_min(0)
     noise = ((x * x).sum(dim=-1) - target).clamp_min(0)
-    value = 10 * torch.log10(target / (noise + eps) + eps)
+    value = ratio_db(target, noise, eps)
     return value.reshape(shape).to(est.dtype if est.is_floating_point() else torch.float32)
 
 
