@@ -68,6 +68,12 @@ def test_trial_config_seed_comes_from_the_repeat_index(tmp_path):
     assert spec.trial_config(params).seed == 0
 
 
+@pytest.mark.parametrize("cpus,threads", [(2, 2), (1, 1), (0.5, 1), (2.5, 2)])
+def test_trial_torch_threads_are_the_cpus_ray_gives_it(tmp_path, cpus, threads):
+    spec = S.load_spec(write(tmp_path, {**BASE, "resources": {"cpus": cpus}}))
+    assert spec.trial_config({"head.kind": "shallow", "train.lr": 1e-3}).train.threads == threads
+
+
 def test_grid_points_follow_when_and_cross_the_rest(tmp_path):
     data = {
         "name": "g",

@@ -175,13 +175,10 @@ def _worker_loop(loop: dict[str, Any]) -> None:
     run's last checkpoint when Ray Train restarts it."""
     import ray.train
 
-    from masksep import config as config_mod
     from masksep.train import fit
 
     spec: SweepSpec = loop["spec"]
     cfg = spec.trial_config(loop["config"])
-    # Threads = the CPUs Ray gave this worker (see run_trial).
-    cfg = config_mod.merge(cfg, {"train.threads": max(1, math.floor(spec.resources.cpus))})
     rank = ray.train.get_context().get_world_rank()
     # fit's own folder on this worker's node; what must last goes to storage.
     work = Path(tempfile.mkdtemp(prefix=f"masksep-ddp{rank}-"))

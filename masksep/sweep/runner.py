@@ -80,11 +80,7 @@ def run_trial(config: dict[str, Any], spec: SweepSpec) -> None:
     from masksep.sweep.cluster import TrialFiles, TrialFolder
     from masksep.train import fit
 
-    cfg = spec.trial_config(config)
-    cpus = spec.resources.cpus
-    # Threads = the CPUs Ray gave this trial: two 1-CPU trials on two cores
-    # must not each start two threads (that made a step 15x slower).
-    cfg = config_mod.merge(cfg, {"train.threads": max(1, math.floor(cpus))})
+    cfg = spec.trial_config(config)  # train.threads = the CPUs Ray gave this trial
     tune_ctx = tune.get_context()
     trial_id = tune_ctx.get_trial_id()
     # fit writes on this trial's node (its working folder); TrialFiles copies
@@ -93,12 +89,12 @@ def run_trial(config: dict[str, Any], spec: SweepSpec) -> None:
     folder = TrialFolder(storage.storage_filesystem, storage.trial_fs_path)
     run_dir = Path(storage.trial_working_directory)
 
+    restore = Path(tempfile.mkdtemp(prefix="masksep-restore-"))
     resume_from = None
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
-        local = Path(tempfile.mkdtemp(prefix="masksep-restore-"))
-        checkpoint.to_directory(str(local))
-        resume_from = local / "last.pt"
+        checkpoint.to_directory(str(restore))
+        resume_from = restore / "last.pt"
 
     searched = spec_mod.searched_params(config)
     folder.put_bytes("searched.json", (json.dumps(searched, indent=2) + "\n").encode())
@@ -106,7 +102,10 @@ def run_trial(config: dict[str, Any], spec: SweepSpec) -> None:
     folder.put_bytes("config.yaml", config_mod.to_yaml(cfg).encode())
     # Files first: summary.json is in storage before Tune hears "final".
     reporter = MultiReporter(TrialFiles(folder), TuneReporter({"trial_id": trial_id}))
-    fit(cfg, run_dir, reporter, resume_from=resume_from)
+    try:
+        fit(cfg, run_dir, reporter, resume_from=resume_from)
+    finally:
+        shutil.rmtree(restore, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- the driver side
