@@ -61,7 +61,8 @@ from typing import Any
 from masksep.errors import UserError
 from masksep.reporting import MultiReporter, Reporter
 from masksep.sweep import spec as spec_mod
-from masksep.sweep.spec import FINAL_KEYS, SweepSpec
+from masksep.sweep.runner import TuneReporter
+from masksep.sweep.spec import SweepSpec
 
 # Each rank's own mean training loss of the epoch, before the all-reduce; the
 # Tune result gets them as one list, worker_train_loss, in rank order.
@@ -132,42 +133,26 @@ class TrialFiles(Reporter):
         self.folder.put_file(self.run_dir / "summary.json")
 
 
-class WorkerReporter(Reporter):
-    """A Ray Train worker's reports: every rank reports each epoch (Ray Train's
-    report is a barrier), with its own training loss beside the all-reduced
-    one; rank 0 adds the checkpoint (last.pt, as TuneReporter does)."""
+class WorkerReporter(TuneReporter):
+    """A Ray Train worker's reports: TuneReporter's, through Ray Train. Every
+    rank reports each epoch (Ray Train's report is a barrier), with its own
+    training loss beside the all-reduced one; rank 0 adds the checkpoint."""
 
     def __init__(self, trial_id: str):
-        self.static: dict[str, Any] = {"trial_id": trial_id}
-        self.last: dict[str, Any] = {}
+        super().__init__({"trial_id": trial_id})
         self.local_loss = math.nan
-
-    def start(self, info):
-        self.static.update(info["complexity"])
 
     def progress(self, epoch, step, n_steps, loss):
         self.local_loss = loss  # this rank's running mean: at the last step, its epoch mean
 
-    def epoch(self, metrics, checkpoint_dir):
+    def _extra(self) -> dict[str, Any]:
+        return {LOCAL_LOSS: self.local_loss}
+
+    def _send(self, result: dict[str, Any], checkpoint_dir: Path | None = None) -> None:
         import ray.train
 
-        self.last = {**self.static, **metrics}
-        result = {**self.last, LOCAL_LOSS: self.local_loss}
-        if checkpoint_dir is None:
-            ray.train.report(result)
-            return
-        stage = Path(tempfile.mkdtemp(prefix="masksep-ckpt-"))
-        try:
-            shutil.copy2(Path(checkpoint_dir) / "last.pt", stage / "last.pt")
-            ray.train.report(result, checkpoint=ray.train.Checkpoint.from_directory(str(stage)))
-        finally:
-            shutil.rmtree(stage, ignore_errors=True)
-
-    def end(self, summary):
-        import ray.train
-
-        final = {k: summary[k] for k in FINAL_KEYS}
-        ray.train.report({**self.static, **self.last, **final, "final": True})
+        checkpoint = ray.train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
+        ray.train.report(result, checkpoint=checkpoint)
 
 
 def _worker_loop(loop: dict[str, Any]) -> None:

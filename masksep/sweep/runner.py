@@ -42,7 +42,8 @@ from masksep.sweep.spec import COST, FINAL_KEYS, METRIC, SweepSpec
 
 class TuneReporter(Reporter):
     """Every epoch to Ray Tune with the trial's last checkpoint; the test
-    metrics as one more report at the end."""
+    metrics as one more report at the end. (cluster.WorkerReporter sends the
+    same reports through Ray Train.)"""
 
     def __init__(self, static: dict[str, Any] | None = None):
         self.static = dict(static or {})
@@ -52,23 +53,33 @@ class TuneReporter(Reporter):
         self.static.update(info["complexity"])
 
     def epoch(self, metrics, checkpoint_dir):
-        from ray import tune
-
         self.last = {**self.static, **metrics}
-        # The Tune checkpoint is last.pt alone (what a retry resumes from);
-        # best.pt reaches the trial folder once, at the end (TrialFiles).
+        result = {**self.last, **self._extra()}
+        if checkpoint_dir is None:  # a DDP rank other than 0
+            self._send(result)
+            return
+        # The checkpoint is last.pt alone (what a retry resumes from); best.pt
+        # reaches the trial folder once, at the end (TrialFiles).
         stage = Path(tempfile.mkdtemp(prefix="masksep-ckpt-"))
         try:
             shutil.copy2(Path(checkpoint_dir) / "last.pt", stage / "last.pt")
-            tune.report(self.last, checkpoint=tune.Checkpoint.from_directory(str(stage)))
+            self._send(result, stage)
         finally:
             shutil.rmtree(stage, ignore_errors=True)
 
     def end(self, summary):
+        final = {k: summary[k] for k in FINAL_KEYS}
+        self._send({**self.static, **self.last, **final, "final": True})
+
+    def _extra(self) -> dict[str, Any]:
+        """More keys for each epoch's report."""
+        return {}
+
+    def _send(self, result: dict[str, Any], checkpoint_dir: Path | None = None) -> None:
         from ray import tune
 
-        final = {k: summary[k] for k in FINAL_KEYS}
-        tune.report({**self.static, **self.last, **final, "final": True})
+        checkpoint = tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
+        tune.report(result, checkpoint=checkpoint)
 
 
 def run_trial(config: dict[str, Any], spec: SweepSpec) -> None:
