@@ -111,11 +111,14 @@ def _error_line(text: str | None) -> str:
     return lines[-1][:300] if lines else ""
 
 
-def collect(out: Path) -> tuple[list[dict[str, Any]], list[str], dict[str, Any]]:
-    """One row per trial of the sweep in ``out``, the searched field names, the state."""
+def collect(out: Path, state: dict[str, Any] | None = None
+            ) -> tuple[list[dict[str, Any]], list[str], dict[str, Any]]:
+    """One row per trial of the sweep in ``out``, the searched field names, the
+    state (``state``: sweep.json's content when the caller has read it)."""
     from masksep import config as config_mod
 
-    state = _json((out / STATE_FILE).read_text()) if (out / STATE_FILE).is_file() else None
+    if state is None and (out / STATE_FILE).is_file():
+        state = _json((out / STATE_FILE).read_text())
     if not isinstance(state, dict) or "storage" not in state:
         raise UserError(f"{out}: no sweep state ({STATE_FILE}); nothing to report")
     store = _Store(f"{state['storage'].rstrip('/')}/{state['name']}")
@@ -233,10 +236,6 @@ def _number(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return None if math.isnan(number) else number
-
-
-def load_rows(out: Path) -> tuple[list[dict[str, Any]], list[str]]:
-    return read_trials(Path(out) / "trials.csv")
 
 
 # --------------------------------------------------------------------------- analysis
@@ -544,16 +543,14 @@ def write_report(out: str | Path) -> dict[str, Any]:
         raise UserError(f"{out}: no such folder")
     state = _json((out / STATE_FILE).read_text()) if (out / STATE_FILE).is_file() else None
     if state:
-        rows, columns, state = collect(out)
+        rows, columns, state = collect(out, state)
         if not rows:
             raise UserError(f"{out}: the sweep has no trials yet")
         atomic_write(out / "trials.csv", _csv_text(rows, columns))
-    elif (out / "trials.csv").is_file():
-        rows, columns = read_trials(out / "trials.csv")
-    else:
+    elif not (out / "trials.csv").is_file():
         raise UserError(f"{out}: neither a sweep ({STATE_FILE}) nor a report (trials.csv) is here")
+    # Rows read from the CSV either way, so that both paths render the same typed values.
+    rows, columns = read_trials(out / "trials.csv")
     if not rows:
         raise UserError(f"{out / 'trials.csv'}: holds no trials")
-    # Rows re-read from the CSV so that both paths render the same typed values.
-    rows, columns = read_trials(out / "trials.csv")
     return render(out, rows, columns, state)

@@ -417,7 +417,7 @@ def run_sweep(
     summary = report_mod.write_report(out)
     _line(f"report: {out / 'summary.md'}")
     if target is not None:
-        rows, columns = report_mod.load_rows(out)
+        rows, columns = report_mod.read_trials(out / "trials.csv")
         tracking.log_sweep_run(target, rows, columns, {"sweep": spec.name, **summary}, state["uid"])
         offline = tracking.offline_runs(out)
         if offline:
