@@ -30,7 +30,7 @@ def _train(args: argparse.Namespace) -> int:
             ckpt = train.load_checkpoint(last)
             cfg = config_mod.from_dict(ckpt["config"], str(last))
             if args.set:
-                cfg = config_mod.load_config(None, _dotted(cfg) + list(args.set))
+                cfg = _with_sets(cfg, args.set)
         else:
             cfg = config_mod.load_config(args.config, args.set)
             train.load_checkpoint(last)  # a missing or bad checkpoint fails before any work
@@ -49,11 +49,11 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _dotted(cfg) -> list[str]:
-    """A config as --set overrides, so more overrides can be laid over it."""
+def _with_sets(cfg, sets: list[str]):
+    """``cfg`` (from a checkpoint) with --set overrides laid over it, validated."""
     from masksep import config as config_mod
 
-    return [f"{k}={json.dumps(v)}" for k, v in config_mod.flatten(cfg).items()]
+    return config_mod.merge(cfg, dict(map(config_mod.parse_override, sets)), "--set")
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -64,7 +64,7 @@ def _eval(args: argparse.Namespace) -> int:
     ckpt = train.load_checkpoint(args.checkpoint)
     cfg, model = train.model_from_checkpoint(ckpt, str(args.checkpoint))
     if args.set:
-        cfg = config_mod.load_config(None, _dotted(cfg) + list(args.set))
+        cfg = _with_sets(cfg, args.set)
     if args.data is not None:
         from masksep.data.checks import detect_layout
 
