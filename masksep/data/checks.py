@@ -162,11 +162,12 @@ class _FileCheck:
         if path in self.errors:
             return self.errors[path]
         msgs: list[str] = []
-        if not path.is_file():
+        if path not in self.infos and not path.is_file():
             msgs.append("file not found")
         else:
             try:
-                i = audio.info(path)
+                # read once: the rate-finding pass of check_items may have read it
+                i = self.infos.get(path) or audio.info(path)
             except UserError as exc:
                 msgs.append(str(exc).split(": ", 1)[-1])
             else:
@@ -293,8 +294,7 @@ def check_items(
     # Headers first, each file once however many items share it.
     unique = list(dict.fromkeys(p for item in items for p in item.files))
     with ThreadPoolExecutor(_workers()) as pool:
-        for path, msgs in zip(unique, pool.map(fc.header, unique), strict=True):
-            fc.errors[path] = msgs
+        list(pool.map(fc.header, unique))  # results land in fc.infos and fc.errors
         hours = sum(fc.infos[it.mix].seconds for it in items if it.mix in fc.infos) / 3600
         if level == "auto":
             level = "full" if hours <= AUTO_FULL_HOURS else "headers"
