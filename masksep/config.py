@@ -20,6 +20,7 @@ from typing import Any, Literal
 import yaml
 
 from masksep.errors import ConfigError
+from masksep.models import BACKBONES, ENCODERS, HEADS, HIDDEN_ACTIVATIONS, MASK_ACTIVATIONS
 
 
 @dataclass
@@ -29,7 +30,7 @@ class EncoderConfig:
     ``kernel_size`` (= n_fft) and hop ``stride``; N is then kernel_size // 2 + 1 bins
     and ``n_filters`` is not used."""
 
-    kind: Literal["conv", "stft"] = "conv"
+    kind: Literal[ENCODERS.names()] = "conv"
     n_filters: int = 64  # N
     kernel_size: int = 16  # L (stft: window and FFT length)
     stride: int = 8  # L / 2 in Conv-TasNet (stft: hop)
@@ -65,7 +66,7 @@ class DPRNNConfig:
 
 @dataclass
 class BackboneConfig:
-    kind: Literal["tcn", "dprnn"] = "tcn"
+    kind: Literal[BACKBONES.names()] = "tcn"
     tcn: TCNConfig = field(default_factory=TCNConfig)
     dprnn: DPRNNConfig = field(default_factory=DPRNNConfig)
 
@@ -83,11 +84,11 @@ class HeadConfig:
              (MixIT-style best binary assignment against the references).
     """
 
-    kind: Literal["shallow", "deep", "og"] = "shallow"
+    kind: Literal[HEADS.names()] = "shallow"
     depth: int = 1
     width: int = 256
-    hidden_act: Literal["tanh", "relu", "prelu", "sigmoid", "gelu"] = "tanh"
-    mask_act: Literal["sigmoid", "relu", "softmax", "linear"] = "sigmoid"
+    hidden_act: Literal[HIDDEN_ACTIVATIONS.names()] = "tanh"
+    mask_act: Literal[MASK_ACTIVATIONS.names()] = "sigmoid"
     oversep: int = 4  # P, used by og only
     grouping: Literal["learned", "oracle"] = "learned"  # og only
     gated_output: bool = False  # DPRNN's gated output layer on each mask (tanh * sigmoid, 1x1 conv)

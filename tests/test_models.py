@@ -3,17 +3,29 @@
 from __future__ import annotations
 
 import itertools
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import typing
 from pathlib import Path
 
 import pytest
 import torch
 
+from masksep import config as config_mod
+from masksep import models
 from masksep.config import Config, HeadConfig, from_dict, load_config, set_dotted
+from masksep.errors import ConfigError
 from masksep.models import Separator, build_model
 from masksep.models.dprnn import DPRNN
-from masksep.models.encoders import ConvFrontEnd, STFTFrontEnd, build_frontend
+from masksep.models.encoders import ConvFrontEnd, STFTFrontEnd
 from masksep.models.heads import MaskHead
 from masksep.models.layers import GlobalLayerNorm
+from masksep.models.registry import Registry
 from masksep.models.tcn import TCN
 
 REPO = Path(__file__).resolve().parents[1]
@@ -134,6 +146,149 @@ def test_masks_multiply_the_encoding_and_decode_sums_linearly():
     torch.testing.assert_close(out, mix.unsqueeze(1).expand(-1, 3, -1), atol=1e-5, rtol=0)
 
 
+def test_each_step_of_the_separator_can_be_replaced_alone():
+    """Unit masks from a replaced head step: the rest of the chain (encode,
+    apply masks, decode) is untouched, so an STFT separator returns the mixture."""
+
+    class UnitMasks(Separator):
+        def estimate_masks(self, hidden):
+            assert hidden.shape[1] == self.backbone.out_features
+            return torch.ones(hidden.shape[0], self.n_out, self.head.n_bins, hidden.shape[-1])
+
+    model = build_model(tiny(ENCODERS["stft"]))
+    unit = UnitMasks(model.frontend, model.backbone, model.head, model.n_src)
+    mix = torch.randn(2, 301)
+    torch.testing.assert_close(unit(mix), mix.unsqueeze(1).expand(-1, 2, -1), atol=1e-5, rtol=0)
+    assert not torch.allclose(model(mix), unit(mix), atol=1e-3)  # the real head does differ
+
+
+def test_one_seed_gives_every_head_the_same_front_end_and_backbone():
+    """Common random numbers: build_model draws the head's weights last."""
+    from masksep.train import initial_model
+
+    def parts(head: str, seed: int = 7, **extra) -> dict[str, torch.Tensor]:
+        model = initial_model(tiny({**HEADS[head], "seed": seed, **extra}))
+        return {
+            f"{part}.{name}": value
+            for part in ("frontend", "backbone")
+            for name, value in getattr(model, part).state_dict().items()
+        }
+
+    reference = parts("shallow")
+    variants = [parts(head) for head in ("deep", "og-learned", "og-oracle")]
+    variants.append(parts("deep", **{"head.gated_output": True}))
+    for variant in variants:
+        assert variant.keys() == reference.keys()
+        for name, value in reference.items():
+            assert torch.equal(variant[name], value), name
+    other_seed = parts("shallow", seed=8)
+    assert not all(torch.equal(other_seed[name], value) for name, value in reference.items())
+
+
+# --------------------------------------------------------------------------- registries
+
+
+def test_config_choices_are_the_registries_names():
+    hints = {
+        "encoder.kind": typing.get_type_hints(config_mod.EncoderConfig)["kind"],
+        "backbone.kind": typing.get_type_hints(config_mod.BackboneConfig)["kind"],
+        "head.kind": typing.get_type_hints(HeadConfig)["kind"],
+        "head.hidden_act": typing.get_type_hints(HeadConfig)["hidden_act"],
+        "head.mask_act": typing.get_type_hints(HeadConfig)["mask_act"],
+    }
+    registries = [models.ENCODERS, models.BACKBONES, models.HEADS, models.HIDDEN_ACTIVATIONS,
+                  models.MASK_ACTIVATIONS]
+    for registry in registries:
+        assert typing.get_args(hints[registry.field]) == registry.names()
+    assert models.HEADS.names() == ("shallow", "deep", "og")
+    # Each default is one of its field's names.
+    cfg = Config()
+    defaults = [cfg.encoder.kind, cfg.backbone.kind, cfg.head.kind, cfg.head.hidden_act,
+                cfg.head.mask_act]
+    assert all(d in r for d, r in zip(defaults, registries, strict=True))
+
+
+def test_an_unknown_name_is_one_line_naming_the_field():
+    registry = Registry("head.kind", {"a": int, "b": float})
+    assert registry.names() == ("a", "b") and registry.get("b") is float
+    with pytest.raises(ConfigError, match=r"^head\.kind: unknown name 'c' \(known: a, b\)$"):
+        registry.get("c")
+    with pytest.raises(ConfigError, match="head.kind"):
+        registry.get(["a"])  # unhashable
+    # A config that skipped validation (a dataclass edited by hand) is refused the same way.
+    cfg = tiny()
+    cfg.backbone.kind = "transformer"
+    with pytest.raises(ConfigError, match=r"^backbone\.kind: unknown name 'transformer'"):
+        build_model(cfg)
+
+
+def _readme_head_example() -> tuple[str, str, str]:
+    """(file text, import line, registry line) of the README's "Adding a mask head"."""
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Adding a mask head", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert len(blocks) == 2, "the README section should show the file and the registry edit"
+    head_file, registry_edit = blocks
+    assert head_file.startswith("# masksep/models/context_head.py\n")
+    assert registry_edit.startswith("# masksep/models/separator.py\n")
+    import_line = registry_edit.splitlines()[1]
+    (entry,) = [line for line in registry_edit.splitlines() if "# the new line" in line]
+    return head_file, import_line, entry
+
+
+def test_the_readme_head_example_is_one_file_and_one_registry_line(tmp_path):
+    """The README's example head, added to a copy of the package exactly as the
+    README says, is accepted by the config and trained a step by build_model's model."""
+    head_file, import_line, entry = _readme_head_example()
+    package = tmp_path / "masksep"
+    shutil.copytree(REPO / "masksep", package, ignore=shutil.ignore_patterns("__pycache__"))
+    (package / "models" / "context_head.py").write_text(head_file)
+    separator = package / "models" / "separator.py"
+    text = separator.read_text()
+    for anchor in ("from masksep.models.heads import MaskHead\n", '        "og": MaskHead,\n'):
+        assert text.count(anchor) == 1, f"separator.py no longer has {anchor!r}"
+    text = text.replace("from masksep.models.heads import MaskHead\n",
+                        f"from masksep.models.heads import MaskHead\n{import_line}\n")
+    text = text.replace('        "og": MaskHead,\n', f'        "og": MaskHead,\n{entry}\n')
+    separator.write_text(text)
+
+    script = """
+import json, sys, torch
+import masksep
+from masksep.config import load_config
+from masksep.losses import separation_loss
+from masksep.models import build_model
+cfg = load_config(None, sys.argv[1:])
+torch.manual_seed(0)
+model = build_model(cfg)
+mix, ref = torch.randn(2, 800), torch.randn(2, 2, 800)
+opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+losses = []
+for _ in range(3):
+    loss = separation_loss(model(mix), ref, model.oracle_grouping)
+    opt.zero_grad(); loss.backward(); opt.step()
+    losses.append(loss.item())
+print(json.dumps({"package": masksep.__file__, "head": type(model.head).__name__,
+                  "shape": list(model(mix).shape), "losses": losses}))
+"""
+    sets = ["head.kind=context", "encoder.n_filters=16", "backbone.tcn.bottleneck=8",
+            "backbone.tcn.hidden=16", "backbone.tcn.layers=2", "backbone.tcn.repeats=1",
+            "backbone.tcn.skip=8"]
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-c", script, *sets], capture_output=True,
+                         text=True, env=env, cwd=tmp_path, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    out = json.loads(run.stdout.splitlines()[-1])
+    assert out["package"] == str(package / "__init__.py")  # the copy, not the checkout
+    assert out["head"] == "ContextHead"
+    assert out["shape"] == [2, 2, 800]
+    assert all(math.isfinite(v) for v in out["losses"])
+    assert out["losses"][-1] < out["losses"][0]  # it learns: fitting one batch
+    # And in this checkout, without the two edits, the name is refused.
+    with pytest.raises(ConfigError, match="head.kind"):
+        load_config(None, ["head.kind=context"])
+
+
 # --------------------------------------------------------------------------- paper models
 
 
@@ -194,7 +349,7 @@ def test_conv_frontend_pads_both_ends_by_the_overlap():
 
 
 def test_conv_frontend_is_learned_filterbank_with_relu():
-    frontend = build_frontend(tiny().encoder)
+    frontend = build_model(tiny()).frontend
     assert isinstance(frontend, ConvFrontEnd) and frontend.n_bins == 64
     assert frontend.encoder.bias is None and frontend.decoder.bias is None
     rep, _ = frontend.encode(torch.randn(2, 100))

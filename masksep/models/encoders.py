@@ -14,8 +14,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from masksep.config import EncoderConfig
-
 
 class FrontEnd(nn.Module):
     """Base class of the front ends.
@@ -126,11 +124,3 @@ class STFTFrontEnd(FrontEnd):
         )
         return y.reshape(batch, n_out, length)
 
-
-def build_frontend(enc_cfg: EncoderConfig) -> FrontEnd:
-    """The front end named by ``encoder.kind``."""
-    if enc_cfg.kind == "conv":
-        return ConvFrontEnd(enc_cfg.n_filters, enc_cfg.kernel_size, enc_cfg.stride)
-    if enc_cfg.kind == "stft":
-        return STFTFrontEnd(enc_cfg.kernel_size, enc_cfg.stride)
-    raise ValueError(f"unknown encoder kind {enc_cfg.kind!r}")

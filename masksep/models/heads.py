@@ -17,12 +17,15 @@ outputs, before the mask activation.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
-from masksep.config import HeadConfig
-from masksep.models.layers import hidden_activation, mask_activation
+from masksep.models.layers import HIDDEN_ACTIVATIONS, MASK_ACTIVATIONS
+
+if TYPE_CHECKING:  # masksep.config imports the registries, so not at run time
+    from masksep.config import HeadConfig
 
 # Weight of an output's own source in the initial learned grouping (see
 # _initial_group_logits).
@@ -89,7 +92,7 @@ class MaskHead(nn.Module):
         layers: list[nn.Module] = []
         width_in = in_features
         for _ in range(depth - 1):
-            layers += [nn.Conv1d(width_in, cfg.width, 1), hidden_activation(cfg.hidden_act)]
+            layers += [nn.Conv1d(width_in, cfg.width, 1), HIDDEN_ACTIVATIONS.get(cfg.hidden_act)()]
             width_in = cfg.width
         layers.append(nn.Conv1d(width_in, self.n_masks * n_bins, 1))
         # One Sequential for every depth, so a depth-1 deep head has the same
@@ -113,7 +116,7 @@ class MaskHead(nn.Module):
         masks = self.trunk(feats).reshape(batch, self.n_masks, self.n_bins, frames)
         if self.gate is not None:
             masks = self.gate(masks)
-        masks = mask_activation(masks, self.mask_act)
+        masks = MASK_ACTIVATIONS.get(self.mask_act)(masks)
         weights = self.grouping_weights()
         if weights is not None:
             masks = torch.einsum("cp,bpnt->bcnt", weights.to(masks.dtype), masks)

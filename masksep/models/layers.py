@@ -1,9 +1,13 @@
-"""Small layers shared by the backbones and the mask heads."""
+"""Small layers shared by the backbones and the mask heads, and the activations by name."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
+
+from masksep.models.registry import Registry
 
 
 class GlobalLayerNorm(nn.Module):
@@ -33,32 +37,25 @@ class GlobalLayerNorm(nn.Module):
         return out.to(x.dtype)
 
 
-def hidden_activation(name: str) -> nn.Module:
-    """The activation between the layers of a deep mask head (``head.hidden_act``)."""
-    makers = {
-        "tanh": nn.Tanh,
-        "relu": nn.ReLU,
-        "prelu": nn.PReLU,
-        "sigmoid": nn.Sigmoid,
-        "gelu": nn.GELU,
-    }
-    if name not in makers:
-        raise ValueError(f"unknown hidden activation {name!r} (known: {', '.join(makers)})")
-    return makers[name]()
+def _softmax_over_outputs(masks: Tensor) -> Tensor:
+    # Across the K outputs (dim 1): the masks of one time-frequency point sum to one.
+    return torch.softmax(masks, dim=1)
 
 
-def mask_activation(masks: Tensor, name: str) -> Tensor:
-    """Apply ``head.mask_act`` to masks of shape (B, K, N, frames).
+def _linear(masks: Tensor) -> Tensor:
+    return masks
 
-    ``softmax`` normalises across the K outputs (dim 1), so the masks of one
-    time-frequency point sum to one.
-    """
-    if name == "sigmoid":
-        return torch.sigmoid(masks)
-    if name == "relu":
-        return torch.relu(masks)
-    if name == "softmax":
-        return torch.softmax(masks, dim=1)
-    if name == "linear":
-        return masks
-    raise ValueError(f"unknown mask activation {name!r}")
+
+# Between the layers of a deep mask head: each name builds an nn.Module (the
+# trunk is an nn.Sequential, so the analysis tools can read it layer by layer).
+HIDDEN_ACTIVATIONS: Registry[Callable[[], nn.Module]] = Registry(
+    "head.hidden_act",
+    {"tanh": nn.Tanh, "relu": nn.ReLU, "prelu": nn.PReLU, "sigmoid": nn.Sigmoid, "gelu": nn.GELU},
+)
+
+# On the masks (B, K, N, frames): plain functions, not modules, so a head's
+# module tree and state dict do not depend on its mask activation.
+MASK_ACTIVATIONS: Registry[Callable[[Tensor], Tensor]] = Registry(
+    "head.mask_act",
+    {"sigmoid": torch.sigmoid, "relu": torch.relu, "softmax": _softmax_over_outputs, "linear": _linear},
+)

@@ -3,17 +3,57 @@
 As in Asteroid's ``BaseEncoderMaskerDecoder`` every step is a named method that
 can be replaced alone; Asteroid's masker is split in two (backbone and head)
 because the head is what this study varies.
+
+The registries below name every front end, backbone and head that a config can
+ask for; masksep.config takes its ``kind`` choices from them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 from torch import Tensor, nn
 
-from masksep.config import Config
 from masksep.models.dprnn import DPRNN
-from masksep.models.encoders import FrontEnd, build_frontend
+from masksep.models.encoders import ConvFrontEnd, FrontEnd, STFTFrontEnd
 from masksep.models.heads import MaskHead
+from masksep.models.registry import Registry
 from masksep.models.tcn import TCN
+
+if TYPE_CHECKING:  # masksep.config imports these registries, so not at run time
+    from masksep.config import BackboneConfig, Config, EncoderConfig, HeadConfig
+
+# encoder.kind -> builder(cfg.encoder): a FrontEnd.
+ENCODERS: Registry[Callable[[EncoderConfig], FrontEnd]] = Registry(
+    "encoder.kind",
+    {
+        "conv": lambda enc: ConvFrontEnd(enc.n_filters, enc.kernel_size, enc.stride),
+        "stft": lambda enc: STFTFrontEnd(enc.kernel_size, enc.stride),
+    },
+)
+
+# backbone.kind -> builder(N, cfg.backbone): a module (B, N, frames) -> (B, F, frames)
+# with F as its ``out_features``.
+BACKBONES: Registry[Callable[[int, BackboneConfig], nn.Module]] = Registry(
+    "backbone.kind",
+    {
+        "tcn": lambda n_bins, bb: TCN(n_bins, bb.tcn),
+        "dprnn": lambda n_bins, bb: DPRNN(n_bins, bb.dprnn),
+    },
+)
+
+# head.kind -> builder(F, N, C, cfg.head): a module (B, F, frames) -> masks
+# (B, n_out, N, frames) with ``n_out`` and ``oracle_grouping`` attributes (see
+# MaskHead). One MaskHead does all three: shallow and deep differ in depth, og in P.
+HEADS: Registry[Callable[[int, int, int, HeadConfig], nn.Module]] = Registry(
+    "head.kind",
+    {
+        "shallow": MaskHead,
+        "deep": MaskHead,
+        "og": MaskHead,
+    },
+)
 
 
 class Separator(nn.Module):
@@ -23,7 +63,7 @@ class Separator(nn.Module):
     (``oracle_grouping`` True); those P estimates are grouped by the loss.
     """
 
-    def __init__(self, frontend: FrontEnd, backbone: nn.Module, head: MaskHead, n_src: int):
+    def __init__(self, frontend: FrontEnd, backbone: nn.Module, head: nn.Module, n_src: int):
         super().__init__()
         self.frontend = frontend
         self.backbone = backbone
@@ -36,13 +76,23 @@ class Separator(nn.Module):
         if mix.dim() != 2:
             raise ValueError(f"expected a mixture of shape (batch, time), got {tuple(mix.shape)}")
         rep, feats = self.encode(mix)
-        masks = self.head(self.backbone(feats))
+        hidden = self.run_backbone(feats)
+        masks = self.estimate_masks(hidden)
         masked = self.apply_masks(masks, rep)
         return self.decode(masked, mix.shape[-1])
 
     def encode(self, mix: Tensor) -> tuple[Tensor, Tensor]:
-        """mix (B, T) -> (rep, feats), both (B, N, frames)."""
+        """mix (B, T) -> (rep, feats), both (B, N, frames): ``rep`` is what the
+        masks multiply, ``feats`` (real) what the backbone reads."""
         return self.frontend.encode(mix)
+
+    def run_backbone(self, feats: Tensor) -> Tensor:
+        """feats (B, N, frames) -> hidden (B, F, frames), F = ``backbone.out_features``."""
+        return self.backbone(feats)
+
+    def estimate_masks(self, hidden: Tensor) -> Tensor:
+        """hidden (B, F, frames) -> masks (B, n_out, N, frames): the mask head."""
+        return self.head(hidden)
 
     @staticmethod
     def apply_masks(masks: Tensor, rep: Tensor) -> Tensor:
@@ -55,13 +105,13 @@ class Separator(nn.Module):
 
 
 def build_model(cfg: Config) -> Separator:
-    """The separator that ``cfg`` describes (backbone chosen by ``backbone.kind``)."""
-    frontend = build_frontend(cfg.encoder)
-    if cfg.backbone.kind == "tcn":
-        backbone: nn.Module = TCN(frontend.n_bins, cfg.backbone.tcn)
-    elif cfg.backbone.kind == "dprnn":
-        backbone = DPRNN(frontend.n_bins, cfg.backbone.dprnn)
-    else:
-        raise ValueError(f"unknown backbone kind {cfg.backbone.kind!r}")
-    head = MaskHead(backbone.out_features, frontend.n_bins, cfg.n_src, cfg.head)
+    """The separator that ``cfg`` describes, its parts taken from the registries.
+
+    Built in the order front end -> backbone -> head, and the order matters:
+    the head's random draws come last, so under one seed every head variant
+    gets the same front end and backbone weights (common random numbers).
+    """
+    frontend = ENCODERS.get(cfg.encoder.kind)(cfg.encoder)
+    backbone = BACKBONES.get(cfg.backbone.kind)(frontend.n_bins, cfg.backbone)
+    head = HEADS.get(cfg.head.kind)(backbone.out_features, frontend.n_bins, cfg.n_src, cfg.head)
     return Separator(frontend, backbone, head, cfg.n_src)
