@@ -11,8 +11,9 @@ import soundfile as sf
 from masksep import cli
 from masksep.config import load_config
 from masksep.data import build_dataset
-from masksep.data.checks import DataCheckError, check_folder
+from masksep.data.checks import check_folder
 from masksep.data.export import synth
+from masksep.data.problems import DataCheckError
 from masksep.errors import UserError
 
 NAME = "synthte00001.wav"  # the item every case breaks
@@ -229,12 +230,12 @@ def test_check_folder_counts_the_files_it_scanned(data):
 
 
 def test_auto_check_reads_samples_of_small_sets_and_headers_of_large_ones(data, monkeypatch, capsys):
-    import masksep.data.checks as checks
+    import masksep.data.problems as problems
 
     nan(data)
     with pytest.raises(DataCheckError, match="NaN/Inf"):  # 3 short items: fully read
         build_dataset(cfg(data), "test")
-    monkeypatch.setattr(checks, "AUTO_FULL_HOURS", 1e-4)  # 0.36 s: the set counts as large
+    monkeypatch.setattr(problems, "AUTO_FULL_HOURS", 1e-4)  # 0.36 s: the set counts as large
     ds = build_dataset(cfg(data), "test")
     assert len(ds) == 3
     assert "checked the file headers only" in capsys.readouterr().err

@@ -23,7 +23,7 @@ def build_dataset(cfg: Config, split: str) -> Dataset:
     share no speaker.
 
     Corpora on disk (librimix, wsj0mix, wham, dynamic) are checked when opened:
-    problems raise :class:`~masksep.data.checks.DataCheckError` with the list,
+    problems raise :class:`~masksep.data.problems.DataCheckError` with the list,
     or with ``data.skip_bad`` the bad items are left out (said on stderr).
     Training items are ``segment_s`` crops (``fixed_length``), validation and
     test items whole utterances. Training sets of files have ``set_epoch``.
@@ -42,7 +42,7 @@ def build_dataset(cfg: Config, split: str) -> Dataset:
 
 
 def _files_dataset(cfg: Config, split: str) -> Dataset:
-    """A corpus on disk: checked when opened (see :mod:`masksep.data.checks`)."""
+    """A corpus on disk: checked when opened (see :mod:`masksep.data.problems`)."""
     from masksep.config import expand_root
     from masksep.data import dynamic, librimix, wsj0mix
     from masksep.data.items import FileMixtures

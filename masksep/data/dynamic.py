@@ -27,8 +27,8 @@ import torch
 from torch.utils.data import Dataset
 
 from masksep.data import audio
-from masksep.data.checks import check_files, iter_audio, settle
 from masksep.data.items import read_finite
+from masksep.data.problems import check_files, iter_audio, settle
 from masksep.data.synthetic import SPLITS, item_index, seed_sequence
 from masksep.errors import UserError
 

@@ -1,6 +1,6 @@
 """A data set of mixtures stored as files (LibriMix, WSJ0-mix, WHAM!).
 
-Opening one checks it first (:mod:`masksep.data.checks`): a data set with
+Opening one checks it first (:mod:`masksep.data.problems`): a data set with
 problems is refused with the list, or, with ``skip_bad``, opened without the
 bad items (and says how many on stderr). Training items are random crops of
 ``segment`` samples, deterministic per (seed, epoch, item) — the training
@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import Dataset
 
 from masksep.data import audio
-from masksep.data.checks import MixtureItem, Problem, check_items, settle
+from masksep.data.problems import MixtureItem, Problem, check_items, settle
 from masksep.data.synthetic import item_index, seed_sequence
 from masksep.errors import UserError
 

@@ -25,7 +25,7 @@ import csv
 import re
 from pathlib import Path
 
-from masksep.data.checks import CheckReport, MixtureItem, Problem
+from masksep.data.problems import CheckReport, MixtureItem, Problem
 from masksep.errors import UserError
 
 SPLITS = ("train-360", "train-100", "dev", "test")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from masksep.data.checks import MixtureItem, Problem
+from masksep.data.problems import MixtureItem, Problem
 from masksep.errors import UserError
 
 SPLITS = ("tr", "cv", "tt")
