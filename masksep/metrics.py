@@ -5,6 +5,16 @@ BSS-eval's source-to-distortion ratio as ``bss_eval_sources`` defines it
 (BSS Eval v3; museval's v4 computes the same quantity per frame): the estimate
 may differ from its reference by a time-invariant filter of ``filter_len``
 taps (512 in bss_eval) without penalty.
+
+Why our own SDR and not a library at run time: mir_eval (its
+``separation.bss_eval_sources`` is the reference; tests/test_metrics.py checks
+this one against it) takes one mixture per call in numpy and is deprecated
+(to go in mir_eval 0.9).
+fast_bss_eval 0.1.4, the batched one, does not hold up here: its numpy
+``sdr_loss`` breaks under numpy 2, and its torch backend uses torch's batched
+solve, which in torch 2.13 on CPU fails once ``torch.set_num_threads`` has been
+called (every training run calls it) -- the reason :func:`sdr` solves by Cholesky.
+Do not swap it back in without re-checking both.
 """
 
 from __future__ import annotations
