@@ -1,0 +1,512 @@
+"""The study's report: budget, cells, paired comparisons, the paper's claims
+checked from confidence intervals, what the design resolves, and the ASHA check.
+
+A study trains every head variant at the same seeds with common random
+numbers (same backbone init, data stream and evaluation set for a seed), so a
+variant's difference from the reference at one seed is a pair. Every number
+here is test SI-SNRi of completed trials unless it says otherwise.
+
+The claims of Li, Hu & Luo (Interspeech 2022), each one of holds / does not
+hold / not resolved at this n, computed from the CI and never written by hand:
+
+1. deep > shallow: d = deep - reference; holds if the CI lies above 0, does
+   not hold if it lies below 0.
+2. OG with P > C > shallow: the best learned-grouping og variant with P > C
+   minus the reference, its CI Bonferroni-adjusted for the number of learned og
+   variants it was picked from. Oracle grouping is an upper bound, in its own
+   row, not the claim.
+3. deep is an efficient OG (non-inferiority): d = deep - that best learned og;
+   holds when the CI lies above -margin_db and the deep head's MACs are lower;
+   does not hold when the CI lies below -margin_db or its MACs are not lower.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from masksep.errors import UserError
+from masksep.report import stats
+from masksep.report.tables import fmt, macs, markdown, n_src_values, p_value
+
+METRIC = "test_si_snri"
+TARGET_DB = 0.2  # the difference the seeds-needed line is sized for (issue 9)
+
+
+# --------------------------------------------------------------------------- the design
+
+
+@dataclass
+class Design:
+    """sweep.json's "study" block (the spec's study plus repeats)."""
+
+    reference: str
+    margin_db: float = 0.3
+    deep: str | None = None  # claims.deep; None: the deep variant of depth 3
+    variants: list[str] = field(default_factory=list)
+    pooled: list[tuple[str, list[str]]] = field(default_factory=list)
+    repeats: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"reference": self.reference, "margin_db": self.margin_db,
+                "claims": {"deep": self.deep} if self.deep else {},
+                "variants": {name: {} for name in self.variants},
+                "pooled": [{"name": n, "variants": v} for n, v in self.pooled],
+                "repeats": self.repeats}
+
+
+def design_from(block: Any, source: str) -> Design:
+    """A Design from a study block; a bad field is one UserError naming it."""
+    def bad(name: str, why: str) -> UserError:
+        return UserError(f"{source}: study.{name}: {why}")
+
+    if not isinstance(block, dict):
+        raise UserError(f"{source}: study: expected a mapping")
+    variants = block.get("variants") or {}
+    if not isinstance(variants, dict):
+        raise bad("variants", "expected a mapping of name -> overrides")
+    names = [str(v) for v in variants]
+    reference = block.get("reference")
+    if not isinstance(reference, str) or not reference:
+        raise bad("reference", "expected the name of a variant")
+    if names and reference not in names:
+        raise bad("reference", f"{reference!r} is not one of the variants ({', '.join(names)})")
+    margin = block.get("margin_db", 0.3)
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not margin >= 0:
+        raise bad("margin_db", f"expected a number >= 0, got {margin!r}")
+    claims = block.get("claims") or {}
+    if not isinstance(claims, dict):
+        raise bad("claims", "expected a mapping")
+    deep = claims.get("deep")
+    if deep is not None and (not isinstance(deep, str) or (names and deep not in names)):
+        raise bad("claims.deep", f"{deep!r} is not one of the variants")
+    pooled = []
+    for i, entry in enumerate(block.get("pooled") or []):
+        members = entry.get("variants") if isinstance(entry, dict) else None
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or not isinstance(
+                members, list) or len(members) < 2:
+            raise bad(f"pooled[{i}]", "expected {name: ..., variants: [two or more variants]}")
+        unknown = [m for m in members if names and m not in names]
+        if unknown:
+            raise bad(f"pooled[{i}].variants", f"{unknown[0]!r} is not one of the variants")
+        pooled.append((entry["name"], [str(m) for m in members]))
+    repeats = block.get("repeats")
+    if repeats is not None and (isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1):
+        raise bad("repeats", f"expected an integer >= 1, got {repeats!r}")
+    return Design(reference=reference, margin_db=float(margin), deep=deep, variants=names,
+                  pooled=pooled, repeats=repeats)
+
+
+# --------------------------------------------------------------------------- per variant
+
+
+def _variant_order(trials: pd.DataFrame, design: Design) -> list[str]:
+    seen = [v for v in dict.fromkeys(trials["variant"]) if v]
+    return [*design.variants, *[v for v in seen if v not in design.variants]]
+
+
+def variants(trials: pd.DataFrame, design: Design) -> pd.DataFrame:
+    """One row per variant: its head (taken from its trials: one head per
+    variant), C, head and model MACs per second, trials planned and completed."""
+    out = []
+    for name in _variant_order(trials, design):
+        rows = trials[trials["variant"] == name]
+        first = rows.iloc[0] if len(rows) else pd.Series(dtype=object)
+        c = n_src_values(rows) or n_src_values(trials)
+        out.append({
+            "variant": name, "head": first.get("head", ""), "depth": first.get("depth", math.nan),
+            "width": first.get("width", math.nan), "oversep": first.get("oversep", math.nan),
+            "grouping": first.get("grouping", ""), "n_src": min(c) if c else math.nan,
+            "head_macs_per_s": rows["head_macs_per_s"].median(),
+            "macs_per_s": rows["macs_per_s"].median(), "trials": len(rows),
+            "completed": int((rows["status"] == "completed").sum()),
+        })
+    return pd.DataFrame(out).set_index("variant") if out else pd.DataFrame(
+        columns=["head", "depth", "width", "oversep", "grouping", "n_src", "head_macs_per_s",
+                 "macs_per_s", "trials", "completed"])
+
+
+def by_seed(trials: pd.DataFrame, design: Design, metric: str = METRIC) -> pd.DataFrame:
+    """seed x variant table of ``metric`` over completed trials, with a column
+    for each pooled row (the mean of its variants at a seed where all have one)."""
+    done = trials[(trials["status"] == "completed") & np.isfinite(trials[metric])
+                  & np.isfinite(trials["seed"])]
+    table = done.pivot_table(index="seed", columns="variant", values=metric, aggfunc="mean")
+    table = table.reindex(columns=_variant_order(trials, design))
+    for name, members in design.pooled:
+        table[name] = table.reindex(columns=members).mean(axis=1, skipna=False)
+    return table
+
+
+def budget(trials: pd.DataFrame, design: Design) -> pd.DataFrame:
+    """What each variant's trials were given: epochs, optimizer steps, wall time
+    and forward MACs over the training audio (model MACs/s x seconds of audio)."""
+    out = []
+    for name in _variant_order(trials, design):
+        rows = trials[trials["variant"] == name]
+        done = rows[rows["status"] == "completed"]
+        out.append({
+            "variant": name, "completed": f"{len(done)} of {len(rows)}",
+            "epochs": done["epochs"].mean(), "train_steps": done["train_steps"].mean(),
+            "wall_s": done["wall_s"].mean(),
+            "train_macs": (done["macs_per_s"] * done["train_audio_s"]).mean(),
+            "train_audio_s": done["train_audio_s"].mean(),
+        })
+    return pd.DataFrame(out)
+
+
+def cells(trials: pd.DataFrame, design: Design) -> pd.DataFrame:
+    """One row per variant and pooled row: test SI-SNRi n, mean, std, 95% CI
+    over seeds, and test SDRi mean with its CI."""
+    info = variants(trials, design)
+    si = by_seed(trials, design)
+    sd = by_seed(trials, design, "test_sdri")
+    out = []
+    for name in si.columns:
+        members = dict(design.pooled).get(name)
+        row = {"variant": name, "pooled": " + ".join(members) if members else ""}
+        if members is None and name in info.index:
+            row.update(info.loc[name].to_dict())
+        else:
+            row.update(head="pooled", head_macs_per_s=math.nan)
+        row.update(stats.describe(si[name]))
+        sdri = stats.describe(sd[name]) if name in sd.columns else stats.describe([])
+        row.update(sdri_mean=sdri["mean"], sdri_ci_low=sdri["ci_low"], sdri_ci_high=sdri["ci_high"])
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def comparisons(trials: pd.DataFrame, design: Design) -> pd.DataFrame:
+    """Every variant (and pooled row) minus the reference at the same seeds."""
+    table = by_seed(trials, design)
+    ref = table[design.reference] if design.reference in table.columns else pd.Series(
+        math.nan, index=table.index)
+    out = []
+    for name in table.columns:
+        if name == design.reference:
+            continue
+        out.append({"variant": name, "pooled": name in dict(design.pooled),
+                    **stats.paired(table[name], ref)})
+    return pd.DataFrame(out, columns=["variant", "pooled", "n", "mean", "std", "ci_low", "ci_high",
+                                      "p_t", "p_wilcoxon"])
+
+
+# --------------------------------------------------------------------------- claims
+
+
+def _deep_variant(info: pd.DataFrame, design: Design) -> tuple[str | None, str]:
+    if design.deep:
+        return design.deep, "study.claims.deep"
+    depth3 = [v for v, r in info.iterrows() if r["head"] == "deep" and r["depth"] == 3]
+    if not depth3:
+        return None, "no deep variant of depth 3 (name one with study.claims.deep)"
+    note = "the deep variant of depth 3"
+    if len(depth3) > 1:
+        note = f"the first of {len(depth3)} depth-3 deep variants (name one with study.claims.deep)"
+    return depth3[0], note
+
+
+def _og_variants(info: pd.DataFrame, grouping: str) -> list[str]:
+    return [v for v, r in info.iterrows() if r["head"] == "og" and r["grouping"] == grouping
+            and r["oversep"] > r["n_src"]]
+
+
+def _best(table: pd.DataFrame, reference: str, names: list[str]) -> str | None:
+    """The variant of ``names`` with the largest mean paired difference from the reference."""
+    means = {n: (table[n] - table[reference]).mean() for n in names
+             if n in table.columns and reference in table.columns}
+    means = {n: m for n, m in means.items() if math.isfinite(m)}
+    return max(means, key=means.get) if means else None
+
+
+def claims(trials: pd.DataFrame, design: Design) -> pd.DataFrame:
+    """The claims table: one row per claim (and the oracle-grouping upper bound)."""
+    info = variants(trials, design)
+    table = by_seed(trials, design)
+    ref = design.reference
+
+    def pair(a: str | None, b: str | None, confidence: float = stats.CONFIDENCE) -> dict[str, Any]:
+        if a is None or b is None or a not in table.columns or b not in table.columns:
+            return stats.paired([], [], confidence)
+        return stats.paired(table[a], table[b], confidence)
+
+    def row(claim: str, comparison: str, result: dict[str, Any], level: float, verdict: str,
+            note: str) -> dict[str, Any]:
+        return {"claim": claim, "comparison": comparison, "n": result["n"], "estimate": result["mean"],
+                "ci_low": result["ci_low"], "ci_high": result["ci_high"],
+                "ci_level": level, "verdict": verdict, "note": note}
+
+    rows = []
+    deep, deep_note = _deep_variant(info, design)
+    one = pair(deep, ref)
+    rows.append(row("1. deep > shallow", f"{deep or '(none)'} - {ref}", one, stats.CONFIDENCE,
+                    stats.verdict(one["ci_low"], one["ci_high"]), f"deep = {deep_note}"))
+
+    learned = [v for v in _og_variants(info, "learned") if v in table.columns]
+    best_og = _best(table, ref, learned)
+    k = max(len(learned), 1)
+    level = 1 - (1 - stats.CONFIDENCE) / k
+    two = pair(best_og, ref, level)
+    rows.append(row("2. OG (P > C) > shallow", f"{best_og or '(none)'} - {ref}", two, level,
+                    stats.verdict(two["ci_low"], two["ci_high"]),
+                    (f"best of {len(learned)} learned-grouping og variants with P > C by mean "
+                     f"difference; CI Bonferroni-adjusted for {len(learned)}"
+                     if learned else "no learned-grouping og variant with P > C in the design")))
+    oracle = [v for v in _og_variants(info, "oracle") if v in table.columns]
+    best_oracle = _best(table, ref, oracle)
+    if best_oracle is not None:
+        level_o = 1 - (1 - stats.CONFIDENCE) / len(oracle)
+        upper = pair(best_oracle, ref, level_o)
+        rows.append(row("2'. upper bound: oracle grouping", f"{best_oracle} - {ref}", upper,
+                        level_o, stats.verdict(upper["ci_low"], upper["ci_high"]),
+                        f"oracle grouping uses the references; an upper bound, not the claim "
+                        f"(best of {len(oracle)}, Bonferroni-adjusted)"))
+
+    three = pair(deep, best_og)
+    margin = design.margin_db
+    deep_macs = info["head_macs_per_s"].get(deep, math.nan) if deep else math.nan
+    og_macs = info["head_macs_per_s"].get(best_og, math.nan) if best_og else math.nan
+    if deep is None or best_og is None:
+        verdict, why = stats.NOT_RESOLVED, "needs a deep and a learned og variant with P > C"
+    elif not (math.isfinite(deep_macs) and math.isfinite(og_macs)):
+        verdict, why = stats.NOT_RESOLVED, "head MACs unknown"
+    elif deep_macs >= og_macs:
+        verdict = stats.DOES_NOT_HOLD
+        why = f"the deep head's MACs ({macs(deep_macs)}/s) are not lower than the og head's ({macs(og_macs)}/s)"
+    else:
+        verdict = stats.verdict(three["ci_low"], three["ci_high"], -margin)
+        why = f"head MACs {macs(deep_macs)}/s < {macs(og_macs)}/s"
+    rows.append(row("3. deep is an efficient OG (non-inferior)", f"{deep or '(none)'} - {best_og or '(none)'}",
+                    three, stats.CONFIDENCE, verdict,
+                    f"margin -{margin:g} dB; {why}; the og is the best learned one (picked after "
+                    f"seeing the data, which favours it)"))
+    return pd.DataFrame(rows)
+
+
+def resolution(comparisons_df: pd.DataFrame, design: Design, target: float = TARGET_DB
+               ) -> dict[str, Any]:
+    """The smallest difference this design resolves: the 95% CI half-width of
+    a paired difference at the design's seeds, from the pooled SD of the paired
+    differences; and the seeds needed for a half-width of ``target`` dB."""
+    rows = comparisons_df[~comparisons_df["pooled"].astype(bool)] if len(comparisons_df) else comparisons_df
+    sd, dof = stats.pooled_sd(zip(rows["n"].astype(int), rows["std"], strict=True))
+    n = design.repeats or (int(rows["n"].max()) if len(rows) else 0)
+    return {"sd": sd, "dof": dof, "n": n, "half_width": stats.half_width(sd, n),
+            "target": target, "seeds_needed": stats.seeds_needed(sd, target)}
+
+
+# --------------------------------------------------------------------------- the ASHA check
+
+
+def asha_rank_check(source: str | Path | pd.DataFrame, epochs: pd.DataFrame | None = None,
+                    grace_periods: list[int] | None = None, reduction_factor: float = 2.0
+                    ) -> pd.DataFrame:
+    """Does the rung metric at epoch g rank trials as their final test SI-SNRi does?
+
+    ``source`` is a study folder (its trials.csv and epochs.csv, or its sweep)
+    or a trials DataFrame with ``epochs`` beside it. The rung metric is
+    best_val_si_snri at epoch g, what ASHA compares (the sweeps' METRIC). For
+    each g and each head kind (and "all"): Spearman's rho and p between the rung
+    metric and the final test SI-SNRi (n >= 3), the kind's mean at g and at the
+    end, the kind's rank among head kinds at g and at the end, the share of its
+    trials an ASHA rung at g with ``reduction_factor`` would stop, and
+    ``catches_up``: behind at g (a worse rank) but ahead at the end.
+    """
+    from scipy import stats as scipy_stats
+
+    if isinstance(source, (str, Path)):
+        from masksep.report.collect import load_folder
+
+        inputs = load_folder(Path(source))
+        trials, epochs = inputs.trials, inputs.epochs
+        if epochs is None:
+            raise UserError(f"{source}: no epochs.csv (learning curves) to check ASHA against")
+    else:
+        trials = source
+        if epochs is None:
+            raise UserError("asha_rank_check: a trials DataFrame needs its epochs DataFrame too")
+    done = trials[(trials["status"] == "completed") & np.isfinite(trials[METRIC])]
+    curves = epochs[epochs["trial_id"].isin(done["trial_id"])].sort_values(["trial_id", "epoch"])
+    rung = curves["best_val_si_snri"].where(
+        np.isfinite(curves["best_val_si_snri"].astype(float)),
+        curves.groupby("trial_id")["val_si_snri"].cummax())
+    curves = curves.assign(rung=rung.astype(float))
+    if grace_periods is None:
+        last = int(curves["epoch"].max()) if len(curves) else 0
+        grace_periods = list(range(1, last))
+    out = []
+    for g in grace_periods:
+        at = curves[curves["epoch"] == g][["trial_id", "rung"]].merge(
+            done[["trial_id", "head", METRIC]], on="trial_id")
+        at = at[np.isfinite(at["rung"])]
+        if at.empty:
+            continue
+        cutoff = np.nanpercentile(at["rung"], (1 - 1 / reduction_factor) * 100)  # as Ray's ASHA
+        part = []
+        for head, rows in [("all", at), *at.groupby("head", sort=True)]:
+            rho, p = math.nan, math.nan
+            if len(rows) >= 3 and rows["rung"].nunique() > 1 and rows[METRIC].nunique() > 1:
+                result = scipy_stats.spearmanr(rows["rung"], rows[METRIC])
+                rho, p = float(result.statistic), float(result.pvalue)
+            part.append({"grace_period": g, "head": head, "n": len(rows), "spearman_rho": rho,
+                         "spearman_p": p, "rung_mean": rows["rung"].mean(),
+                         "final_mean": rows[METRIC].mean(),
+                         "stopped_share": float((rows["rung"] < cutoff).mean())})
+        frame = pd.DataFrame(part)
+        kinds = frame["head"] != "all"
+        frame.loc[kinds, "rank_at_g"] = frame.loc[kinds, "rung_mean"].rank(ascending=False, method="min")
+        frame.loc[kinds, "rank_final"] = frame.loc[kinds, "final_mean"].rank(ascending=False, method="min")
+        frame["catches_up"] = kinds & (frame["rank_final"] < frame["rank_at_g"])
+        out.append(frame)
+    columns = ["grace_period", "head", "n", "spearman_rho", "spearman_p", "rung_mean", "final_mean",
+               "rank_at_g", "rank_final", "stopped_share", "catches_up"]
+    return pd.concat(out, ignore_index=True)[columns] if out else pd.DataFrame(columns=columns)
+
+
+# --------------------------------------------------------------------------- markdown
+
+
+def _ci(low: float, high: float) -> str:
+    return f"[{low:+.2f}, {high:+.2f}]" if math.isfinite(low) and math.isfinite(high) else "no CI (n < 2)"
+
+
+def _variant_label(row: pd.Series | dict) -> str:
+    name = row["variant"]
+    if row.get("pooled"):
+        return f"{name} (pooled: {row['pooled']}; per-seed mean)"
+    return f"{name} (oracle grouping)" if row.get("grouping") == "oracle" else name
+
+
+def sections(trials: pd.DataFrame, epochs: pd.DataFrame | None, design: Design
+             ) -> tuple[list[str], dict[str, pd.DataFrame]]:
+    """summary.md's study sections and the tables written beside it as CSV."""
+    cell = cells(trials, design)
+    comp = comparisons(trials, design)
+    claim = claims(trials, design)
+    spend = budget(trials, design)
+    res = resolution(comp, design)
+    ref = design.reference
+    n_text = f"{design.repeats} seeds per variant" if design.repeats else "seeds as run"
+    lines = ["## Study design", "",
+             f"{len(design.variants) or cell['head'].ne('pooled').sum()} head variants × {n_text}, "
+             f"reference `{ref}`. Common random numbers: at one seed every variant has the same "
+             "backbone initialisation, training-data stream and evaluation set, so its difference "
+             "from the reference at that seed is a pair. No early stopping between trials: each "
+             "variant gets the budget below. Metric: test SI-SNRi (dB over the mixture) of the "
+             "completed trials; test SDRi beside it.", ""]
+
+    lines += ["## Budget", "", *markdown(pd.DataFrame({
+        "variant": spend["variant"], "completed": spend["completed"],
+        "epochs": spend["epochs"].map(lambda v: fmt(v, 1)),
+        "optimizer steps": spend["train_steps"].map(lambda v: fmt(v, 0)),
+        "wall time / trial (s)": spend["wall_s"].map(lambda v: fmt(v, 0)),
+        "training audio (s)": spend["train_audio_s"].map(lambda v: fmt(v, 0)),
+        "forward MACs over it": spend["train_macs"].map(
+            lambda v: f"{v:.3g}" if math.isfinite(v) else "-"),
+    })), "", "Means per completed trial. Forward MACs over the training audio: the model's "
+        "MACs per second of audio × seconds of training audio processed (backward passes not "
+        "counted).", ""]
+
+    lines += ["## Cells: test SI-SNRi per variant", "", *markdown(pd.DataFrame({
+        "variant": [_variant_label(r) for _, r in cell.iterrows()],
+        "n": cell["n"].astype(int),
+        "mean": cell["mean"].map(fmt), "std": cell["std"].map(fmt),
+        "95% CI": [_ci(lo, hi).replace("+", "") for lo, hi in zip(cell["ci_low"], cell["ci_high"],
+                                                                   strict=True)],
+        "test SDRi [95% CI]": [f"{fmt(m)} {_ci(lo, hi).replace('+', '')}" if math.isfinite(m) else "-"
+                               for m, lo, hi in zip(cell["sdri_mean"], cell["sdri_ci_low"],
+                                                    cell["sdri_ci_high"], strict=True)],
+        "head MACs/s": cell["head_macs_per_s"].map(macs),
+    })), "", "95% CI: Student t over seeds. n = 1 has no CI: one run, not a result.", ""]
+
+    n_most = int(comp["n"].max()) if len(comp) else 0
+    lines += [f"## Paired differences from `{ref}` (same seeds)", ""]
+    if comp.empty:
+        lines.append("No variant to compare.")
+    else:
+        lines += markdown(pd.DataFrame({
+            "variant": [f"{v} (pooled)" if p else v for v, p in zip(comp["variant"], comp["pooled"],
+                                                                     strict=True)],
+            "n": comp["n"].astype(int),
+            "mean diff (dB)": comp["mean"].map(lambda v: f"{v:+.2f}" if math.isfinite(v) else "-"),
+            "95% CI": [_ci(lo, hi) for lo, hi in zip(comp["ci_low"], comp["ci_high"], strict=True)],
+            "paired t p": comp["p_t"].map(p_value),
+            "Wilcoxon p": comp["p_wilcoxon"].map(p_value),
+        }))
+        floor = (f" With n pairs the exact Wilcoxon p cannot fall below 2/2^n "
+                 f"({stats.wilcoxon_floor(n_most):.3g} at n = {n_most})." if n_most >= 2 else "")
+        lines += ["", "Paired t-test (scipy.stats.ttest_rel) and Wilcoxon signed-rank test "
+                  f"(scipy.stats.wilcoxon), two-sided, where n >= 2.{floor} No correction "
+                  "for the number of comparisons in this table; the claims below correct where "
+                  "they pick."]
+    lines.append("")
+
+    lines += ["## Claims", "", *markdown(pd.DataFrame({
+        "claim": claim["claim"], "comparison": claim["comparison"], "n": claim["n"].astype(int),
+        "estimate (dB)": claim["estimate"].map(lambda v: f"{v:+.2f}" if math.isfinite(v) else "-"),
+        "CI": [f"{lvl:.1%}".replace(".0%", "%") + " " + _ci(lo, hi) for lvl, lo, hi in
+               zip(claim["ci_level"], claim["ci_low"], claim["ci_high"], strict=True)],
+        "verdict": claim["verdict"].map(lambda v: f"**{v}**"),
+        "how": claim["note"],
+    })), "", "Each verdict is computed from the CI: *holds* when the whole CI lies above 0 "
+        f"(claim 3: above -{design.margin_db:g} dB, with lower head MACs), *does not hold* when "
+        "it lies below, else *not resolved at this n*.", ""]
+
+    lines += ["## What this design resolves", ""]
+    if math.isfinite(res["half_width"]):
+        need = res["seeds_needed"]
+        lines.append(
+            f"Pooled SD of the paired differences: {res['sd']:.2f} dB ({res['dof']} degrees of "
+            f"freedom). At n = {res['n']} seeds a paired difference has a 95% CI half-width of "
+            f"{res['half_width']:.2f} dB: the smallest difference this design resolves. "
+            + (f"Resolving {res['target']:g} dB needs n = {need} seeds (smallest n with "
+               f"t(0.975, n-1) × SD / sqrt(n) <= {res['target']:g})." if need else
+               f"No practical n resolves {res['target']:g} dB at this SD."))
+    else:
+        lines.append("Not measurable: no comparison has two or more paired seeds, so the noise "
+                     "of a paired difference is unknown.")
+    lines.append("")
+
+    tables = {"study_cells.csv": cell, "study_comparisons.csv": comp, "study_claims.csv": claim,
+              "study_budget.csv": spend}
+    if epochs is not None and not epochs.empty:
+        check = asha_rank_check(trials, epochs)
+        tables["asha_check.csv"] = check
+        lines += asha_section(check)
+    return lines, tables
+
+
+def asha_section(check: pd.DataFrame) -> list[str]:
+    lines = ["## ASHA check: does an early rung rank heads as the end does?", ""]
+    if check.empty:
+        return [*lines, "No completed trial has a learning curve.", ""]
+    kinds = check[check["head"] != "all"]
+    lines += markdown(pd.DataFrame({
+        "grace period g": check["grace_period"].astype(int), "head": check["head"],
+        "n": check["n"].astype(int),
+        "Spearman rho (val@g vs test)": check["spearman_rho"].map(fmt),
+        "p": check["spearman_p"].map(p_value),
+        "mean val@g": check["rung_mean"].map(fmt), "mean test": check["final_mean"].map(fmt),
+        "rank at g → end": [f"{int(a)} → {int(b)}" if math.isfinite(a) else "-"
+                            for a, b in zip(check["rank_at_g"], check["rank_final"], strict=True)],
+        "stopped at rung": check["stopped_share"].map(lambda v: f"{v:.0%}"),
+        "catches up": check["catches_up"].map(lambda v: "**yes**" if v else ""),
+    }))
+    late = kinds[kinds["catches_up"]]
+    lines += ["", "val@g is the best validation SI-SNRi up to epoch g, the metric an ASHA rung "
+              "compares; *stopped at rung*: the share of that head kind's trials below the "
+              "rung's cut-off (reduction factor 2, as Ray's ASHA). Spearman rho needs n >= 3."]
+    if not late.empty:
+        flagged = "; ".join(
+            f"{head} (g = {', '.join(str(int(g)) for g in rows['grace_period'])})"
+            for head, rows in late.groupby("head", sort=True))
+        lines.append(f"Behind at the rung but ahead at the end: {flagged}. A grace period at "
+                     "or below these epochs stops heads that would have caught up.")
+    else:
+        lines.append("No head kind is behind at a rung and ahead at the end.")
+    return [*lines, ""]

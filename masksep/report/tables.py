@@ -1,0 +1,355 @@
+"""trials.csv and epochs.csv as pandas tables, and the sweep's markdown tables.
+
+trials.csv has a row per trial: trial_id, status, the study's variant (in a
+study), the searched values (``searched.FIELD``), the head in the paper's
+coordinates (head, depth, width, oversep = P, grouping, backbone, n_src = C)
+and the metrics. epochs.csv has a row per trial and epoch (metrics.jsonl), so
+that a results folder with no Ray state behind it still has the learning
+curves the ASHA check reads.
+
+Which SI-SNRi where: the search optimises the best validation SI-SNRi, which
+every trial that finished an epoch has, so the Pareto front and tradeoff.png
+use it. Final numbers (best configurations, the depth x P tables, the heatmap)
+use the test SI-SNRi of trials that trained to the end.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from masksep.errors import UserError
+from masksep.report import stats
+
+TRIALS_FILE = "trials.csv"
+EPOCHS_FILE = "epochs.csv"
+STUDY_FILE = "study.json"  # the study block beside trials.csv, for a folder without sweep.json
+HEAD_COLUMNS = ["head", "depth", "width", "oversep", "grouping", "backbone", "n_src"]
+METRIC_COLUMNS = [
+    "params", "head_params", "macs_per_s", "head_macs_per_s", "best_val_si_snri", "best_epoch",
+    "test_si_snr", "test_si_snri", "test_sdri", "epochs", "train_steps", "train_audio_s",
+    "wall_s", "seed",
+]
+EPOCH_COLUMNS = ["trial_id", "epoch", "train_loss", "val_si_snr", "val_si_snri",
+                 "best_val_si_snri", "lr", "epoch_s", "steps"]
+NUMERIC = [*METRIC_COLUMNS, "depth", "width", "oversep", "n_src", "retries"]
+TEXT = ["trial_id", "status", "variant", "head", "grouping", "backbone", "error"]
+REQUIRED = ("trial_id", "status", "head", "best_val_si_snri")
+FLOAT_FORMAT = "%.10g"  # MACs per second reach 10 digits; SI-SNRi needs 4
+
+
+# --------------------------------------------------------------------------- frames and files
+
+
+def trials_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """The rows of trials.csv in its column order, typed (numbers float, NaN when missing)."""
+    df = pd.DataFrame(rows)
+    searched = [c for c in df.columns if c.startswith("searched.")]
+    lead = ["trial_id", "status"] + (["variant"] if "variant" in df.columns else [])
+    order = [*lead, *searched, *HEAD_COLUMNS, *METRIC_COLUMNS, "retries", "error"]
+    order += [c for c in df.columns if c not in order]
+    return _typed(df.reindex(columns=order))
+
+
+def _typed(df: pd.DataFrame) -> pd.DataFrame:
+    df = df.copy()
+    for col in NUMERIC:
+        if col not in df.columns:
+            df[col] = np.nan
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
+    for col in TEXT:
+        if col in df.columns:
+            df[col] = df[col].where(df[col].notna(), "").astype(str)
+    for col in ("head", "grouping", "backbone", "error"):
+        if col not in df.columns:
+            df[col] = ""
+    return df
+
+
+def csv_text(df: pd.DataFrame) -> str:
+    return df.to_csv(index=False, float_format=FLOAT_FORMAT, lineterminator="\n")
+
+
+def load_trials(path: str | Path) -> pd.DataFrame:
+    """trials.csv as a typed DataFrame; a file that is not one is one UserError line."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise UserError(f"{path}: not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: unreadable ({type(exc).__name__})") from None
+    return parse_trials(text, path)
+
+
+def parse_trials(text: str, path: str | Path) -> pd.DataFrame:
+    """The text of a trials.csv (``path`` names it in errors) as a typed DataFrame."""
+    try:
+        df = pd.read_csv(io.StringIO(text), dtype={c: str for c in TEXT}, keep_default_na=False,
+                         na_values=[""])
+    except pd.errors.EmptyDataError:
+        raise UserError(f"{path}: empty (not a masksep trials.csv)") from None
+    except (pd.errors.ParserError, ValueError) as exc:
+        raise UserError(f"{path}: unreadable ({type(exc).__name__})") from None
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise UserError(f"{path}: not a masksep trials.csv (no column {missing[0]!r})")
+    return _typed(df)
+
+
+def records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows as dicts, None where a value is missing."""
+    return df.astype(object).where(df.notna(), None).to_dict("records")
+
+
+def read_trials(path: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """trials.csv as (rows, columns): numbers as floats, None where missing."""
+    df = load_trials(path)
+    return records(df), list(df.columns)
+
+
+def load_epochs(path: str | Path) -> pd.DataFrame | None:
+    """epochs.csv, or None when the folder has none (a report written before it existed)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        df = pd.read_csv(path, dtype={"trial_id": str})
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError,
+            ValueError) as exc:
+        raise UserError(f"{path}: unreadable ({type(exc).__name__})") from None
+    if "trial_id" not in df.columns or "epoch" not in df.columns:
+        raise UserError(f"{path}: not a masksep epochs.csv (no trial_id or epoch column)")
+    return df.reindex(columns=[*EPOCH_COLUMNS, *[c for c in df.columns if c not in EPOCH_COLUMNS]])
+
+
+def markdown(df: pd.DataFrame) -> list[str]:
+    """A markdown table (pandas' to_markdown needs tabulate, which masksep does not ship)."""
+    header = "| " + " | ".join(str(c) for c in df.columns) + " |"
+    lines = [header, "|" + "---|" * len(df.columns)]
+    for values in df.itertuples(index=False):
+        lines.append("| " + " | ".join(str(v).replace("|", "/") for v in values) + " |")
+    return lines
+
+
+# --------------------------------------------------------------------------- cells and labels
+
+
+def ok(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def fmt(value: Any, digits: int = 2) -> str:
+    return f"{value:.{digits}f}" if ok(value) else "-"
+
+
+def macs(value: Any) -> str:
+    if not ok(value):
+        return "-"
+    return f"{value / 1e9:.2f}G" if value >= 1e9 else f"{value / 1e6:.2f}M"
+
+
+def p_value(value: Any) -> str:
+    if not ok(value):
+        return "-"
+    return f"{value:.3f}" if value >= 0.001 else f"{value:.1e}"
+
+
+def label(row: dict[str, Any] | pd.Series) -> str:
+    """A head in the paper's words, grouping always named for og heads."""
+    depth, width, p = (int(row[k]) if ok(row.get(k)) else "?" for k in ("depth", "width", "oversep"))
+    head = row.get("head") or "?"
+    deep = f"deep d={depth} w={width}" if depth != 1 else "deep d=1 (= shallow)"
+    text = {"shallow": "shallow", "deep": deep}.get(
+        head, f"og P={p} d={depth}" + (f" w={width}" if head == "og" and depth != 1 else ""))
+    if row.get("grouping") == "oracle":
+        text += " (oracle grouping)"
+    elif head == "og":
+        text += " (learned grouping)"
+    if row.get("backbone"):
+        text = f"{row['backbone']}: {text}"
+    return text
+
+
+def cell_text(cell: dict[str, Any] | pd.Series) -> str:
+    """mean ± std [95% CI] (n); a one-value cell says it has no CI."""
+    n = int(cell["n"])
+    if n == 0:
+        return "-"
+    if n == 1:
+        return f"{cell['mean']:.2f} (n=1, no CI)"
+    return (f"{cell['mean']:.2f} ± {cell['std']:.2f} [{cell['ci_low']:.2f}, {cell['ci_high']:.2f}] "
+            f"(n={n})")
+
+
+def n_src_values(df: pd.DataFrame) -> set[int]:
+    """C of the trials: their n_src, or (a trials.csv from before n_src was a
+    column) the P of their shallow and deep heads, which estimate P = C masks."""
+    values = df["n_src"].dropna()
+    if values.empty:
+        values = df.loc[df["head"].isin(["shallow", "deep"]), "oversep"].dropna()
+    return {int(v) for v in values}
+
+
+# --------------------------------------------------------------------------- analyses
+
+
+def pareto_front(df: pd.DataFrame, gain: str = "best_val_si_snri",
+                 cost: str = "head_macs_per_s") -> pd.DataFrame:
+    """Rows not dominated in (higher ``gain``, lower ``cost``), by increasing cost."""
+    points = df[np.isfinite(df[gain]) & np.isfinite(df[cost])]
+    g, c = points[gain].to_numpy(), points[cost].to_numpy()
+    no_worse = (g[None, :] >= g[:, None]) & (c[None, :] <= c[:, None])
+    better = (g[None, :] > g[:, None]) | (c[None, :] < c[:, None])
+    dominated = (no_worse & better).any(axis=1)
+    front = points[~dominated]
+    return front.assign(_neg=-front[gain]).sort_values([cost, "_neg"], kind="stable").drop(columns="_neg")
+
+
+def sweep_efficiency(df: pd.DataFrame, state: dict[str, Any]) -> float | None:
+    """(sum of trial wall times / concurrency) / sweep wall time: 1.0 means every
+    slot trained all the time; Ray's start-up per trial and idle slots lower it."""
+    walls = df["wall_s"].dropna()
+    slots = min(state.get("max_concurrent_trials") or 0, len(df))
+    total = state.get("driver_wall_s")
+    if walls.empty or not slots or not total:
+        return None
+    return float(walls.sum()) / slots / total
+
+
+# What a depth x P cell can pool besides seeds: anything else that varied in the
+# sweep, in the paper's words. A searched field that is one of these is shown once.
+_POOLABLE = {"head": "head kind", "width": "width", "backbone": "backbone", "variant": "variant"}
+_SEARCHED_AS = {"searched.head.kind": "head", "searched.head.width": "width",
+                "searched.backbone.kind": "backbone", "searched.head.depth": None,
+                "searched.head.oversep": None, "searched.head.grouping": None}
+
+
+def depth_oversep_cells(df: pd.DataFrame, metric: str = "test_si_snri",
+                        completed_only: bool = True) -> pd.DataFrame:
+    """One row per (grouping kind, depth, P): n, mean, std, 95% CI of ``metric``
+    and ``pools``, {field: its values} for the fields that differ between the
+    trials of that cell (seed included)."""
+    rows = df[np.isfinite(df[metric]) & np.isfinite(df["depth"]) & np.isfinite(df["oversep"])]
+    if completed_only:
+        rows = rows[rows["status"] == "completed"]
+    rows = rows.assign(kind=np.where(rows["grouping"] == "oracle", "oracle", "learned"))
+    fields = {"seed": "seed", **{c: name for c, name in _POOLABLE.items() if c in rows.columns}}
+    fields.update({c: c.removeprefix("searched.") for c in rows.columns
+                   if c.startswith("searched.") and c not in _SEARCHED_AS})
+    out = []
+    for (kind, depth, p), cell in rows.groupby(["kind", "depth", "oversep"], sort=True):
+        pools = {}
+        for column, name in fields.items():
+            values = cell[column].dropna()
+            values = values[values != ""]
+            if values.nunique() > 1:
+                pools[name] = sorted(values.unique())
+        out.append({"kind": kind, "depth": int(depth), "oversep": int(p),
+                    **stats.describe(cell[metric]), "pools": pools})
+    return pd.DataFrame(out, columns=["kind", "depth", "oversep", "n", "mean", "std", "ci_low",
+                                      "ci_high", "pools"])
+
+
+def _values_text(values: list[Any]) -> str:
+    if len(values) > 4 or any(isinstance(v, float) and not float(v).is_integer() for v in values):
+        return f"{len(values)} values"
+    return ", ".join(str(int(v)) if isinstance(v, float) else str(v) for v in values)
+
+
+def _pooling_note(cells: pd.DataFrame) -> str:
+    pooled: dict[str, list[str]] = {}
+    for cell in cells.itertuples():
+        for name, values in cell.pools.items():
+            pooled.setdefault(name, []).append(
+                f"depth {cell.depth} × P {cell.oversep}: {_values_text(values)}")
+    if not pooled:
+        return "No cell pools trials that differ in anything but their noise."
+    parts = [f"{name} ({'; '.join(where)})" for name, where in pooled.items()]
+    return "Pooled: each cell averages trials that differ in " + "; and in ".join(parts) + "."
+
+
+def cell_tables(cells: pd.DataFrame, n_src: set[int]) -> list[str]:
+    """A depth x P markdown table per grouping kind, with what each pools."""
+    lines: list[str] = []
+    for kind in ("learned", "oracle"):
+        part = cells[cells["kind"] == kind]
+        if part.empty:
+            continue
+        grid = part.assign(text=part.apply(cell_text, axis=1)).pivot(
+            index="depth", columns="oversep", values="text").fillna("-")
+        grid.columns = [f"P = {p}" + (" (= C)" if p in n_src else "") for p in grid.columns]
+        grid.insert(0, "depth", grid.index)
+        title = "learned or no grouping" if kind == "learned" else "oracle grouping"
+        lines += [f"*{title}*", "", *markdown(grid), "", _pooling_note(part), ""]
+    return lines
+
+
+# --------------------------------------------------------------------------- the sweep's sections
+
+
+def sweep_sections(df: pd.DataFrame) -> list[str]:
+    """summary.md's sections for any sweep: best configurations, depth x P,
+    the Pareto front and the failures."""
+    lines: list[str] = []
+    done = df[(df["status"] == "completed") & np.isfinite(df["test_si_snri"])].sort_values(
+        "test_si_snri", ascending=False, kind="stable")
+    lines += ["## Best configurations (test SI-SNRi)", ""]
+    if done.empty:
+        lines.append("No trial has trained to the end yet.")
+    else:
+        table = pd.DataFrame({
+            "#": range(1, min(len(done), 10) + 1),
+            "head": [label(r) for r in records(done.head(10))],
+            "test SI-SNRi": done["test_si_snri"].head(10).map(fmt),
+            "test SDRi": done["test_sdri"].head(10).map(fmt),
+            "val SI-SNRi": done["best_val_si_snri"].head(10).map(fmt),
+            "head MACs/s": done["head_macs_per_s"].head(10).map(macs),
+            "params": done["params"].head(10).map(macs),
+            "epochs": done["epochs"].head(10).map(lambda v: fmt(v, 0)),
+            "seed": done["seed"].head(10).map(lambda v: fmt(v, 0)),
+            "trial": done["trial_id"].head(10),
+        })
+        lines += markdown(table)
+        lines += ["", "One trial each: a single seed's number, not a mean; the tables below "
+                  "give the spread where a cell has more than one trial."]
+
+    n_src = n_src_values(df)
+    lines += ["", "## Test SI-SNRi by mask-head depth x overseparation P", "",
+              "Each cell: mean ± std [95% t confidence interval of the mean] (n) over the "
+              "completed trials with that depth and P. A cell of one trial has no CI and is one "
+              "run's number, not a result. P = C is a shallow (depth 1) or deep head; "
+              "P > C is overseparation-grouping.", ""]
+    cells = depth_oversep_cells(df)
+    lines += cell_tables(cells, n_src) if not cells.empty else ["No completed trials yet.", ""]
+    if ((df["status"] != "completed") & np.isfinite(df["best_val_si_snri"])).any():
+        lines += ["## Best validation SI-SNRi by depth x P, every trial", "",
+                  "Trials stopped early (by ASHA) included, after however many epochs they ran: "
+                  "a head that starts slowly looks worse here than it may end.", ""]
+        lines += cell_tables(depth_oversep_cells(df, "best_val_si_snri", completed_only=False), n_src)
+
+    front = pareto_front(df)
+    lines += ["## Pareto front: best validation SI-SNRi vs head MACs per second", ""]
+    if front.empty:
+        lines.append("No trial has reported a validation score yet.")
+    else:
+        lines += markdown(pd.DataFrame({
+            "head": [label(r) for r in records(front)],
+            "val SI-SNRi": front["best_val_si_snri"].map(fmt),
+            "head MACs/s": front["head_macs_per_s"].map(macs),
+            "head params": front["head_params"].map(macs),
+            "trial": front["trial_id"],
+        }))
+
+    failed = df[df["status"] == "failed"]
+    if not failed.empty:
+        lines += ["", "## Failed trials", ""]
+        lines += markdown(pd.DataFrame({"trial": failed["trial_id"],
+                                        "head": [label(r) for r in records(failed)],
+                                        "error": failed["error"]}))
+    return lines
