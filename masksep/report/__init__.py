@@ -27,9 +27,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+import masksep.report.plots as plots
+import masksep.report.study as study
 from masksep.errors import UserError
 from masksep.files import atomic_write
-from masksep.report import plots, study
 from masksep.report.collect import Inputs, collect, load_folder, study_file
 from masksep.report.study import Design, asha_rank_check, design_from
 from masksep.report.tables import (

@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+import masksep.report.stats as stats
 from masksep.errors import UserError
-from masksep.report import stats
 from masksep.report.tables import fmt, macs, markdown, n_src_values, p_value
 
 METRIC = "test_si_snri"

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+import masksep.report.stats as stats
 from masksep.errors import UserError
-from masksep.report import stats
 
 TRIALS_FILE = "trials.csv"
 EPOCHS_FILE = "epochs.csv"

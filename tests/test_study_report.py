@@ -1,0 +1,275 @@
+"""The study report on planted results folders (trials.csv, epochs.csv,
+study.json; no Ray): each claim's verdict follows the planted effect and its
+CI, the comparisons are scipy's, and a one-seed design resolves nothing."""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.stats
+
+from masksep import report as R
+from masksep.errors import UserError
+from masksep.report import study, tables
+
+HEADS = {  # name -> (head, depth, width, P, grouping, head MACs/s)
+    "shallow": ("shallow", 1, 0, 2, "none", 2.0e6),
+    "deep-d2": ("deep", 2, 128, 2, "none", 4.0e6),
+    "deep-d3": ("deep", 3, 128, 2, "none", 6.0e6),
+    "og-p4-learned": ("og", 1, 0, 4, "learned", 4.3e6),
+    "og-p8-learned": ("og", 1, 0, 8, "learned", 8.3e6),
+    "og-p4-oracle": ("og", 1, 0, 4, "oracle", 4.3e6),
+}
+
+
+def plant(folder, effects, seeds=4, noise=0.05, macs=None, pooled=(), rng_seed=0, **study_fields):
+    """A results folder whose test SI-SNRi is 5 dB + a seed's offset (shared by
+    every variant: common random numbers) + the variant's planted effect +
+    noise; deep heads' validation curves start low and catch up."""
+    rng = np.random.default_rng(rng_seed)
+    seed_offset = rng.normal(0, 0.8, seeds)  # large, and cancelled by pairing
+    rows, curves = [], []
+    for name, effect in effects.items():
+        head, depth, width, p, grouping, head_macs = HEADS[name]
+        head_macs = (macs or {}).get(name, head_macs)
+        for seed in range(seeds):
+            test = 5.0 + seed_offset[seed] + effect + rng.normal(0, noise)
+            trial_id = f"{name}-{seed}"
+            rows.append({
+                "trial_id": trial_id, "status": "completed", "variant": name, "head": head,
+                "depth": depth, "width": width, "oversep": p, "grouping": grouping, "backbone": "tcn",
+                "n_src": 2, "params": 3e5, "head_params": head_macs / 100, "macs_per_s": 2e7 + head_macs,
+                "head_macs_per_s": head_macs, "best_val_si_snri": test + 1, "best_epoch": 6,
+                "test_si_snr": test - 3, "test_si_snri": test, "test_sdri": test + 0.7, "epochs": 6,
+                "train_steps": 600, "train_audio_s": 2400.0, "wall_s": 100.0 + depth, "seed": seed,
+                "retries": 0, "error": ""})
+            for epoch in range(1, 7):
+                lag = 4.0 * (depth - 1) / epoch**2  # deep heads start slower
+                val = test + 1 - 2 / epoch - lag
+                curves.append({"trial_id": trial_id, "epoch": epoch, "val_si_snri": val})
+    epochs = pd.DataFrame(curves)
+    epochs["best_val_si_snri"] = epochs.groupby("trial_id")["val_si_snri"].cummax()
+    block = {"reference": "shallow", "margin_db": 0.3, "variants": {n: {} for n in effects},
+             "pooled": [{"name": n, "variants": v} for n, v in pooled], "repeats": seeds,
+             **study_fields}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "trials.csv").write_text(tables.csv_text(tables.trials_frame(rows)))
+    (folder / "epochs.csv").write_text(tables.csv_text(epochs.reindex(columns=tables.EPOCH_COLUMNS)))
+    (folder / "study.json").write_text(json.dumps({"sweep": {"name": "planted"}, "study": block}))
+    return folder
+
+
+def claims_of(folder, whole_report=False):
+    """{claim number: verdict} and the claims table, from the folder's
+    trials.csv and study.json (through the whole report, plots and all, when
+    ``whole_report``)."""
+    if whole_report:
+        R.write_report(folder)
+        df = pd.read_csv(folder / "study_claims.csv")
+    else:
+        block = json.loads((folder / "study.json").read_text())["study"]
+        df = study.claims(R.load_trials(folder / "trials.csv"), study.design_from(block, "study.json"))
+    return dict(zip(df["claim"].str.split(".").str[0], df["verdict"], strict=True)), df
+
+
+EFFECTS = {"shallow": 0.0, "deep-d2": 1.0, "deep-d3": 2.0, "og-p4-learned": 1.5, "og-p8-learned": 2.0,
+           "og-p4-oracle": 3.0}
+
+
+def test_planted_effects_far_outside_their_ci_hold(tmp_path):
+    folder = plant(tmp_path / "s", EFFECTS, pooled=[("deep, any depth", ["deep-d2", "deep-d3"])])
+    verdicts, df = claims_of(folder, whole_report=True)
+    assert verdicts == {"1": "holds", "2": "holds", "2'": "holds", "3": "holds"}
+    by = df.set_index(df["claim"].str.split(".").str[0])
+    assert by.loc["1", "comparison"] == "deep-d3 - shallow"  # the deep variant of depth 3 by default
+    assert by.loc["2", "comparison"] == "og-p8-learned - shallow"  # the best learned og, P > C
+    assert by.loc["2'", "comparison"] == "og-p4-oracle - shallow"  # oracle grouping in its own row
+    assert by.loc["3", "comparison"] == "deep-d3 - og-p8-learned"
+    assert by.loc["1", "estimate"] == pytest.approx(2.0, abs=0.15)
+
+    text = (folder / "summary.md").read_text()
+    assert text.startswith("# Study report: planted")
+    for section in ("## Budget", "## Cells", "## Paired differences from `shallow`", "## Claims",
+                    "## What this design resolves", "## ASHA check"):
+        assert section in text
+    assert "deep, any depth (pooled: deep-d2 + deep-d3; per-seed mean)" in text
+    assert "| deep, any depth (pooled) |" in text
+    for name in ("si_snri_vs_oversep.png", "si_snri_vs_head_macs.png", "depth_vs_oversep.png"):
+        assert (folder / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_comparisons_and_bonferroni_are_scipys_on_the_trials_csv(tmp_path):
+    folder = plant(tmp_path / "s", EFFECTS, seeds=6, noise=0.3,
+                   pooled=[("deep, any depth", ["deep-d2", "deep-d3"])])
+    R.write_report(folder)
+    trials = pd.read_csv(folder / "trials.csv")
+    table = trials.pivot(index="seed", columns="variant", values="test_si_snri")
+    comp = pd.read_csv(folder / "study_comparisons.csv").set_index("variant")
+    for name in ("deep-d3", "og-p4-learned"):
+        t = scipy.stats.ttest_rel(table[name], table["shallow"])
+        ci = t.confidence_interval(0.95)
+        assert comp.loc[name, "p_t"] == pytest.approx(t.pvalue)
+        assert (comp.loc[name, "ci_low"], comp.loc[name, "ci_high"]) == pytest.approx((ci.low, ci.high))
+        assert comp.loc[name, "p_wilcoxon"] == pytest.approx(
+            scipy.stats.wilcoxon(table[name], table["shallow"]).pvalue)
+    pooled = table[["deep-d2", "deep-d3"]].mean(axis=1)
+    assert comp.loc["deep, any depth", "mean"] == pytest.approx((pooled - table["shallow"]).mean())
+
+    claims = pd.read_csv(folder / "study_claims.csv").set_index("claim")
+    two = claims.loc["2. OG (P > C) > shallow"]
+    ci = scipy.stats.ttest_rel(table["og-p8-learned"], table["shallow"]).confidence_interval(1 - 0.05 / 2)
+    assert two["ci_level"] == pytest.approx(0.975)  # picked from two learned og variants with P > C
+    assert (two["ci_low"], two["ci_high"]) == pytest.approx((ci.low, ci.high))
+    assert "Bonferroni" in two["note"]
+
+    cells = pd.read_csv(folder / "study_cells.csv").set_index("variant")
+    x = table["deep-d3"]
+    low, high = scipy.stats.t.interval(0.95, len(x) - 1, loc=x.mean(), scale=scipy.stats.sem(x))
+    assert (cells.loc["deep-d3", "ci_low"], cells.loc["deep-d3", "ci_high"]) == pytest.approx((low, high))
+
+    resolved = study.resolution(pd.read_csv(folder / "study_comparisons.csv"), study.Design("shallow", repeats=6))
+    diffs = [table[n] - table["shallow"] for n in EFFECTS if n != "shallow"]
+    sd = math.sqrt(sum(d.var(ddof=1) * (len(d) - 1) for d in diffs) / sum(len(d) - 1 for d in diffs))
+    assert resolved["sd"] == pytest.approx(sd)
+    assert resolved["half_width"] == pytest.approx(scipy.stats.t.ppf(0.975, 5) * sd / math.sqrt(6))
+    text = (folder / "summary.md").read_text()
+    assert f"95% CI half-width of {resolved['half_width']:.2f} dB" in text
+    assert f"needs n = {resolved['seeds_needed']} seeds" in text
+
+
+def test_planted_opposite_effects_do_not_hold(tmp_path):
+    folder = plant(tmp_path / "s", {"shallow": 0.0, "deep-d3": -2.0, "og-p4-learned": -1.5,
+                                    "og-p8-learned": -1.0})
+    verdicts, _ = claims_of(folder)
+    assert verdicts == {"1": "does not hold", "2": "does not hold", "3": "does not hold"}
+
+
+def test_non_inferiority_needs_the_ci_above_the_margin_and_lower_macs(tmp_path):
+    same = {"shallow": 0.0, "deep-d3": 1.0, "og-p4-learned": 1.0}
+    cheaper = {"deep-d3": 3.0e6}  # below og-p4-learned's 4.3M
+    verdicts, _ = claims_of(plant(tmp_path / "cheaper", same, macs=cheaper))
+    assert verdicts["3"] == "holds"
+    # the same qualities, but the deep head costs more than the og head (6.0M > 4.3M)
+    verdicts, df = claims_of(plant(tmp_path / "costly", same))
+    note = df.set_index(df["claim"].str.split(".").str[0]).loc["3", "note"]
+    assert verdicts["3"] == "does not hold" and "not lower" in note
+    # the deep head 0.3 dB behind with noise as large as the margin: neither side is shown
+    verdicts, _ = claims_of(plant(tmp_path / "close", {**same, "deep-d3": 0.7}, noise=0.3,
+                                  macs=cheaper))
+    assert verdicts["3"] == "not resolved at this n"
+    # 1 dB behind with little noise: the CI lies below -0.3 dB
+    verdicts, _ = claims_of(plant(tmp_path / "behind", {**same, "deep-d3": 0.0}, macs=cheaper))
+    assert verdicts["3"] == "does not hold"
+
+
+def test_one_seed_resolves_nothing(tmp_path):
+    folder = plant(tmp_path / "s", EFFECTS, seeds=1)
+    verdicts, df = claims_of(folder, whole_report=True)
+    assert set(verdicts.values()) == {"not resolved at this n"}
+    assert df["ci_low"].isna().all() and (df["n"] == 1).all()
+    text = (folder / "summary.md").read_text()
+    assert "Not measurable: no comparison has two or more paired seeds" in text
+    assert "no CI (n < 2)" in text
+
+
+def test_claims_need_their_variants(tmp_path):
+    verdicts, df = claims_of(plant(tmp_path / "s", {"shallow": 0.0, "deep-d2": 2.0, "og-p4-oracle": 3.0}))
+    notes = df.set_index(df["claim"].str.split(".").str[0])["note"]
+    assert verdicts["1"] == "not resolved at this n" and "no deep variant of depth 3" in notes["1"]
+    assert verdicts["2"] == "not resolved at this n" and "no learned-grouping og" in notes["2"]
+    # claims.deep names the deep variant when depth 3 is not in the design
+    verdicts, _ = claims_of(plant(tmp_path / "named", {"shallow": 0.0, "deep-d2": 2.0},
+                                  claims={"deep": "deep-d2"}))
+    assert verdicts["1"] == "holds"
+
+
+def test_asha_check_flags_a_head_kind_that_catches_up(tmp_path):
+    folder = plant(tmp_path / "s", EFFECTS)
+    check = R.asha_rank_check(folder)
+    assert sorted(check["grace_period"].unique()) == [1, 2, 3, 4, 5]
+    deep = check[check["head"] == "deep"].set_index("grace_period")
+    assert deep.loc[1, "catches_up"] and deep.loc[1, "stopped_share"] == 1.0
+    assert not deep.loc[5, "catches_up"]  # by epoch 5 the lag (4 / 25 dB) no longer reorders kinds
+    # Spearman's rho is scipy's over the rung metric and the test SI-SNRi
+    trials = R.load_trials(folder / "trials.csv")
+    epochs = pd.read_csv(folder / "epochs.csv", dtype={"trial_id": str})
+    at = epochs[epochs["epoch"] == 2].merge(trials, on="trial_id", suffixes=("", "_trial"))
+    og = at[at["head"] == "og"]
+    rho = scipy.stats.spearmanr(og["best_val_si_snri"], og["test_si_snri"]).statistic
+    assert check.set_index(["grace_period", "head"]).loc[(2, "og"), "spearman_rho"] == pytest.approx(rho)
+    assert check[check["head"] == "all"]["rank_at_g"].isna().all()
+    R.write_report(folder)
+    text = (folder / "summary.md").read_text()
+    assert "Behind at the rung but ahead at the end: deep (g = 1" in text
+    assert pd.read_csv(folder / "asha_check.csv").shape[0] == len(check)
+    with pytest.raises(UserError, match="needs its epochs"):
+        R.asha_rank_check(trials)
+
+
+def test_a_study_sweep_folder_writes_study_json_and_rebuilds_from_it(tmp_path):
+    out = tmp_path / "sweep"
+    experiment = out / "ray" / "st"
+    planted = plant(tmp_path / "planted", {"shallow": 0.0, "deep-d3": 1.0, "og-p4-learned": 0.8}, seeds=2)
+    block = json.loads((planted / "study.json").read_text())["study"]
+    for r in tables.records(R.load_trials(planted / "trials.csv")):
+        folder = experiment / f"trial_{r['trial_id']}"
+        folder.mkdir(parents=True)
+        (folder / "searched.json").write_text(json.dumps({"variant": r["variant"]}))
+        summary = {k: r[k] for k in [*tables.HEAD_COLUMNS, *tables.METRIC_COLUMNS]}
+        (folder / "summary.json").write_text(json.dumps(summary))
+        (folder / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "val_si_snri": 4.0,
+                                                          "best_val_si_snri": 4.0}) + "\n")
+    state = {"name": "st", "storage": str(out / "ray"), "search": "grid", "scheduler": "none",
+             "num_trials": 6, "max_concurrent_trials": 2, "status": "finished", "pid": 1,
+             "driver_wall_s": 400.0, "study": block}
+    (out / "sweep.json").write_text(json.dumps(state))
+    first = R.write_report(out)
+    assert set(first["claims"]) == {"1. deep > shallow", "2. OG (P > C) > shallow",
+                                    "3. deep is an efficient OG (non-inferior)"}
+    saved = json.loads((out / "study.json").read_text())
+    assert saved["study"] == block and saved["sweep"]["name"] == "st" and "storage" not in saved["sweep"]
+    assert sorted(R.load_trials(out / "trials.csv")["variant"].unique()) == [
+        "deep-d3", "og-p4-learned", "shallow"]
+    summary_md = (out / "summary.md").read_text()
+
+    (out / "sweep.json").unlink()  # a committed results folder: no sweep.json, no Ray experiment
+    for path in sorted(experiment.rglob("*"), reverse=True):
+        path.unlink() if path.is_file() else path.rmdir()
+    assert R.write_report(out) == first
+    assert (out / "summary.md").read_text() == summary_md
+
+
+def test_a_bad_study_block_is_one_line_and_writes_nothing(tmp_path):
+    folder = plant(tmp_path / "s", {"shallow": 0.0, "deep-d3": 1.0}, seeds=2)
+    data = json.loads((folder / "study.json").read_text())
+    data["study"]["reference"] = "shalow"
+    (folder / "study.json").write_text(json.dumps(data))
+    with pytest.raises(UserError, match=r"study.json: study.reference: 'shalow' is not one of"):
+        R.write_report(folder)
+    data["study"].update(reference="shallow", margin_db=-1)
+    (folder / "study.json").write_text(json.dumps(data))
+    with pytest.raises(UserError, match="study.margin_db"):
+        R.write_report(folder)
+    assert not (folder / "summary.md").exists() and not (folder / "study_claims.csv").exists()
+
+
+def test_the_analysis_section_joins_when_masksep_analyze_provides_it(tmp_path):
+    folder = plant(tmp_path / "s", {"shallow": 0.0, "deep-d3": 1.0}, seeds=2)
+    (folder / "analysis").mkdir()
+    (folder / "analysis" / "analysis.json").write_text("{}")
+    try:
+        from masksep.analyze import study_analysis_section
+    except ImportError:
+        study_analysis_section = None
+    R.write_report(folder)  # with or without the module, the report is written
+    text = (folder / "summary.md").read_text()
+    if study_analysis_section is not None:
+        section = study_analysis_section({})
+        first = (section.splitlines() if isinstance(section, str) else list(section))[0]
+        assert first in text
+    (folder / "analysis" / "analysis.json").write_text("{not json")
+    if study_analysis_section is not None:
+        with pytest.raises(UserError, match="analysis.json: unreadable"):
+            R.write_report(folder)
