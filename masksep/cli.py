@@ -204,6 +204,20 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _analyze(args: argparse.Namespace) -> int:
+    from masksep.analyze.run import analyze
+    from masksep.analyze.views import Settings
+
+    settings = Settings() if args.fit_steps is None else Settings(fit_steps=args.fit_steps)
+    if settings.fit_steps < 0:
+        raise UserError(f"--fit-steps: must be >= 0, got {settings.fit_steps}")
+    summary = analyze(args.paths, args.out, data=args.data, items=args.items,
+                      threads=args.threads, settings=settings)
+    print(json.dumps(summary))
+    print(f"masksep: analysis written to {Path(summary['out']) / 'summary.md'}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="masksep",
@@ -318,6 +332,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="tables and plots of a sweep folder (or of its trials.csv)")
     p.add_argument("dir", type=Path, help="sweep folder, e.g. results/quick")
     p.set_defaults(func=_report)
+
+    p = sub.add_parser(
+        "analyze", help="look inside deep and og mask heads: do they group like OG?",
+        description="Weight, ablation and function views of deep (depth >= 2) and og heads, each "
+                    "against the same head at initialisation: DIR/analysis.json, a PNG per "
+                    "checkpoint and DIR/summary.md. A sweep folder without checkpoints but with "
+                    "analysis/analysis.json gets its summary.md rendered again.")
+    p.add_argument("paths", nargs="+", type=Path, metavar="CHECKPOINT|SWEEP_DIR",
+                   help="checkpoints (.pt), or one sweep or study folder (its deep and og trials)")
+    p.add_argument("--out", type=Path, help="folder to write (default SWEEP_DIR/analysis; "
+                                            "required for checkpoints)")
+    p.add_argument("--data", type=Path, metavar="DIR",
+                   help="a LibriMix- or WSJ0-mix/WHAM!-layout folder for the test items "
+                        "(default: each checkpoint's own test set, synthetic unless it says otherwise)")
+    p.add_argument("--items", type=int, default=16,
+                   help="test items per checkpoint, at most (default 16; half fit the function view)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads; 0 = the CPUs given")
+    p.add_argument("--fit-steps", type=int, default=None,
+                   help="Adam steps of the function view's og fit (default: the budget summary.md states)")
+    p.set_defaults(func=_analyze)
 
     p = sub.add_parser("complexity", help="parameters and MACs per second of audio, as JSON")
     p.add_argument("--config", required=True, type=Path)
