@@ -205,13 +205,14 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    from masksep.analyze.run import analyze
+    from masksep.analyze.run import DEFAULT_ITEMS, analyze
     from masksep.analyze.views import Settings
 
     settings = Settings() if args.fit_steps is None else Settings(fit_steps=args.fit_steps)
     if settings.fit_steps < 0:
         raise UserError(f"--fit-steps: must be >= 0, got {settings.fit_steps}")
-    summary = analyze(args.paths, args.out, data=args.data, items=args.items,
+    items = DEFAULT_ITEMS if args.items is None else args.items
+    summary = analyze(args.paths, args.out, data=args.data, items=items,
                       threads=args.threads, settings=settings)
     print(json.dumps(summary))
     print(f"masksep: analysis written to {Path(summary['out']) / 'summary.md'}", file=sys.stderr)
@@ -346,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, metavar="DIR",
                    help="a LibriMix- or WSJ0-mix/WHAM!-layout folder for the test items "
                         "(default: each checkpoint's own test set, synthetic unless it says otherwise)")
-    p.add_argument("--items", type=int, default=16,
+    p.add_argument("--items", type=int, default=None,
                    help="test items per checkpoint, at most (default 16; half fit the function view)")
     p.add_argument("--threads", type=int, default=0, help="torch threads; 0 = the CPUs given")
     p.add_argument("--fit-steps", type=int, default=None,

@@ -87,6 +87,7 @@ def test_weight_view_finds_the_planted_grouping(planted):
     settings = V.Settings()
     view = V.weight_view_deep(model.head, settings)
     assert view["dominant_source"] == source
+    assert all(view["shares"][u][source[u]] == 1.0 for u in range(UNITS))
     assert view["mean_entropy"] == pytest.approx(0.0, abs=1e-9)
     assert view["fraction_dominant"] == 1.0
     assert view["units_per_source"] == [UNITS // 2, UNITS // 2]
@@ -236,6 +237,25 @@ def test_bad_input_is_one_line_and_writes_nothing(checkpoints, tmp_path, capsys)
     assert main(["analyze", str(checkpoints["planted"]), "--out", str(out), "--items", "1"]) == 2
     assert "--items" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_corpus_folder_gives_the_test_items(checkpoints, tmp_path, capsys):
+    from masksep.data.export import synth
+
+    root = tmp_path / "Libri2Mix" / "wav8k" / "min"
+    synth(root, "librimix", "test", 4, seconds=0.5)
+    out = tmp_path / "analysis"
+    args = ["analyze", str(checkpoints["og-learned"]), "--out", str(out), "--threads", "1"]
+    assert main([*args, "--data", str(root)]) == 0
+    entry = json.loads((out / "analysis.json").read_text())["entries"][0]
+    assert entry["data"] == str(root) and entry["items"] == 4
+    capsys.readouterr()
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("no audio")
+    assert main([*args[:-4], "--out", str(tmp_path / "other"), "--data", str(tmp_path / "notes")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "notes: not a data folder" in err
+    assert not (tmp_path / "other").exists()
 
 
 # --------------------------------------------------------------------------- sweep folders

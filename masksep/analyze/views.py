@@ -138,6 +138,7 @@ def share_stats(shares: Tensor, threshold: float) -> dict[str, Any]:
         "fraction_dominant": float((top > threshold).double().mean()),
         "units_per_source": torch.bincount(source, minlength=n_src).tolist(),
         "dominant_source": source.tolist(),
+        "shares": [[round(float(v), 4) for v in row] for row in shares],
         "dominant_share_hist": {"edges": [round(float(e), 4) for e in edges],
                                 "counts": [int(c) for c in counts]},
     }
@@ -181,6 +182,10 @@ def weight_view_deep(head, settings: Settings) -> dict[str, Any]:
     for unit, source in zip(alive.nonzero().flatten().tolist(), stats["dominant_source"], strict=True):
         dominant[unit] = source
     stats["dominant_source"] = dominant
+    shares_all: list = [None] * len(alive)
+    for unit, row in zip(alive.nonzero().flatten().tolist(), stats["shares"], strict=True):
+        shares_all[unit] = row
+    stats["shares"] = shares_all  # per unit of the layer, (C,), None for a dead unit
     return stats
 
 
