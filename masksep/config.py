@@ -215,7 +215,27 @@ def coerce(value: Any, tp: Any, name: str, source: str | None) -> Any:
         if not isinstance(value, str):
             raise ConfigError(name, f"expected a string, got {value!r}", source)
         return value
+    # Containers, for the sweep spec's sections (trial configs hold none).
+    if tp is Any:
+        return value
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(name, f"expected a mapping, got {value!r}", source)
+        inner = typing.get_args(tp)[1] if origin is dict else Any
+        return {str(k): coerce(v, inner, f"{name}.{k}", source) for k, v in value.items()}
+    if tp is list or origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(name, f"expected a list, got {value!r}", source)
+        inner = typing.get_args(tp)[0] if origin is list else Any
+        return [coerce(v, inner, f"{name}[{i}]", source) for i, v in enumerate(value)]
     raise TypeError(f"unsupported config annotation {tp!r} for {name}")  # a bug, not user input
+
+
+def build(cls: type, data: dict, prefix: str = "", source: str | None = None):
+    """A dataclass from a (partial) mapping, every field type-checked: the one
+    typed loader of trial configs and sweep specs. Unknown keys and wrong types
+    are a ConfigError naming the dotted field."""
+    return _build(cls, data, prefix, source)
 
 
 def _build(cls: type, data: dict, prefix: str, source: str | None):
@@ -287,8 +307,9 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def read_yaml(path: str | Path) -> dict:
-    """Read a YAML mapping; a missing, unreadable or malformed file is a UserError."""
+def read_yaml(path: str | Path, empty_hint: str = "") -> dict:
+    """Read a YAML mapping; a missing, unreadable, empty or malformed file is a UserError
+    (``empty_hint`` ends the message for an empty file)."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -304,7 +325,9 @@ def read_yaml(path: str | Path) -> dict:
         problem = getattr(exc, "problem", None) or "malformed YAML"
         raise ConfigError(where, f"not valid YAML ({problem})", str(path)) from None
     if data is None:
-        return {}
+        # An empty file is a mistake (a half-saved config, the wrong path), not a
+        # request for the defaults: those are what leaving the file out gives.
+        raise ConfigError("file", f"is empty{empty_hint}", str(path))
     if not isinstance(data, dict):
         raise ConfigError("file", "must hold a YAML mapping at the top level", str(path))
     return data
@@ -312,7 +335,7 @@ def read_yaml(path: str | Path) -> dict:
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple = ()) -> Config:
     """Load a trial config: defaults, then the YAML file, then ``--set`` overrides."""
-    data = read_yaml(path) if path is not None else {}
+    data = read_yaml(path, "; give a config or omit --config for the defaults") if path is not None else {}
     source = str(path) if path is not None else None
     for text in overrides:
         key, value = parse_override(text)
@@ -338,6 +361,10 @@ def expand_root(root: str) -> str:
 
 
 # --------------------------------------------------------------------------- semantic checks
+
+# Learned grouping has no combinatorial limit; this one only catches typos that
+# would build a head of millions of masks.
+MAX_OVERSEP = 4096
 
 
 def _check(ok: bool, field_name: str, message: str, source: str | None) -> None:
@@ -386,7 +413,15 @@ def validate(cfg: Config, source: str | None = None) -> None:
             f"must be >= n_src ({cfg.n_src}) for an og head, got {h.oversep}",
             source,
         )
-        c(h.oversep <= 24, "head.oversep", f"must be <= 24, got {h.oversep}", source)
+        if h.grouping == "oracle":
+            # The loss's own limit: og_assign scores all C^P assignments exactly.
+            from masksep.losses import OG_MAX_ASSIGNMENTS
+
+            c(cfg.n_src**h.oversep <= OG_MAX_ASSIGNMENTS, "head.oversep",
+              f"oracle grouping scores all n_src^oversep = {cfg.n_src}^{h.oversep} assignments; "
+              f"at most {OG_MAX_ASSIGNMENTS} are allowed (use a smaller oversep or learned grouping)",
+              source)
+        c(h.oversep <= MAX_OVERSEP, "head.oversep", f"must be <= {MAX_OVERSEP}, got {h.oversep}", source)
 
     dc = cfg.data
     c(dc.segment_s > 0, "data.segment_s", f"must be > 0, got {dc.segment_s}", source)

@@ -21,4 +21,5 @@ class ConfigError(UserError):
         where = f"{source}: " if source else ""
         super().__init__(f"{where}{field}: {message}")
         self.field = field
+        self.message = message  # the reason alone, for callers that re-word where it happened
         self.source = source
