@@ -19,7 +19,7 @@ def _print_problems(exc: UserError) -> None:
 def _train(args: argparse.Namespace) -> int:
     from masksep import config as config_mod
     from masksep import train
-    from masksep.reporting import TerminalReporter
+    from masksep.progress import TerminalReporter
 
     if args.skip_bad:
         args.set = list(args.set) + ["data.skip_bad=true"]
@@ -35,9 +35,7 @@ def _train(args: argparse.Namespace) -> int:
             cfg = config_mod.load_config(args.config, args.set)
             train.load_checkpoint(last)  # a missing or bad checkpoint fails before any work
     else:
-        if args.config is None:
-            raise UserError("--config: required (or --resume to continue a run in --out)")
-        cfg = config_mod.load_config(args.config, args.set)
+        cfg = config_mod.load_config(args.config, args.set)  # no --config: the defaults
         if (out / "checkpoints" / "last.pt").exists() or (out / "summary.json").exists():
             raise UserError(f"{out}: already holds a run; pass --resume to continue it or pick another --out")
     try:
@@ -181,12 +179,13 @@ def _sweep(args: argparse.Namespace) -> int:
         use_wandb=not args.no_wandb, storage_path=args.storage_path, dashboard=args.dashboard,
         num_cpus=args.num_cpus,
     )
-    print(json.dumps(summary))
+    if summary is not None:  # None: a resume found the sweep already finished
+        print(json.dumps(summary))
     return 0
 
 
 def _submit(args: argparse.Namespace) -> int:
-    from masksep.sweep.cluster import submit
+    from masksep.sweep.submit import submit
 
     return submit(
         args.spec, args.address, args.out, storage_path=args.storage_path, resume=args.resume,
@@ -227,7 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train one separator (one trial) on this machine")
-    p.add_argument("--config", type=Path, help="trial config (YAML), e.g. sweeps/trials/tcn-deep.yaml")
+    p.add_argument("--config", type=Path,
+                   help="trial config (YAML), e.g. sweeps/trials/tcn-deep.yaml (default: the built-in defaults)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set head.depth=3 (repeatable)")
     p.add_argument("--out", required=True, type=Path, help="run folder to write")

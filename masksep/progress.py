@@ -1,4 +1,4 @@
-"""Where a training run's progress goes. train.fit calls a Reporter; the terminal,
+"""Where a training run's progress goes: train.fit calls a Reporter; the terminal,
 Ray Tune and W&B each hang off this one interface."""
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ from typing import Any, TextIO
 
 
 class Reporter:
-    """Hooks called by :func:`masksep.train.fit`. Every hook is optional."""
+    """Hooks called by :func:`masksep.train.fit`, on every rank of a DDP run
+    (a reporter that writes files checks ``info["rank"]`` from :meth:`start`).
+    Every hook is optional."""
 
     def start(self, info: dict[str, Any]) -> None:
         """Once, before the first epoch: resolved config, complexity, start epoch."""
@@ -21,7 +23,8 @@ class Reporter:
         """After every training step."""
 
     def epoch(self, metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
-        """After every epoch, once its checkpoint is on disk (rank 0 only under DDP)."""
+        """After every epoch, once its checkpoint is on disk. Under DDP every rank
+        calls it (Ray Train's report is a barrier); ``checkpoint_dir`` is None off rank 0."""
 
     def end(self, summary: dict[str, Any]) -> None:
         """Once, after the test evaluation."""

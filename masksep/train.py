@@ -1,14 +1,24 @@
 """The one training loop: ``fit(cfg, out_dir, reporter)``.
 
 ``masksep train``, the Ray Tune trainable and the Ray Train (DDP) worker all call
-:func:`fit`; none of them owns a second loop. Order of operations per epoch:
-train steps -> validation SI-SNRi -> LR halving on plateau -> checkpoints
-(last, and best when it improved) -> metrics.jsonl line -> reporter.
-After the last epoch the best weights are evaluated on the test split.
+:func:`fit`; none of them owns a second loop. It reads as its steps::
+
+    run = setup(...)                  model, optimizer, data, device, threads
+    progress = restore(...)           from a checkpoint, or a fresh start
+    while epochs are left:
+        train_epoch -> evaluate (validation) -> progress.record -> save -> reporter.epoch
+    test(...)                         the best weights on the test split -> summary.json
+
+A checkpoint (``checkpoints/last.pt``) carries everything a resume needs: the
+weights, the optimizer, scheduler and scaler, the epoch, the history, and the
+best weights with their epoch, so a run resumed anywhere (another node, after a
+driver restart) is tested on its best weights. ``best.pt`` holds the best
+weights alone with their config, for ``masksep eval``, ``separate`` and ``analyze``.
 """
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import math
@@ -16,13 +26,13 @@ import os
 import subprocess
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as torch_dist
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from masksep import config as config_mod
 from masksep.complexity import count_complexity
@@ -33,7 +43,8 @@ from masksep.files import atomic_write
 from masksep.losses import separation_loss
 from masksep.metrics import evaluate as evaluate_batch
 from masksep.models.separator import Separator, build_model
-from masksep.reporting import Reporter
+from masksep.parallel import SINGLE, Dist
+from masksep.progress import Reporter
 
 CHECKPOINT_FORMAT = "masksep-checkpoint-1"
 
@@ -68,14 +79,12 @@ def setup_threads(requested: int = 0) -> int:
     return threads
 
 
-def pick_device(kind: str) -> torch.device:
+def pick_device(kind: str, dist: Dist = SINGLE) -> torch.device:
     if kind == "cuda" and not torch.cuda.is_available():
         raise UserError("train.device: cuda was asked for but no CUDA device is available")
     if kind == "auto":
         kind = "cuda" if torch.cuda.is_available() else "cpu"
-    if kind == "cuda" and _dist_on():
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device(kind)
+    return dist.device(kind)
 
 
 def git_sha() -> str:
@@ -90,22 +99,6 @@ def git_sha() -> str:
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-
-
-def _dist_on() -> bool:
-    return torch_dist.is_available() and torch_dist.is_initialized()
-
-
-def _rank() -> int:
-    return torch_dist.get_rank() if _dist_on() else 0
-
-
-def _all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
-    if not _dist_on():
-        return values
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    torch_dist.all_reduce(t)
-    return t.tolist()
 
 
 # --------------------------------------------------------------------------- files
@@ -124,6 +117,17 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"{path}: not a masksep checkpoint (no '{CHECKPOINT_FORMAT}' format tag)")
     return ckpt
+
+
+def initial_model(cfg: Config) -> Separator:
+    """The separator ``cfg`` describes, with the initial weights its seed gives.
+
+    Common random numbers: the front end and the backbone are built first, so
+    every head variant trained with one seed starts from the same backbone
+    weights (the head's own draws come after them)."""
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed % 2**32)
+    return build_model(cfg)
 
 
 def model_from_checkpoint(ckpt: dict, source: str = "checkpoint") -> tuple[Config, Separator]:
@@ -147,21 +151,18 @@ def evaluate(
     device: torch.device,
     batch_size: int = 1,
     with_sdr: bool = False,
-    shard: bool = False,
+    dist: Dist = SINGLE,
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Mean and per-item metrics of ``model`` on ``dataset``.
 
     Items of different lengths are evaluated one at a time; data sets that
-    declare ``fixed_length = True`` are batched. With ``shard`` under DDP each
-    rank takes every world_size-th item and the sums are all-reduced.
-    Rows carry ``name`` too when the data set has ``item_name(i)`` (a file's
-    mixture ID).
+    declare ``fixed_length = True`` are batched. Under DDP each rank takes its
+    shard of the items and the sums are all-reduced. Rows carry ``name`` too
+    when the data set has ``item_name(i)`` (a file's mixture ID).
     """
     batch = batch_size if getattr(dataset, "fixed_length", False) else 1
-    indices = list(range(len(dataset)))
-    if shard and _dist_on():
-        indices = indices[_rank() :: torch_dist.get_world_size()]
-    loader = DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=batch, shuffle=False)
+    indices = dist.shard(list(range(len(dataset))))
+    loader = DataLoader(Subset(dataset, indices), batch_size=batch, shuffle=False)
     keys = ("si_snr", "si_snri", "sdr", "sdri") if with_sdr else ("si_snr", "si_snri")
     item_name = getattr(dataset, "item_name", None)
     rows: list[dict[str, Any]] = []
@@ -178,13 +179,70 @@ def evaluate(
                     row = {"name": item_name(indices[len(rows)]), **row}
                 rows.append(row)
     model.train(was_training)
-    totals = _all_reduce_sum([len(rows)] + [sum(r[k] for r in rows) for k in keys], device)
+    totals = dist.all_reduce_sum([len(rows)] + [sum(r[k] for r in rows) for k in keys], device)
     count = max(totals[0], 1)
     means = {k: totals[i + 1] / count for i, k in enumerate(keys)}
     return means, rows
 
 
-# --------------------------------------------------------------------------- the loop
+# --------------------------------------------------------------------------- the run's parts
+
+
+@dataclass
+class Run:
+    """What one training run is made of, built once by :func:`setup`."""
+
+    cfg: Config
+    out_dir: Path
+    dist: Dist
+    device: torch.device
+    threads: int
+    model: Separator
+    net: torch.nn.Module  # the model, wrapped for DDP when there are several ranks
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    use_amp: bool
+    complexity: dict[str, int]
+    train_set: Dataset
+    valid_set: Dataset
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.out_dir / "checkpoints"
+
+
+@dataclass
+class Progress:
+    """Where training stands: everything a checkpoint carries besides the
+    model, optimizer, scheduler and scaler states."""
+
+    epoch: int = 0  # the last finished epoch
+    best_val: float = -math.inf
+    best_epoch: int = 0
+    best_model: dict | None = None  # the weights of best_epoch
+    bad_epochs: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    wall_s: float = 0.0  # training time of the earlier sessions of this run
+    train_steps: int = 0
+    train_audio_s: float = 0.0  # seconds of training audio processed (all ranks)
+
+    def patience_spent(self, cfg: Config) -> bool:
+        return bool(cfg.train.early_stop) and self.bad_epochs >= cfg.train.early_stop
+
+    def record(self, run: Run, metrics: dict[str, Any], val_si_snri: float) -> bool:
+        """An epoch's metrics: best weights, plateau count and LR schedule. True if it improved."""
+        improved = val_si_snri > self.best_val
+        if improved:
+            self.best_val, self.best_epoch, self.bad_epochs = val_si_snri, metrics["epoch"], 0
+            self.best_model = copy.deepcopy(run.model.state_dict())
+        else:
+            self.bad_epochs += 1
+        run.scheduler.step(val_si_snri)
+        metrics.update(best_val_si_snri=self.best_val, lr=run.optimizer.param_groups[0]["lr"])
+        self.epoch = metrics["epoch"]
+        self.history.append(metrics)
+        return improved
 
 
 def _autocast(device: torch.device, enabled: bool):
@@ -194,211 +252,192 @@ def _autocast(device: torch.device, enabled: bool):
     return torch.autocast(device_type="cuda", dtype=dtype)
 
 
-def _loader(dataset: Dataset, cfg: Config, epoch: int) -> DataLoader:
-    """A reshuffle per epoch, reproducible from (seed, epoch); data sets that
-    draw crops or mixtures per epoch are told the epoch."""
-    if hasattr(dataset, "set_epoch"):
-        dataset.set_epoch(epoch)
-    if _dist_on():
-        sampler = DistributedSampler(dataset, shuffle=True, seed=cfg.seed, drop_last=True)
-        sampler.set_epoch(epoch)
-        return DataLoader(dataset, batch_size=cfg.train.batch_size, sampler=sampler,
-                          num_workers=cfg.data.num_workers, drop_last=True)
-    gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-    return DataLoader(dataset, batch_size=cfg.train.batch_size, shuffle=True, generator=gen,
-                      num_workers=cfg.data.num_workers, drop_last=True)
-
-
-def fit(
-    cfg: Config,
-    out_dir: str | Path,
-    reporter: Reporter | None = None,
-    *,
-    resume: bool = False,
-    resume_from: str | Path | None = None,
-) -> dict[str, Any]:
-    """Train one separator; write config.yaml, metrics.jsonl, checkpoints and summary.json.
-
-    ``resume`` continues from ``out_dir/checkpoints/last.pt`` (or ``resume_from``,
-    e.g. a checkpoint handed over by Ray Tune). Returns the summary dict.
-    Under torch.distributed (Ray Train), every rank calls fit; rank 0 writes.
-    """
-    reporter = reporter or Reporter()
-    out_dir = Path(out_dir)
-    ckpt_dir = out_dir / "checkpoints"
-    is_main = _rank() == 0
-    t_start = time.monotonic()
-
+def setup(cfg: Config, out_dir: Path, dist: Dist) -> Run:
     threads = setup_threads(cfg.train.threads)
-    device = pick_device(cfg.train.device)
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed % 2**32)
-
-    model = build_model(cfg)
+    device = pick_device(cfg.train.device, dist)
+    model = initial_model(cfg)
     complexity = count_complexity(model, cfg.sample_rate)
     model.to(device)
-    train_set = build_dataset(cfg, "train")
-    valid_set = build_dataset(cfg, "valid")
-
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr,
                                  weight_decay=cfg.train.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="max", factor=0.5, patience=cfg.train.plateau_patience)
     use_amp = cfg.train.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported())
+    return Run(cfg, out_dir, dist, device, threads, model, dist.wrap(model, device), optimizer,
+               scheduler, scaler, use_amp, complexity,
+               build_dataset(cfg, "train"), build_dataset(cfg, "valid"))
 
-    start_epoch, best_val, best_epoch, bad_epochs, history = 1, -math.inf, 0, 0, []
-    wall_before = 0.0
-    source = resume_from or (ckpt_dir / "last.pt" if resume else None)
-    if source is not None:
-        ckpt = load_checkpoint(source, map_location=device)
-        _check_resumable(cfg, ckpt, str(source))
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
-        start_epoch = ckpt["epoch"] + 1
-        best_val, best_epoch = ckpt["best_val"], ckpt["best_epoch"]
-        bad_epochs, history = ckpt["bad_epochs"], list(ckpt["history"])
-        wall_before = ckpt.get("wall_s", 0.0)
 
-    net = model
-    if _dist_on():
-        # find_unused_parameters: the TCN keeps the last block's residual conv
-        # (for Asteroid's parameter count) but never uses it (models/tcn.py).
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=True)
-    # Ray Train's report is a barrier that every rank must reach, so a reporter
-    # may ask for its hooks on every rank (checkpoint_dir is None off rank 0).
-    hooks_here = is_main or bool(getattr(reporter, "every_rank", False))
+def restore(run: Run, source: str | Path) -> Progress:
+    """Load ``source`` (a last.pt) into the run's parts; its progress."""
+    ckpt = load_checkpoint(source, map_location=run.device)
+    _check_resumable(run.cfg, ckpt, str(source))
+    run.model.load_state_dict(ckpt["model"])
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    run.scheduler.load_state_dict(ckpt["scheduler"])
+    run.scaler.load_state_dict(ckpt["scaler"])
+    return Progress(
+        epoch=ckpt["epoch"], best_val=ckpt["best_val"], best_epoch=ckpt["best_epoch"],
+        # checkpoints from before best weights travelled in last.pt: the last weights
+        best_model=ckpt.get("best_model", ckpt["model"]), bad_epochs=ckpt["bad_epochs"],
+        history=list(ckpt["history"]), wall_s=ckpt.get("wall_s", 0.0),
+        train_steps=ckpt.get("train_steps", 0), train_audio_s=ckpt.get("train_audio_s", 0.0))
 
-    if is_main:
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(out_dir / "config.yaml", config_mod.to_yaml(cfg))
-        # The checkpoint's history is the truth; a line written after the last
-        # checkpoint of a killed run would otherwise appear twice.
-        atomic_write(out_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
 
-    head = config_mod.head_summary(cfg)
-    reporter.start({
-        "config": config_mod.to_dict(cfg), "complexity": complexity, "head": head,
-        "backbone": cfg.backbone.kind, "device": str(device), "threads": threads,
-        "start_epoch": start_epoch, "out_dir": str(out_dir),
-    })
+def start_files(run: Run, progress: Progress) -> None:
+    """config.yaml; metrics.jsonl and best.pt as the checkpoint says (on another
+    node the folder is empty; a line written after the last checkpoint of a
+    killed run would otherwise appear twice)."""
+    if not run.dist.is_main:
+        return
+    run.ckpt_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(run.out_dir / "config.yaml", config_mod.to_yaml(run.cfg))
+    atomic_write(run.out_dir / "metrics.jsonl",
+                 "".join(json.dumps(h) + "\n" for h in progress.history))
+    if progress.best_model is not None:
+        _write_best(run, progress)
 
-    def patience_spent() -> bool:
-        return bool(cfg.train.early_stop) and bad_epochs >= cfg.train.early_stop
 
-    for epoch in range(start_epoch, cfg.train.epochs + 1):
-        if patience_spent():
+def train_epoch(run: Run, epoch: int, progress: Progress, reporter: Reporter) -> dict[str, Any]:
+    """One pass over the training data: the epoch's training loss (all ranks) and steps."""
+    cfg, device = run.cfg, run.device
+    train_set = run.train_set
+    if hasattr(train_set, "set_epoch"):  # data sets that draw crops or mixtures per epoch
+        train_set.set_epoch(epoch)
+    loader = run.dist.train_loader(train_set, cfg.train.batch_size, cfg.seed, epoch,
+                                   cfg.data.num_workers)
+    n_steps = len(loader)
+    if cfg.train.max_steps_per_epoch:
+        n_steps = min(n_steps, cfg.train.max_steps_per_epoch)
+    run.net.train()
+    loss_sum, steps, samples = 0.0, 0, 0
+    for step, (mix, ref) in enumerate(loader, start=1):
+        if step > n_steps:
             break
-        t_epoch = time.monotonic()
-        net.train()
-        loader = _loader(train_set, cfg, epoch)
-        n_steps = len(loader)
-        if cfg.train.max_steps_per_epoch:
-            n_steps = min(n_steps, cfg.train.max_steps_per_epoch)
-        loss_sum, steps = 0.0, 0
-        for step, (mix, ref) in enumerate(loader, start=1):
-            if step > n_steps:
-                break
-            mix, ref = mix.to(device, non_blocking=True), ref.to(device, non_blocking=True)
-            with _autocast(device, use_amp):
-                est = net(mix)
-            loss = separation_loss(est.float(), ref, model.oracle_grouping)
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(f"loss is {loss.item()} at epoch {epoch}, step {step}")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.train.clip_grad:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.clip_grad)
-            scaler.step(optimizer)
-            scaler.update()
-            loss_sum += loss.item()
-            steps += 1
-            if hooks_here:
-                reporter.progress(epoch, step, n_steps, loss_sum / steps)
-        train_loss = _all_reduce_sum([loss_sum, steps], device)
-        train_loss = train_loss[0] / max(train_loss[1], 1)
+        mix, ref = mix.to(device, non_blocking=True), ref.to(device, non_blocking=True)
+        with _autocast(device, run.use_amp):
+            est = run.net(mix)
+        loss = separation_loss(est.float(), ref, run.model.oracle_grouping)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(f"loss is {loss.item()} at epoch {epoch}, step {step}")
+        run.optimizer.zero_grad(set_to_none=True)
+        run.scaler.scale(loss).backward()
+        if cfg.train.clip_grad:
+            run.scaler.unscale_(run.optimizer)
+            torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.train.clip_grad)
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        loss_sum += loss.item()
+        steps += 1
+        samples += mix.numel()
+        reporter.progress(epoch, step, n_steps, loss_sum / steps)
+    loss_sum, all_steps, samples = run.dist.all_reduce_sum([loss_sum, steps, samples], device)
+    progress.train_steps += steps
+    progress.train_audio_s += samples / cfg.sample_rate
+    return {"epoch": epoch, "train_loss": loss_sum / max(all_steps, 1), "steps": steps}
 
-        val, _ = evaluate(model, valid_set, device, cfg.train.batch_size, shard=True)
-        improved = val["si_snri"] > best_val
-        if improved:
-            best_val, best_epoch, bad_epochs = val["si_snri"], epoch, 0
-        else:
-            bad_epochs += 1
-        scheduler.step(val["si_snri"])
-        metrics = {
-            "epoch": epoch,
-            "train_loss": train_loss,
-            "val_si_snr": val["si_snr"],
-            "val_si_snri": val["si_snri"],
-            "best_val_si_snri": best_val,
-            "lr": optimizer.param_groups[0]["lr"],
-            "epoch_s": time.monotonic() - t_epoch,
-            "steps": steps,
-        }
-        history.append(metrics)
-        if is_main:
-            state = {
-                "format": CHECKPOINT_FORMAT, "config": config_mod.to_dict(cfg),
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                "epoch": epoch, "best_val": best_val, "best_epoch": best_epoch,
-                "bad_epochs": bad_epochs, "history": history,
-                "wall_s": wall_before + time.monotonic() - t_start,
-            }
-            buf = io.BytesIO()
-            torch.save(state, buf)  # serialised once, for last.pt and (if better) best.pt
-            atomic_write(ckpt_dir / "last.pt", buf.getvalue())
-            if improved:
-                atomic_write(ckpt_dir / "best.pt", buf.getvalue())
-            with open(out_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(metrics) + "\n")
-        if hooks_here:
-            reporter.epoch(metrics, ckpt_dir if is_main else None)
 
-    # Test with the best weights (the last ones if validation never improved).
-    if _dist_on():
-        torch_dist.barrier()
-    best_path = ckpt_dir / "best.pt"
-    if is_main and best_path.is_file():
-        model.load_state_dict(load_checkpoint(best_path, map_location=device)["model"])
-    if _dist_on():
-        # Only rank 0 wrote best.pt (ranks may not share a disk): it hands its
-        # weights to the others before the sharded test evaluation.
-        for tensor in model.state_dict().values():
-            torch_dist.broadcast(tensor, src=0)
+def _serialise(state: dict[str, Any]) -> bytes:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return buf.getvalue()
+
+
+def _write_best(run: Run, progress: Progress) -> None:
+    """best.pt: the best epoch's weights with their config, for eval and separate."""
+    atomic_write(run.ckpt_dir / "best.pt", _serialise({
+        "format": CHECKPOINT_FORMAT, "config": config_mod.to_dict(run.cfg),
+        "model": progress.best_model, "epoch": progress.best_epoch,
+        "best_val": progress.best_val, "best_epoch": progress.best_epoch,
+        "history": [h for h in progress.history if h["epoch"] <= progress.best_epoch],
+    }))
+
+
+def save(run: Run, progress: Progress, improved: bool) -> None:
+    """last.pt every epoch and best.pt when it improved, each written whole or not at all."""
+    if not run.dist.is_main:
+        return
+    atomic_write(run.ckpt_dir / "last.pt", _serialise({
+        "format": CHECKPOINT_FORMAT, "config": config_mod.to_dict(run.cfg),
+        "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict(),
+        "epoch": progress.epoch, "best_val": progress.best_val, "best_epoch": progress.best_epoch,
+        "best_model": progress.best_model, "bad_epochs": progress.bad_epochs,
+        "history": progress.history, "wall_s": progress.wall_s,
+        "train_steps": progress.train_steps, "train_audio_s": progress.train_audio_s,
+    }))
+    if improved:
+        _write_best(run, progress)
+    with open(run.out_dir / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(progress.history[-1]) + "\n")
+
+
+def test(run: Run, progress: Progress) -> dict[str, Any]:
+    """The best weights (the last ones if validation never improved) on the test
+    split; the run's summary, written to summary.json by rank 0. Every rank holds
+    the same best weights: they all saw the same all-reduced validation scores."""
+    cfg, model = run.cfg, run.model
+    if progress.best_model is not None:
+        model.load_state_dict(progress.best_model)
     test_set = build_dataset(cfg, "test")
-    test, _ = evaluate(model, test_set, device, cfg.train.batch_size, with_sdr=True, shard=True)
-
+    scores, _ = evaluate(model, test_set, run.device, cfg.train.batch_size, with_sdr=True,
+                         dist=run.dist)
     summary = {
-        "name": cfg.name,
-        **head,
-        "backbone": cfg.backbone.kind,
-        "encoder": cfg.encoder.kind,
-        "n_src": cfg.n_src,
-        "oracle_grouping": bool(model.oracle_grouping),
-        **complexity,
-        "best_val_si_snri": best_val,
-        "best_epoch": best_epoch,
-        "test_si_snr": test["si_snr"],
-        "test_si_snri": test["si_snri"],
-        "test_sdri": test["sdri"],
-        "epochs": history[-1]["epoch"] if history else 0,
-        "stopped_early": patience_spent(),
-        "wall_s": wall_before + time.monotonic() - t_start,
-        "seed": cfg.seed,
-        "device": str(device),
-        "threads": threads,
-        "git_sha": git_sha(),
+        "name": cfg.name, **config_mod.head_summary(cfg), "backbone": cfg.backbone.kind,
+        "encoder": cfg.encoder.kind, "n_src": cfg.n_src,
+        "oracle_grouping": bool(model.oracle_grouping), **run.complexity,
+        "best_val_si_snri": progress.best_val, "best_epoch": progress.best_epoch,
+        "test_si_snr": scores["si_snr"], "test_si_snri": scores["si_snri"],
+        "test_sdri": scores["sdri"], "epochs": progress.epoch,
+        "stopped_early": progress.patience_spent(cfg), "wall_s": progress.wall_s,
+        "train_steps": progress.train_steps, "train_audio_s": progress.train_audio_s,
+        "seed": cfg.seed, "device": str(run.device), "threads": run.threads, "git_sha": git_sha(),
     }
-    if is_main:
-        atomic_write(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-    if hooks_here:
-        reporter.end(summary)
+    if run.dist.is_main:
+        atomic_write(run.out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def fit(cfg: Config, out_dir: str | Path, reporter: Reporter | None = None, *,
+        resume: bool = False, resume_from: str | Path | None = None,
+        dist: Dist = SINGLE) -> dict[str, Any]:
+    """Train one separator; write config.yaml, metrics.jsonl, checkpoints and summary.json.
+
+    ``resume`` continues from ``out_dir/checkpoints/last.pt`` (``resume_from``:
+    another last.pt, e.g. one fetched from a sweep's storage). Under DDP every
+    rank calls fit with its ``dist``; rank 0 writes the files. Returns the summary.
+    """
+    reporter = reporter or Reporter()
+    out_dir = Path(out_dir)
+    t0 = time.monotonic()
+    run = setup(cfg, out_dir, dist)
+    source = resume_from or (out_dir / "checkpoints" / "last.pt" if resume else None)
+    progress = restore(run, source) if source is not None else Progress()
+    wall_before = progress.wall_s
+    start_files(run, progress)
+    reporter.start({
+        "config": config_mod.to_dict(cfg), "complexity": run.complexity,
+        "head": config_mod.head_summary(cfg), "backbone": cfg.backbone.kind,
+        "device": str(run.device), "threads": run.threads, "start_epoch": progress.epoch + 1,
+        "out_dir": str(out_dir), "rank": dist.rank, "world_size": dist.world_size,
+    })
+    while progress.epoch < cfg.train.epochs and not progress.patience_spent(cfg):
+        t_epoch = time.monotonic()
+        metrics = train_epoch(run, progress.epoch + 1, progress, reporter)
+        val, _ = evaluate(run.model, run.valid_set, run.device, cfg.train.batch_size, dist=dist)
+        metrics.update(val_si_snr=val["si_snr"], val_si_snri=val["si_snri"],
+                       epoch_s=time.monotonic() - t_epoch)
+        improved = progress.record(run, metrics, val["si_snri"])
+        progress.wall_s = wall_before + time.monotonic() - t0
+        save(run, progress, improved)
+        reporter.epoch(metrics, run.ckpt_dir if dist.is_main else None)
+    progress.wall_s = wall_before + time.monotonic() - t0
+    summary = test(run, progress)
+    reporter.end(summary)
     return summary
 
 
