@@ -160,48 +160,209 @@ def test_a_failing_trial_is_recorded_and_the_others_finish(tmp_path, ray_env):
     assert not (out / "wandb").exists()
 
 
-def test_a_killed_driver_resumes_without_rerunning_trials(tmp_path, ray_env):
-    spec = write_spec(tmp_path / "spec.yaml", num_samples=4, max_concurrent_trials=1,
-                      scheduler="none", base={**TINY_BASE, "train": {**TINY_BASE["train"], "epochs": 4}},
-                      search_space={"head.kind": {"choice": ["shallow", "deep"]}})
-    out = tmp_path / "out"
+# --------------------------------------------------------------------------- kill and resume
+
+FAULT_BASE = {**TINY_BASE, "train": {**TINY_BASE["train"], "epochs": 3}}
+FAULT_SPACE = {"head.kind": {"choice": ["shallow", "deep"]},
+               "head.depth": {"int": [2, 3], "when": {"head.kind": ["deep"]}},
+               "train.lr": {"loguniform": [5e-4, 2e-3]}}
+
+
+def start_sweep(env, spec, out, log_path, *extra, pause=None):
+    """A sweep driver in its own session (so that killing it takes its Ray along);
+    ``pause`` makes the first trial to reach that point stop there (sweep/trial.py)."""
+    env = dict(env)
+    if pause:
+        pause_dir = out.parent / f"pause-{log_path.stem}"
+        pause_dir.mkdir()
+        env.update(MASKSEP_TEST_PAUSE=pause, MASKSEP_TEST_PAUSE_DIR=str(pause_dir))
     cmd = [sys.executable, "-m", "masksep.cli", "sweep", str(spec), "--out", str(out),
-           "--num-cpus", "2", "--no-wandb"]
-    log = open(tmp_path / "first.log", "w")
-    driver = subprocess.Popen(cmd, env=ray_env, stdout=log, stderr=subprocess.STDOUT,
-                              start_new_session=True)
-    deadline = time.monotonic() + 300
-    # kill once a trial has finished and another is part way through
-    while time.monotonic() < deadline:
-        finished = [d for d in trial_dirs(out) if (d / "summary.json").is_file()]
-        running = [d for d in trial_dirs(out) if not (d / "summary.json").is_file()
-                   and (d / "metrics.jsonl").is_file() and (d / "metrics.jsonl").read_text().strip()]
-        if finished and running:
-            break
-        assert driver.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
-        time.sleep(0.5)
-    else:
-        pytest.fail("the sweep never had a finished and a running trial")
+           "--num-cpus", "2", "--no-wandb", *extra]
+    return subprocess.Popen(cmd, env=env, stdout=open(log_path, "w"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def wait_for(driver, log_path, what, ready, timeout=300):
+    """Poll ``ready()`` every 50 ms (a state, never a sleep of a guessed length)."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert driver.poll() is None, f"the sweep ended before {what}:\n" + log_path.read_text()[-3000:]
+        assert time.monotonic() < deadline, f"no {what} within {timeout} s:\n" + log_path.read_text()[-3000:]
+        time.sleep(0.05)
+
+
+def kill_driver(driver, env):
     os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started
     driver.wait()
-    _kill_ours(Path(ray_env["RAY_TMPDIR"]))
-    done_before = {d.name: (d / "summary.json").stat().st_mtime for d in finished}
-    state = json.loads((out / "sweep.json").read_text())
-    assert state["status"] == "running"  # what a killed driver leaves behind
+    _kill_ours(Path(env["RAY_TMPDIR"]))
 
-    resumed = sweep(ray_env, spec, "--out", out, "--num-cpus", 2, "--no-wandb", "--resume")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    rows, _ = read_trials(out / "trials.csv")
-    assert len(rows) == 4 and len(trial_dirs(out)) == 4
-    assert all(r["status"] == "completed" for r in rows)
-    for name, mtime in done_before.items():  # finished trials were not run again
-        assert (out / "ray" / "t" / name / "summary.json").stat().st_mtime == mtime
-    for d in trial_dirs(out):  # and no trial trained an epoch twice
-        epochs = [json.loads(line)["epoch"] for line in (d / "metrics.jsonl").read_text().splitlines()]
-        assert epochs == [1, 2, 3, 4], (d.name, epochs)
+
+def complete_in_optuna_db(out: Path) -> int:
+    if not (out / "optuna.db").is_file():
+        return 0
     study = optuna.load_study(study_name="t", storage=f"sqlite:///{out / 'optuna.db'}")
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert len(complete) == 4
+    return sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+
+
+def kill_at(env, spec, out, log_path, point, *extra):
+    """Run the sweep until ``point``, then kill its driver; the finished trials' summary mtimes."""
+    if point == "optuna-export":  # the driver told Optuna a trial finished (issue 8, case a)
+        driver = start_sweep(env, spec, out, log_path, *extra)
+        wait_for(driver, log_path, "COMPLETE trial in optuna.db", lambda: complete_in_optuna_db(out) >= 1)
+    else:
+        driver = start_sweep(env, spec, out, log_path, *extra, pause=point)
+        pause_dir = out.parent / f"pause-{log_path.stem}"
+        wait_for(driver, log_path, f"trial paused at {point}", lambda: any(pause_dir.glob("*.paused")))
+    kill_driver(driver, env)
+    assert json.loads((out / "sweep.json").read_text())["status"] == "running"
+    return {d.name: (d / "summary.json").stat().st_mtime for d in trial_dirs(out)
+            if (d / "summary.json").is_file()}
+
+
+def epochs_trained(trial: Path) -> list[int]:
+    """Every epoch any attempt of the trial finished (its attempts.json, over all restarts)."""
+    attempts = json.loads((trial / "attempts.json").read_text())
+    return [epoch for attempt in attempts for epoch in attempt["epochs"]]
+
+
+def check_resumed(out: Path, finished_before: dict[str, float], num_samples: int = 4) -> None:
+    rows, _ = read_trials(out / "trials.csv")
+    assert len(rows) == num_samples and len(trial_dirs(out)) == num_samples
+    assert all(r["status"] == "completed" for r in rows), [(r["trial_id"], r["status"]) for r in rows]
+    for name, mtime in finished_before.items():  # finished trials were not run again
+        assert (out / "ray" / "t" / name / "summary.json").stat().st_mtime == mtime, name
+    for d in trial_dirs(out):  # no trial trained a finished epoch twice
+        epochs = [json.loads(line)["epoch"] for line in (d / "metrics.jsonl").read_text().splitlines()]
+        assert epochs == [1, 2, 3], (d.name, epochs)
+        trained = epochs_trained(d)
+        assert len(trained) == len(set(trained)), (d.name, trained)
+    assert complete_in_optuna_db(out) == num_samples
+    assert json.loads((out / "sweep.json").read_text())["status"] == "finished"
+
+
+@pytest.mark.parametrize("point", ["summary", "checkpoint:2", "mid-epoch:2"])
+def test_a_driver_killed_at_each_fault_point_resumes_to_exactly_the_trials_asked_for(
+        tmp_path, ray_env, point):
+    spec = write_spec(tmp_path / "spec.yaml", scheduler="none", base=FAULT_BASE,
+                      search_space=FAULT_SPACE, wandb={"mode": "offline"})
+    out = tmp_path / "out"
+    finished = kill_at(ray_env, spec, out, tmp_path / "first.log", point)
+    resumed = sweep(ray_env, spec, "--out", out, "--num-cpus", 2, "--no-wandb", "--resume")
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
+    check_resumed(out, finished)
+    # --resume honours this invocation's --no-wandb (the first run was offline W&B)
+    assert not (out / "wandb").exists()
+
+
+def test_kill_resume_kill_resume_and_a_finished_sweep_resumes_to_nothing(tmp_path, ray_env):
+    spec = write_spec(tmp_path / "spec.yaml", scheduler="none", base=FAULT_BASE,
+                      search_space=FAULT_SPACE)
+    out = tmp_path / "out"
+    kill_at(ray_env, spec, out, tmp_path / "first.log", "optuna-export")
+    finished = kill_at(ray_env, spec, out, tmp_path / "second.log", "checkpoint:3", "--resume")
+    # A trial folder Tune's snapshot cannot know, as if it started after the last save.
+    ghost = out / "ray" / "t" / "trial_deadbeef"
+    (ghost / "checkpoints").mkdir(parents=True)
+    (ghost / "metrics.jsonl").write_text("")
+    resumed = sweep(ray_env, spec, "--out", out, "--num-cpus", 2, "--no-wandb", "--resume")
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
+    assert "trial_deadbeef" in resumed.stdout and "orphaned" in resumed.stdout
+    # (trials started after the second run's last snapshot are set aside too)
+    orphaned = {p.name.split("-")[0] for p in (out / "orphaned").iterdir()}
+    assert "trial_deadbeef" in orphaned and not orphaned & {d.name for d in trial_dirs(out)}
+    check_resumed(out, finished)
+    before = sorted(p.stat().st_mtime for p in out.rglob("*") if p.is_file())
+    again = sweep(ray_env, spec, "--out", out, "--num-cpus", 2, "--no-wandb", "--resume")
+    assert again.returncode == 0 and "already finished" in again.stdout, again.stderr[-2000:]
+    assert sorted(p.stat().st_mtime for p in out.rglob("*") if p.is_file()) == before
+    # a different spec cannot resume this sweep
+    changed = write_spec(tmp_path / "spec.yaml", scheduler="none", search_space=FAULT_SPACE,
+                         base={**FAULT_BASE, "train": {**FAULT_BASE["train"], "epochs": 4}})
+    refused = sweep(ray_env, changed, "--out", out, "--resume")
+    assert refused.returncode == 2 and "train.epochs" in refused.stderr, refused.stderr[-2000:]
+    assert refused.stderr.count("\n") == 1
+
+
+# --------------------------------------------------------------------------- W&B that fails
+
+FAKE_KEY = "0123456789abcdef0123456789abcdef01234567"  # W&B keys are 40 characters
+
+
+def files_holding(root: Path, secret: str) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+
+
+def test_wandb_online_with_no_server_goes_offline_at_once_and_keeps_every_metric(tmp_path, ray_env):
+    from raycluster import free_ports
+
+    (port,) = free_ports(1)  # nothing listens there
+    env = {**ray_env, "WANDB_API_KEY": FAKE_KEY, "WANDB_BASE_URL": f"http://127.0.0.1:{port}"}
+    env.pop("WANDB_MODE")
+    spec = write_spec(tmp_path / "spec.yaml", num_samples=2, scheduler="none",
+                      search_space={"head.kind": {"choice": ["shallow", "deep"]}},
+                      wandb={"mode": "online"})
+    out = tmp_path / "out"
+    done = sweep(env, spec, "--out", out, "--num-cpus", 2)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"127.0.0.1:{port}" in done.stdout and "offline" in done.stdout
+    assert "wandb sync" in done.stdout
+    rows, _ = read_trials(out / "trials.csv")
+    trials = [run_info(r) for r in sorted((out / "wandb").glob("offline-run-*"))
+              if not r.name.endswith("-summary")]
+    assert len(trials) == len(rows) == 2
+    for info in trials:  # every epoch each trial reported is in its offline run
+        trial_id = info["config"]["trial_id"]
+        epochs = [h["epoch"] for h in info["history"] if "epoch" in h]
+        on_disk = (out / "ray" / "t" / f"trial_{trial_id}" / "metrics.jsonl").read_text().splitlines()
+        assert epochs == [json.loads(line)["epoch"] for line in on_disk] == [1, 2, 3]
+        assert info["summary"]["status"] == "completed" and "test_si_snri" in info["summary"]
+    assert not files_holding(out, FAKE_KEY)
+    # and W&B's own sync finds every run to upload
+    runs = sorted(str(p) for p in (out / "wandb").glob("offline-run-*"))
+    dry = subprocess.run([str(Path(sys.executable).parent / "wandb"), "sync", "--dry-run", *runs],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert f"Would sync {len(runs)} run(s)" in dry.stdout + dry.stderr, dry.stdout + dry.stderr
+
+
+def test_a_refused_key_falls_back_offline_under_a_new_run_id(tmp_path, monkeypatch):
+    import http.server
+    import threading
+
+    from masksep.sweep.tracking import init_run
+
+    class Refuse(http.server.BaseHTTPRequestHandler):
+        def _refuse(self):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(401)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b'{"errors": [{"message": "invalid api key"}]}')
+
+        do_GET = do_POST = _refuse
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{server.server_address[1]}")
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    target = {"project": "p", "group": "g", "mode": "online", "dir": str(tmp_path)}
+    start = time.monotonic()
+    run = init_run(target, run_id="abc-t1", name="n", job_type="trial", config={"head.kind": "deep"})
+    assert run is not None and time.monotonic() - start < 30
+    assert run.id.startswith("abc-t1-offline-")  # not the id the refused attempt holds
+    run.define_metric("*", step_metric="epoch")
+    for epoch in (1, 2, 3):
+        run.log({"epoch": epoch, "val_si_snri": float(epoch)})
+    run.finish()
+    server.shutdown()
+    (offline,) = (tmp_path / "wandb").glob("offline-run-*")
+    info = run_info(offline)
+    assert [h["epoch"] for h in info["history"]] == [1, 2, 3]
+    assert not files_holding(tmp_path, FAKE_KEY)
 
 
 def test_bad_specs_and_folders_are_one_line(tmp_path, ray_env):
@@ -218,16 +379,17 @@ def test_bad_specs_and_folders_are_one_line(tmp_path, ray_env):
 
 def test_the_final_report_carries_the_objective_even_without_an_epoch(monkeypatch):
     # A trial resumed after its last epoch reports no epoch before its final
-    # report; Tune (and the searcher) still need the objective in it.
+    # report; Tune, the searcher and ASHA (time attribute: epoch) still need it.
     from ray import tune
 
-    from masksep.sweep.runner import TuneReporter
     from masksep.sweep.spec import FINAL_KEYS, METRIC
+    from masksep.sweep.trial import TuneReporter
 
     sent = []
     monkeypatch.setattr(tune, "report", lambda metrics, **kwargs: sent.append(metrics))
     reporter = TuneReporter({"trial_id": "t1"})
     reporter.start({"complexity": {"params": 123, "head_macs_per_s": 4.0}})
-    reporter.end({key: float(i) for i, key in enumerate(FINAL_KEYS, 1)} | {"seed": 0})
+    reporter.end({key: float(i) for i, key in enumerate(FINAL_KEYS, 1)} | {"seed": 0, "epochs": 7})
     assert len(sent) == 1 and sent[0]["final"] is True
     assert sent[0][METRIC] == 1.0 and sent[0]["params"] == 123 and sent[0]["trial_id"] == "t1"
+    assert sent[0]["epoch"] == 7

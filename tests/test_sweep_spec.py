@@ -121,7 +121,7 @@ def test_bases_pick_a_whole_trial_config(tmp_path):
         ({"resources": {"gpus": 1.5}}, "resources.gpus", "below 1"),
         ({"resources": {"cpu": 1}}, "resources.cpu", "unknown field"),
         ({"asha": {"grace_period": 9}}, "asha.grace_period", "at most"),
-        ({"wandb": {"mode": "cloud"}}, "wandb.mode", "auto, online or offline"),
+        ({"wandb": {"mode": "cloud"}}, "wandb.mode", "must be one of 'auto' | 'online' | 'offline'"),
         ({"search_space": {}}, "search_space", "is empty"),
         ({"search_space": {"head.colour": {"choice": [1]}}}, "search_space.head.colour", "not a trial config field"),
         ({"search_space": {"head.depth": {"int": [0, 3]}}}, "search_space.head.depth", "head.depth: must be >= 1"),

@@ -1,28 +1,37 @@
-"""Run a sweep: spec -> Ray Tune (Optuna search, ASHA) -> trials = train.fit -> report.
+"""Run a sweep: spec -> Ray Tune (Optuna search, ASHA) -> trials (sweep/trial.py) -> report.
 
-The whole Tune set-up is in :func:`build_tuner`; the trainable
-(:func:`run_trial`) is a thin adapter around :func:`masksep.train.fit` that
-knows nothing of the search.
+The whole Tune set-up is in :func:`build_tuner`. One source of truth for each
+kind of state:
+
+* search state (the Optuna study, the trial table, ASHA's counters) lives only
+  in Tune's experiment snapshot: OptunaSearch keeps its study in memory and Tune
+  pickles it in the same save as the trial table. ``OUT/optuna.db`` is an export
+  of that study, written at every trial completion for optuna-dashboard, and
+  never read back;
+* a trial's progress lives only in its own folder in storage (sweep/trial.py).
+
+On ``--resume`` the newest snapshot decides which trials exist; trial folders it
+does not know (started after the snapshot the kill left behind) are moved to
+``OUT/orphaned/`` and Tune proposes replacements. Restarted trials continue
+from their folders; finished ones re-send their results without training.
 
 Folder of a sweep (``--out DIR``)::
 
-    DIR/sweep.json      what ran, where its Ray state lives, status
-    DIR/spec.yaml       the spec as it was given
-    DIR/optuna.db       the Optuna study (optuna-dashboard sqlite:///DIR/optuna.db)
-    DIR/ray/NAME/       Ray Tune's experiment (unless storage_path points elsewhere):
-                        one folder per trial with config.yaml, metrics.jsonl,
-                        summary.json, checkpoints/ and Ray's result.json
-    DIR/wandb/          offline W&B runs (when there is no API key)
-    DIR/trials.csv, pareto.csv, summary.md, tradeoff.png, depth_vs_oversep.png
+    DIR/sweep.json      what ran, where its Ray state lives, status, this run's W&B target
+    DIR/spec.yaml       the spec, self-contained (base configs inlined)
+    DIR/optuna.db       export of the Optuna study (optuna-dashboard sqlite:///DIR/optuna.db)
+    DIR/ray/NAME/       Ray Tune's experiment (unless storage_path points elsewhere),
+                        one folder per trial (sweep/trial.py)
+    DIR/orphaned/       trial folders a resume found but Tune's snapshot did not know
+    DIR/wandb/          offline W&B runs
+    DIR/trials.csv, pareto.csv, summary.md, *.png   the report
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -31,113 +40,35 @@ from pathlib import Path
 from typing import Any
 
 from masksep.errors import UserError
-from masksep.files import atomic_write
-from masksep.report import STATE_FILE  # the file the report reads the sweep from
-from masksep.reporting import Reporter
 from masksep.sweep import spec as spec_mod
-from masksep.sweep.spec import COST, FINAL_KEYS, METRIC, SweepSpec
+from masksep.sweep.spec import COST, METRIC, SweepSpec
+from masksep.sweep.state import STATE_FILE, experiment_path, read_state, write_state
 
-# --------------------------------------------------------------------------- the trial side
-
-
-class TuneReporter(Reporter):
-    """Every epoch to Ray Tune with the trial's last checkpoint; the test
-    metrics as one more report at the end. (cluster.WorkerReporter sends the
-    same reports through Ray Train.)"""
-
-    def __init__(self, static: dict[str, Any] | None = None):
-        self.static = dict(static or {})
-        self.last: dict[str, Any] = {}
-
-    def start(self, info):
-        self.static.update(info["complexity"])
-
-    def epoch(self, metrics, checkpoint_dir):
-        self.last = {**self.static, **metrics}
-        result = {**self.last, **self._extra()}
-        if checkpoint_dir is None:  # a DDP rank other than 0
-            self._send(result)
-            return
-        # The checkpoint is last.pt alone (what a retry resumes from); best.pt
-        # reaches the trial folder once, at the end (TrialFiles).
-        stage = Path(tempfile.mkdtemp(prefix="masksep-ckpt-"))
-        try:
-            shutil.copy2(Path(checkpoint_dir) / "last.pt", stage / "last.pt")
-            self._send(result, stage)
-        finally:
-            shutil.rmtree(stage, ignore_errors=True)
-
-    def end(self, summary):
-        final = {k: summary[k] for k in FINAL_KEYS}
-        self._send({**self.static, **self.last, **final, "final": True})
-
-    def _extra(self) -> dict[str, Any]:
-        """More keys for each epoch's report."""
-        return {}
-
-    def _send(self, result: dict[str, Any], checkpoint_dir: Path | None = None) -> None:
-        from ray import tune
-
-        checkpoint = tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
-        tune.report(result, checkpoint=checkpoint)
-
-
-def run_trial(config: dict[str, Any], spec: SweepSpec) -> None:
-    """The Ray Tune trainable: one point of the search space -> train.fit."""
-    from ray import tune
-
-    from masksep import config as config_mod
-    from masksep.reporting import MultiReporter
-    from masksep.sweep.cluster import TrialFiles, TrialFolder
-    from masksep.train import fit
-
-    cfg = spec.trial_config(config)  # train.threads = the CPUs Ray gave this trial
-    tune_ctx = tune.get_context()
-    trial_id = tune_ctx.get_trial_id()
-    # fit writes on this trial's node (its working folder); TrialFiles copies
-    # the files into the trial's folder in storage, where report.collect reads.
-    storage = tune_ctx.get_storage()
-    folder = TrialFolder(storage.storage_filesystem, storage.trial_fs_path)
-    run_dir = Path(storage.trial_working_directory)
-
-    restore = Path(tempfile.mkdtemp(prefix="masksep-restore-"))
-    resume_from = None
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        checkpoint.to_directory(str(restore))
-        resume_from = restore / "last.pt"
-
-    searched = spec_mod.searched_params(config)
-    folder.put_bytes("searched.json", (json.dumps(searched, indent=2) + "\n").encode())
-    # Before fit too, so that the report can describe a trial that fails early.
-    folder.put_bytes("config.yaml", config_mod.to_yaml(cfg).encode())
-    # Files first: summary.json is in storage before Tune hears "final".
-    reporter = MultiReporter(TrialFiles(folder), TuneReporter({"trial_id": trial_id}))
-    try:
-        fit(cfg, run_dir, reporter, resume_from=resume_from)
-    finally:
-        shutil.rmtree(restore, ignore_errors=True)
-
-
-# --------------------------------------------------------------------------- the driver side
+# --------------------------------------------------------------------------- the search
 
 
 def _line(text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
 
 
-def _describe(config: dict[str, Any]) -> str:
-    shown = spec_mod.searched_params(config)
-    return " ".join(f"{k}={_short(v)}" for k, v in shown.items()) or "(base config)"
+def _describe(spec: SweepSpec, config: dict[str, Any]) -> str:
+    shown = spec.searched(config) if spec.study is None else {
+        spec_mod.VARIANT_KEY: spec_mod.searched_params(config).get(spec_mod.VARIANT_KEY)}
+    seed = spec.trial_config(config).seed
+    return " ".join(f"{k}={_short(v)}" for k, v in shown.items()) + f" seed={seed}"
 
 
-def _progress_callback(total: int):
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def progress_callback(spec: SweepSpec, total: int):
     """A line per trial event on the driver's stdout (Ray's own tables are off)."""
     from ray.tune import Callback
 
     class ProgressCallback(Callback):
         def on_trial_start(self, iteration, trials, trial, **info):
-            _line(f"start  {trial.trial_id}  {_describe(trial.config)}")
+            _line(f"start  {trial.trial_id}  {_describe(spec, trial.config)}")
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             if result.get("final"):
@@ -160,8 +91,38 @@ def _progress_callback(total: int):
     return ProgressCallback()
 
 
-def _short(value: Any) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
+def _exporting_optuna_search():
+    """OptunaSearch whose in-memory study is exported to SQLite after every
+    trial it is told about (the export is for optuna-dashboard; nothing reads it back)."""
+    from ray.tune.search.optuna import OptunaSearch
+
+    class ExportingOptunaSearch(OptunaSearch):
+        def __init__(self, *args, export_path: str, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.export_path = export_path
+
+        def on_trial_complete(self, trial_id, result=None, error=False):
+            super().on_trial_complete(trial_id, result=result, error=error)
+            export_study(self._ot_study, Path(self.export_path))
+
+    return ExportingOptunaSearch
+
+
+def export_study(study, path: Path) -> None:
+    """The study into a fresh SQLite file beside ``path``, then renamed over it:
+    a reader never sees half an export, and an old one is replaced whole."""
+    import optuna
+
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # not a line per export
+    try:
+        optuna.copy_study(from_study_name=study.study_name, from_storage=study._storage,
+                          to_storage=f"sqlite:///{tmp}")
+        os.replace(tmp, path)
+    except Exception as exc:  # noqa: BLE001 - an export must never stop the sweep
+        tmp.unlink(missing_ok=True)
+        logging.getLogger("masksep").warning("masksep: optuna.db export failed (%s)", exc)
 
 
 class MultiRepeater:
@@ -190,22 +151,21 @@ class MultiRepeater:
 
 
 def build_searcher(spec: SweepSpec, optuna_db: Path):
-    """OptunaSearch (define-by-run space, SQLite storage) or None for a grid."""
+    """OptunaSearch (define-by-run space, in-memory study) or None for a grid."""
     if spec.search == "grid":
         return None
     import optuna
     from ray.tune.search import Repeater
-    from ray.tune.search.optuna import OptunaSearch
 
-    storage = optuna.storages.RDBStorage(f"sqlite:///{optuna_db.resolve()}")
     if spec.multi_objective:
         metric, mode = [METRIC, COST], ["max", "min"]
     else:
         metric, mode = METRIC, "max"
-    searcher = OptunaSearch(
+    searcher = _exporting_optuna_search()(
         space=spec_mod.DefineByRun(spec.dims), metric=metric, mode=mode,
         sampler=optuna.samplers.TPESampler(seed=spec.seed), study_name=spec.name,
-        storage=storage, points_to_evaluate=[dict(p) for p in spec.initial_points] or None,
+        points_to_evaluate=[dict(p) for p in spec.initial_points] or None,
+        export_path=str(optuna_db.resolve()),
     )
     if spec.repeats > 1:
         searcher = (MultiRepeater(searcher, spec.repeats) if spec.multi_objective
@@ -218,9 +178,11 @@ def trainable_with_resources(spec: SweepSpec):
 
     r = spec.resources
     if r.workers_per_trial > 1:
-        from masksep.sweep.cluster import ddp_trainable
+        from masksep.sweep.ddp import ddp_trainable
 
         return ddp_trainable(spec)
+    from masksep.sweep.trial import run_trial
+
     return tune.with_resources(tune.with_parameters(run_trial, spec=spec),
                                {"cpu": r.cpus, "gpu": r.gpus, **r.custom})
 
@@ -231,16 +193,21 @@ def build_tuner(spec: SweepSpec, out: Path, storage: str, callbacks: list):
 
     searcher = build_searcher(spec, out / "optuna.db")
     if spec.search == "grid":
-        param_space: dict[str, Any] = {spec_mod.GRID_KEY: tune.grid_search(spec.grid_points())}
+        # The seed index first: a study cut short by its time budget still has
+        # every variant at the seeds it reached.
+        param_space: dict[str, Any] = {}
         if spec.repeats > 1:
             param_space[spec_mod.TRIAL_INDEX] = tune.grid_search(list(range(spec.repeats)))
+        param_space[spec_mod.GRID_KEY] = tune.grid_search(spec.grid_points())
     else:
         param_space = {}
     scheduler = None
     if spec.scheduler == "asha":
-        # max_t counts reports: one per epoch plus the final (test) report.
+        # The trial's own epoch, not Tune's iteration counter (which restarts with
+        # a restarted trial). max_t above the last epoch: the final (test) report
+        # repeats the last epoch, and ASHA must not stop a trial before it.
         scheduler = ASHAScheduler(
-            metric=METRIC, mode="max", time_attr="training_iteration", max_t=spec.max_epochs + 1,
+            metric=METRIC, mode="max", time_attr="epoch", max_t=spec.max_epochs + 1,
             grace_period=spec.asha.grace_period, reduction_factor=spec.asha.reduction_factor)
     # metric and mode live in the searcher and the scheduler; Tune objects to them twice.
     tune_config = tune.TuneConfig(
@@ -257,12 +224,14 @@ def build_tuner(spec: SweepSpec, out: Path, storage: str, callbacks: list):
         name=spec.name,
         storage_path=storage,
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         callbacks=callbacks,
         verbose=0,
     )
     return tune.Tuner(trainable_with_resources(spec), param_space=param_space,
                       tune_config=tune_config, run_config=run_config)
+
+
+# --------------------------------------------------------------------------- the driver
 
 
 def _storage_uri(spec: SweepSpec, out: Path, override: str | None) -> str:
@@ -272,20 +241,6 @@ def _storage_uri(spec: SweepSpec, out: Path, override: str | None) -> str:
     if "://" in storage:
         return storage
     return str(Path(storage).expanduser().resolve())
-
-
-def _write_state(out: Path, state: dict[str, Any]) -> None:
-    atomic_write(out / STATE_FILE, json.dumps(state, indent=2) + "\n")
-
-
-def read_state(out: Path) -> dict[str, Any]:
-    path = Path(out) / STATE_FILE
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{out}: no sweep here ({STATE_FILE} is missing)") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path}: unreadable sweep state ({type(exc).__name__})") from None
 
 
 def _start_ray(address: str | None, dashboard: bool, num_cpus: int | None) -> bool:
@@ -337,6 +292,53 @@ def _check_resources(spec: SweepSpec, started_locally: bool) -> None:
         print(f"masksep: warning: {line} now; trials wait for the autoscaler", file=sys.stderr)
 
 
+def _check_same_spec(spec: SweepSpec, out: Path) -> None:
+    """A resume runs the sweep that was started: the same spec, base configs included."""
+    import yaml
+
+    saved = out / "spec.yaml"
+    if not saved.is_file():
+        return
+    old = yaml.safe_load(saved.read_text())
+    new = yaml.safe_load(spec_mod.self_contained_yaml(spec))
+    from masksep.config import flatten
+
+    old_flat, new_flat = flatten(old or {}), flatten(new or {})
+    for key in sorted(set(old_flat) | set(new_flat)):
+        if old_flat.get(key) != new_flat.get(key):
+            raise UserError(f"{spec.path}: {key} is {new_flat.get(key)!r} here but "
+                            f"{old_flat.get(key)!r} in the sweep {out} started with "
+                            f"({saved}); resume with the spec it started with")
+
+
+def _set_orphans_aside(experiment: str, out: Path) -> list[str]:
+    """Trial folders the newest snapshot does not know -> OUT/orphaned/. Returns their names."""
+    from pyarrow import fs
+    from ray.tune import ExperimentAnalysis
+
+    filesystem, root = fs.FileSystem.from_uri(experiment) if "://" in experiment else (
+        fs.LocalFileSystem(), experiment)
+    try:
+        known = {t.trial_id for t in ExperimentAnalysis(experiment).trials}
+    except Exception:  # noqa: BLE001 - no snapshot yet: every folder is an orphan
+        known = set()
+    infos = filesystem.get_file_info(fs.FileSelector(root, allow_not_found=True))
+    moved = []
+    for info in infos:
+        name = info.base_name
+        if info.type != fs.FileType.Directory or not name.startswith("trial_"):
+            continue
+        if name[len("trial_"):] in known:
+            continue
+        target = out / "orphaned" / f"{name}-{uuid.uuid4().hex[:6]}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fs.copy_files(info.path, str(target), source_filesystem=filesystem,
+                      destination_filesystem=fs.LocalFileSystem())
+        filesystem.delete_dir(info.path)
+        moved.append(name)
+    return moved
+
+
 def run_sweep(
     spec_path: str | Path,
     out: str | Path,
@@ -347,8 +349,9 @@ def run_sweep(
     storage_path: str | None = None,
     dashboard: bool = False,
     num_cpus: int | None = None,
-) -> dict[str, Any]:
-    """Run (or resume) the sweep of ``spec_path`` into ``out``; returns the report summary."""
+) -> dict[str, Any] | None:
+    """Run (or resume) the sweep of ``spec_path`` into ``out``; returns the report
+    summary (None when a resume finds the sweep already finished)."""
     from masksep import report as report_mod
     from masksep.sweep import tracking
 
@@ -358,6 +361,14 @@ def run_sweep(
         state = read_state(out)
         if state.get("name") != spec.name:
             raise UserError(f"{out}: holds sweep {state.get('name')!r}, not {spec.name!r}")
+        _check_same_spec(spec, out)
+        if storage_path and _storage_uri(spec, out, storage_path) != state["storage"]:
+            raise UserError(f"--storage-path {storage_path}: the sweep in {out} keeps its Ray state "
+                            f"at {state['storage']}; resume without --storage-path")
+        if state.get("status") == "finished":
+            _line(f"the sweep in {out} has already finished; nothing to run "
+                  f"(its report: {out / 'summary.md'})")
+            return None
     else:
         if (out / STATE_FILE).exists():
             raise UserError(f"{out}: already holds a sweep; pass --resume to continue it or pick another --out")
@@ -372,42 +383,52 @@ def run_sweep(
             "max_concurrent_trials": spec.max_concurrent_trials,
             "started": time.time(),
         }
-    experiment = f"{state['storage'].rstrip('/')}/{spec.name}"
+        if spec.study is not None:
+            state["study"] = {**spec.study.to_dict(), "repeats": spec.repeats}
+    experiment = experiment_path(state)
 
-    # Every trial checkpoints every epoch by design; with short epochs Tune warns
-    # each time its experiment snapshot follows them. The warning, not the snapshot, goes.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     started = _start_ray(address, dashboard, num_cpus)
     try:
         _check_resources(spec, started)
         out.mkdir(parents=True, exist_ok=True)
         if not resume:
-            shutil.copyfile(spec_path, out / "spec.yaml")
-        state.update(status="running", pid=os.getpid(), resumed=resume, driver_started=time.time())
-        _write_state(out, state)
-
+            (out / "spec.yaml").write_text(spec_mod.self_contained_yaml(spec))
+        # This invocation's W&B target: the callback pickled in Tune's state reads it
+        # from here at set-up, so a resume honours --no-wandb and changed settings.
         target = tracking.resolve_target(spec.wandb, spec.name, out) if (
             use_wandb and spec.wandb.enabled) else None
-        callbacks = [_progress_callback(state["num_trials"])]
-        if target is not None:
-            callbacks.append(tracking.make_wandb_callback(target, spec, state["uid"]))
+        state.update(status="running", pid=os.getpid(), resumed=resume, driver_started=time.time(),
+                     wandb=target.to_dict() if target else None)
+        write_state(out, state)
         _line(spec_mod.spec_summary(spec))
         _line(f"results: {out}   optuna: sqlite:///{out / 'optuna.db'}"
-                     + (f"   W&B: {target.project} ({target.mode})" if target else "   W&B: off"))
-        if resume:
-            from ray import tune
+              + (f"   W&B: {target.project} ({target.mode})" if target else "   W&B: off"))
+        if target is not None and target.note:
+            _line(f"W&B: {target.note}")
+        from ray import tune
 
+        if resume and tune.Tuner.can_restore(experiment):
+            orphans = _set_orphans_aside(experiment, out)
+            if orphans:
+                _line(f"moved {len(orphans)} trial folder(s) the last snapshot did not know to "
+                      f"{out / 'orphaned'}: {', '.join(orphans)}; Tune proposes replacements")
             tuner = tune.Tuner.restore(
                 experiment, trainable=trainable_with_resources(spec),
                 resume_unfinished=True, resume_errored=False, restart_errored=False)
             _line(f"resuming {experiment}")
         else:
+            if resume:  # killed before Tune's first snapshot: nothing to resume but the folders
+                orphans = _set_orphans_aside(experiment, out)
+                _line(f"no snapshot of the sweep in {experiment} yet; starting it again"
+                      + (f" ({len(orphans)} trial folder(s) moved to {out / 'orphaned'})" if orphans else ""))
+            callbacks = [progress_callback(spec, state["num_trials"]),
+                         tracking.wandb_callback(spec, out, state["uid"])]
             tuner = build_tuner(spec, out, state["storage"], callbacks)
         t0 = time.monotonic()
         tuner.fit()
         state.update(status="finished", finished=time.time(),
                      driver_wall_s=state.get("driver_wall_s", 0.0) + time.monotonic() - t0)
-        _write_state(out, state)
+        write_state(out, state)
     finally:
         if started:
             import ray
@@ -417,8 +438,8 @@ def run_sweep(
     summary = report_mod.write_report(out)
     _line(f"report: {out / 'summary.md'}")
     if target is not None:
-        rows, columns = report_mod.read_trials(out / "trials.csv")
-        tracking.log_sweep_run(target, rows, columns, {"sweep": spec.name, **summary}, state["uid"])
+        tracking.log_sweep_run(target, out / "trials.csv", {"sweep": spec.name, **summary},
+                               state["uid"])
         offline = tracking.offline_runs(out)
         if offline:
             _line(f"W&B runs are offline; upload them with: wandb sync {out / 'wandb'}/offline-run-*")

@@ -1,26 +1,30 @@
-"""Sweep spec: a base trial config + a search space + how to search.
+"""Sweep spec: a base trial config + a search space (or a study's design) + how to search.
 
-A spec is YAML (see sweeps/quick.yaml). It is validated completely before Ray
-starts: every searched field must exist in the trial config and every value
-it can take must make a valid trial config. Errors name the spec file and the
-field, in one line.
+A spec is YAML (see sweeps/quick.yaml, sweeps/study.yaml). It is read by the
+same typed loader as trial configs (:func:`masksep.config.build`) and validated
+completely before Ray starts: every searched field must exist in the trial
+config and every value it can take must make a valid trial config. Errors name
+the spec file and the field, in one line.
+
+A *study* (a ``study:`` block) is a designed experiment rather than a search:
+every head variant it lists runs with each of ``repeats`` seeds, and for one
+seed every variant sees the same backbone initialisation, training data and
+evaluation set (common random numbers), so differences between variants at a
+seed are paired. It is a grid over the variants, with no early stopping.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from masksep import config as config_mod
 from masksep.config import Config
 from masksep.errors import ConfigError
 
-SEARCHES = ("optuna-tpe", "optuna-multi", "grid")
-SCHEDULERS = ("asha", "none")
 DIM_KINDS = ("choice", "grid", "int", "uniform", "loguniform", "logint")
 # Objectives. best_val_si_snri is the running best, so a trial's last report
 # carries its best epoch, which is what the searcher should be told.
@@ -32,6 +36,7 @@ COST = "head_macs_per_s"
 FINAL_KEYS = (METRIC, "best_epoch", "test_si_snr", "test_si_snri", "test_sdri", "wall_s",
               "stopped_early")
 BASE_KEY = "base"  # search dimension that picks one of several base configs
+VARIANT_KEY = "variant"  # a study's dimension: one of its head variants
 TRIAL_INDEX = "__trial_index__"  # set by ray.tune.search.Repeater; the seed offset
 GRID_KEY = "__point__"  # a grid search hands each trial one whole point under this key
 
@@ -113,7 +118,7 @@ class Resources:
     cpus: float = 1.0
     gpus: float = 0.0
     workers_per_trial: int = 1  # > 1: Ray Train DDP workers, each with cpus/gpus
-    custom: dict = field(default_factory=dict)  # Ray custom resources per worker, e.g. {a100: 1}
+    custom: dict[str, float] = field(default_factory=dict)  # Ray custom resources per worker, e.g. {a100: 1}
 
 
 @dataclass
@@ -125,10 +130,58 @@ class AshaSpec:
 @dataclass
 class WandbSpec:
     enabled: bool = True
-    project: str = ""  # default: WANDB_PROJECT, else "masksep"
-    entity: str = ""
-    sweep_id: str = ""  # attach trial runs to this W&B sweep (or WANDB_SWEEP_ID)
-    mode: str = "auto"  # auto (online with an API key, else offline) | online | offline
+    project: str | None = ""  # default: WANDB_PROJECT, else "masksep"
+    entity: str | None = ""
+    sweep_id: str | None = ""  # attach trial runs to this W&B sweep (or WANDB_SWEEP_ID)
+    mode: Literal["auto", "online", "offline"] = "auto"  # auto: online with an API key, else offline
+
+
+@dataclass
+class PooledRow:
+    name: str = ""
+    variants: list[str] = field(default_factory=list)
+
+
+@dataclass
+class StudySpec:
+    """The design of a study: head variants x ``repeats`` seeds, compared with ``reference``."""
+
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> dotted overrides
+    reference: str = ""  # default: the shallow variant
+    margin_db: float = 0.3  # non-inferiority margin of claim 3 (deep is an efficient OG)
+    claims: dict[str, str] = field(default_factory=dict)  # {deep: NAME}: the deep variant of claims 1, 3
+    pooled: list[PooledRow] = field(default_factory=list)  # rows that pool variants, labelled as such
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"variants": self.variants, "reference": self.reference,
+                "margin_db": self.margin_db, "claims": dict(self.claims),
+                "pooled": [{"name": p.name, "variants": list(p.variants)} for p in self.pooled]}
+
+
+@dataclass
+class SpecFile:
+    """The top level of a spec file, as the typed loader reads it."""
+
+    name: str | None = None  # default: the file's stem
+    base: Any = None  # a trial config path (relative to the spec) or an inline mapping
+    bases: dict[str, Any] = field(default_factory=dict)  # several, picked by the `base` dimension
+    trial: dict[str, Any] = field(default_factory=dict)  # overrides laid over every base
+    search_space: dict[str, Any] = field(default_factory=dict)
+    study: StudySpec | None = None
+    search: Literal["optuna-tpe", "optuna-multi", "grid"] | None = None
+    scheduler: Literal["asha", "none"] | None = None
+    asha: AshaSpec = field(default_factory=AshaSpec)
+    num_samples: int | None = None
+    max_concurrent_trials: int = 2
+    resources: Resources = field(default_factory=Resources)
+    time_budget_s: float = 0.0
+    repeats: int = 1
+    max_failures: int = 1
+    seed: int = 0
+    storage_path: str | None = ""
+    wandb: WandbSpec = field(default_factory=WandbSpec)
+    gpu_hours: str | None = ""
+    initial_points: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -151,6 +204,7 @@ class SweepSpec:
     wandb: WandbSpec = field(default_factory=WandbSpec)
     gpu_hours: str = ""  # the spec author's estimate, shown in reports
     initial_points: tuple[dict[str, Any], ...] = ()  # tried first, so every head kind is seen
+    study: StudySpec | None = None
 
     @property
     def multi_objective(self) -> bool:
@@ -160,10 +214,20 @@ class SweepSpec:
     def max_epochs(self) -> int:
         return max(cfg.train.epochs for cfg in self.bases.values())
 
+    def searched(self, config: dict[str, Any]) -> dict[str, Any]:
+        """What this trial's point sets: the searched values, a study's variant
+        with the fields it overrides (what searched.json and the report show)."""
+        values = searched_params(config)
+        if self.study is not None and VARIANT_KEY in values:
+            values.update(self.study.variants[values[VARIANT_KEY]])
+        return values
+
     def trial_config(self, config: dict[str, Any]) -> Config:
         """The trial config for one point of the space (as Ray hands it to the trial)."""
-        values = searched_params(config)
+        values = self.searched(config)
+        values.pop(VARIANT_KEY, None)
         base = self.bases[values.pop(BASE_KEY, next(iter(self.bases)))]
+        # The seed is the repeat index alone, never the point: common random numbers.
         values["seed"] = base.seed + int(config.get(TRIAL_INDEX, 0))
         # Threads = the CPUs Ray gives each trial (or DDP worker): two 1-CPU trials
         # on two cores must not each start two threads (that made a step 15x slower).
@@ -191,46 +255,6 @@ def _fail(path: Path, field_name: str, message: str):
     raise ConfigError(field_name, message, str(path))
 
 
-def _mapping(value: Any, path: Path, name: str) -> dict:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        _fail(path, name, f"expected a mapping, got {value!r}")
-    return value
-
-
-def _list(value: Any, path: Path, name: str) -> list:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        _fail(path, name, f"expected a list, got {value!r}")
-    return value
-
-
-def _section(cls: type, value: Any, path: Path, name: str):
-    """A small dataclass section (resources, asha, wandb) with type checks."""
-    data = _mapping(value, path, name)
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, item in data.items():
-        if key not in known:
-            _fail(path, f"{name}.{key}", f"unknown field (known: {', '.join(sorted(known))})")
-        default = getattr(cls(), key)
-        kwargs[key] = _typed(item, type(default), path, f"{name}.{key}")
-    return cls(**kwargs)
-
-
-def _typed(value: Any, tp: type, path: Path, name: str):
-    if tp is dict:
-        value = _mapping(value, path, name)
-        return {str(k): _typed(v, float, path, f"{name}.{k}") for k, v in value.items()}
-    if tp is str and value is None:
-        value = ""  # `field:` left empty in YAML
-    if tp in (bool, int, float, str):  # the same checks, and messages, as trial configs
-        return config_mod.coerce(value, tp, name, str(path))
-    return value
-
-
 def _load_base(ref: Any, path: Path, name: str) -> Config:
     """A base trial config: a path (relative to the spec) or an inline mapping."""
     if isinstance(ref, str):
@@ -245,7 +269,8 @@ def _load_base(ref: Any, path: Path, name: str) -> Config:
 
 def _parse_dim(name: str, raw: Any, path: Path) -> Dimension:
     where = f"search_space.{name}"
-    raw = _mapping(raw, path, where)
+    if not isinstance(raw, dict):
+        _fail(path, where, f"expected a mapping, got {raw!r}")
     kinds = [k for k in raw if k in DIM_KINDS]
     extra = [k for k in raw if k not in DIM_KINDS and k != "when"]
     if extra:
@@ -255,7 +280,7 @@ def _parse_dim(name: str, raw: Any, path: Path) -> Dimension:
     kind = kinds[0]
     spec = raw[kind]
     when = []
-    for key, allowed in _mapping(raw.get("when"), path, f"{where}.when").items():
+    for key, allowed in config_mod.coerce(raw.get("when") or {}, dict, f"{where}.when", str(path)).items():
         allowed = allowed if isinstance(allowed, list) else [allowed]
         when.append((key, tuple(allowed)))
     if kind in ("choice", "grid"):
@@ -264,7 +289,7 @@ def _parse_dim(name: str, raw: Any, path: Path) -> Dimension:
         return Dimension(name, kind, values=tuple(spec), when=tuple(when))
     if not (isinstance(spec, list) and len(spec) == 2):
         _fail(path, f"{where}.{kind}", f"expected [low, high], got {spec!r}")
-    low, high = (_typed(v, float, path, f"{where}.{kind}") for v in spec)
+    low, high = (config_mod.coerce(v, float, f"{where}.{kind}", str(path)) for v in spec)
     if kind in ("int", "logint") and not all(float(v).is_integer() for v in (low, high)):
         _fail(path, f"{where}.{kind}", f"bounds must be integers, got {spec!r}")
     if not low < high:
@@ -274,22 +299,13 @@ def _parse_dim(name: str, raw: Any, path: Path) -> Dimension:
     return Dimension(name, kind, low=low, high=high, when=tuple(when))
 
 
-TOP_KEYS = {
-    "name", "base", "bases", "trial", "search_space", "search", "scheduler", "asha",
-    "num_samples", "max_concurrent_trials", "resources", "time_budget_s", "repeats",
-    "max_failures", "seed", "storage_path", "wandb", "gpu_hours", "initial_points",
-}
-
-
 def load_spec(path: str | Path) -> SweepSpec:
     """Read and fully validate a sweep spec. Raises UserError naming file and field."""
     path = Path(path)
-    raw = config_mod.read_yaml(path)
-    for key in raw:
-        if key not in TOP_KEYS:
-            _fail(path, str(key), f"unknown field (known: {', '.join(sorted(TOP_KEYS))})")
+    raw = config_mod.read_yaml(path, "; a sweep spec needs at least a search_space (see sweeps/quick.yaml)")
+    top: SpecFile = config_mod.build(SpecFile, raw, "", str(path))
 
-    name = _typed(raw.get("name", path.stem), str, path, "name")
+    name = top.name if top.name is not None else path.stem
     if not name or not all(ch.isalnum() or ch in "-_." for ch in name):
         _fail(path, "name", f"use letters, digits, '-', '_' or '.', got {name!r}")
 
@@ -297,66 +313,54 @@ def load_spec(path: str | Path) -> SweepSpec:
     # each with the spec's `trial` overrides laid over it.
     if "base" in raw and "bases" in raw:
         _fail(path, "bases", "give either base or bases, not both")
-    if "bases" in raw:
-        refs = _mapping(raw["bases"], path, "bases")
-        if not refs:
-            _fail(path, "bases", "must name at least one base config")
-    else:
-        refs = {"default": raw.get("base", {})}
-    overrides = config_mod.flatten(_mapping(raw.get("trial"), path, "trial"))
+    if "bases" in raw and not top.bases:
+        _fail(path, "bases", "must name at least one base config")
+    refs = top.bases or {"default": top.base if top.base is not None else {}}
+    overrides = config_mod.flatten(top.trial)
     bases = {}
     for key, ref in refs.items():
-        where = f"bases.{key}" if "bases" in raw else "base"
+        where = f"bases.{key}" if top.bases else "base"
         cfg = _load_base(ref, path, where)
         try:
-            bases[str(key)] = config_mod.merge(cfg, overrides)
+            bases[key] = config_mod.merge(cfg, overrides)
         except ConfigError as exc:
-            _fail(path, f"trial.{exc.field}", str(exc).split(": ", 1)[-1])
+            _fail(path, f"trial.{exc.field}", exc.message)
 
-    space = _mapping(raw.get("search_space"), path, "search_space")
-    dims = tuple(_parse_dim(str(k), v, path) for k, v in space.items())
+    study = top.study
+    if study is not None:
+        if top.search_space:
+            _fail(path, "search_space", "a study's design is its variants; leave search_space out "
+                                        "(or drop the study block to search)")
+        dims: tuple[Dimension, ...] = (Dimension(VARIANT_KEY, "grid", values=tuple(study.variants)),)
+    else:
+        dims = tuple(_parse_dim(str(k), v, path) for k, v in top.search_space.items())
+    search = top.search or ("grid" if study is not None else "optuna-tpe")
+    scheduler = top.scheduler or ("none" if study is not None else "asha")
     spec = SweepSpec(
-        name=name,
-        path=path,
-        bases=bases,
-        dims=dims,
-        search=_typed(raw.get("search", "optuna-tpe"), str, path, "search"),
-        scheduler=_typed(raw.get("scheduler", "asha"), str, path, "scheduler"),
-        asha=_section(AshaSpec, raw.get("asha"), path, "asha"),
-        num_samples=_typed(raw.get("num_samples", 1 if raw.get("search") == "grid" else 8), int, path, "num_samples"),
-        max_concurrent_trials=_typed(raw.get("max_concurrent_trials", 2), int, path, "max_concurrent_trials"),
-        resources=_section(Resources, raw.get("resources"), path, "resources"),
-        time_budget_s=_typed(raw.get("time_budget_s", 0.0), float, path, "time_budget_s"),
-        repeats=_typed(raw.get("repeats", 1), int, path, "repeats"),
-        max_failures=_typed(raw.get("max_failures", 1), int, path, "max_failures"),
-        seed=_typed(raw.get("seed", 0), int, path, "seed"),
-        storage_path=_typed(raw.get("storage_path", ""), str, path, "storage_path"),
-        wandb=_section(WandbSpec, raw.get("wandb"), path, "wandb"),
-        gpu_hours=str(raw.get("gpu_hours", "")),
-        initial_points=tuple(_mapping(p, path, "initial_points") for p in _list(raw.get("initial_points"), path, "initial_points")),
+        name=name, path=path, bases=bases, dims=dims, search=search, scheduler=scheduler,
+        asha=top.asha,
+        num_samples=top.num_samples if top.num_samples is not None else (1 if search == "grid" else 8),
+        max_concurrent_trials=top.max_concurrent_trials, resources=top.resources,
+        time_budget_s=top.time_budget_s, repeats=top.repeats, max_failures=top.max_failures,
+        seed=top.seed, storage_path=top.storage_path or "", wandb=top.wandb,
+        gpu_hours=top.gpu_hours or "", initial_points=tuple(top.initial_points), study=study,
     )
     _validate(spec)
+    if study is not None:
+        _validate_study(spec, study)
     return spec
 
 
 def _validate(spec: SweepSpec) -> None:
     path = spec.path
-    if spec.search not in SEARCHES:
-        _fail(path, "search", f"must be one of {', '.join(SEARCHES)}, got {spec.search!r}")
-    if spec.scheduler not in SCHEDULERS:
-        _fail(path, "scheduler", f"must be one of {', '.join(SCHEDULERS)}, got {spec.scheduler!r}")
     if spec.scheduler == "asha" and spec.multi_objective:
         _fail(path, "scheduler", "asha needs a single objective; use scheduler: none with optuna-multi")
-    if spec.num_samples < 1:
-        _fail(path, "num_samples", f"must be >= 1, got {spec.num_samples}")
-    if spec.max_concurrent_trials < 1:
-        _fail(path, "max_concurrent_trials", f"must be >= 1, got {spec.max_concurrent_trials}")
-    if spec.repeats < 1:
-        _fail(path, "repeats", f"must be >= 1, got {spec.repeats}")
+    for name, least in (("num_samples", 1), ("max_concurrent_trials", 1), ("repeats", 1),
+                        ("max_failures", 0)):
+        if getattr(spec, name) < least:
+            _fail(path, name, f"must be >= {least}, got {getattr(spec, name)}")
     if spec.search != "grid" and spec.num_samples % spec.repeats:
         _fail(path, "num_samples", f"must be a multiple of repeats ({spec.repeats}): every configuration runs with each seed")
-    if spec.max_failures < 0:
-        _fail(path, "max_failures", f"must be >= 0, got {spec.max_failures}")
     if spec.time_budget_s < 0:
         _fail(path, "time_budget_s", f"must be >= 0, got {spec.time_budget_s}")
     r = spec.resources
@@ -377,8 +381,6 @@ def _validate(spec: SweepSpec) -> None:
         _fail(path, "asha.grace_period", f"must be at most the trials' train.epochs ({spec.max_epochs}), got {spec.asha.grace_period}")
     if spec.asha.reduction_factor < 2:
         _fail(path, "asha.reduction_factor", f"must be >= 2, got {spec.asha.reduction_factor}")
-    if spec.wandb.mode not in ("auto", "online", "offline"):
-        _fail(path, "wandb.mode", f"must be auto, online or offline, got {spec.wandb.mode!r}")
 
     fields = set(config_mod.flatten(next(iter(spec.bases.values()))))
     seen: list[str] = []
@@ -388,6 +390,8 @@ def _validate(spec: SweepSpec) -> None:
             unknown = [v for v in dim.values if v not in spec.bases]
             if dim.kind not in ("choice", "grid") or unknown:
                 _fail(path, where, f"must choose among the names under bases ({', '.join(spec.bases)})")
+        elif dim.name == VARIANT_KEY and spec.study is not None:
+            pass  # checked by _validate_study
         elif dim.name not in fields:
             _fail(path, where, "is not a trial config field (use dotted names like head.depth)")
         elif dim.name == "seed":
@@ -400,11 +404,13 @@ def _validate(spec: SweepSpec) -> None:
             _fail(path, where, f"a grid search needs discrete values, not {dim.kind}")
     if len(set(seen)) != len(seen):
         _fail(path, "search_space", "a field is listed twice")
+    if not spec.dims:
+        _fail(path, "search_space", "is empty: nothing to sweep")
 
     # Every value of each dimension, alone and beside every value of each other
     # dimension that can be active with it, must give a valid trial config.
     for dim in spec.dims:
-        if dim.name == BASE_KEY:
+        if dim.name in (BASE_KEY, VARIANT_KEY):
             continue
         deps = [k for k, _ in dim.when]
         for combo in itertools.product(*[allowed for _, allowed in dim.when]):
@@ -439,8 +445,54 @@ def _validate(spec: SweepSpec) -> None:
         n = len(spec.grid_points())
         if n == 0 or n * spec.repeats * spec.num_samples > 100_000:
             _fail(path, "search_space", f"the grid has {n} points; that is not a sweep to run")
-    if not spec.dims:
-        _fail(path, "search_space", "is empty: nothing to sweep")
+
+
+def _validate_study(spec: SweepSpec, study: StudySpec) -> None:
+    path = spec.path
+    if spec.search != "grid":
+        _fail(path, "search", f"a study runs every variant with every seed (a grid), not {spec.search}")
+    if spec.scheduler != "none":
+        _fail(path, "scheduler", "a study compares heads at equal budget: no early stopping (scheduler: none)")
+    if len(spec.bases) != 1:
+        _fail(path, "bases", "a study compares heads on one base config")
+    if len(study.variants) < 2:
+        _fail(path, "study.variants", "a study needs at least two variants to compare")
+    fields = set(config_mod.flatten(next(iter(spec.bases.values()))))
+    for name, overrides in study.variants.items():
+        where = f"study.variants.{name}"
+        if not all(ch.isalnum() or ch in "-_." for ch in name):
+            _fail(path, where, "use letters, digits, '-', '_' or '.' in variant names")
+        overrides = config_mod.coerce(overrides, dict, where, str(path))
+        study.variants[name] = config_mod.flatten(overrides)
+        for key in study.variants[name]:
+            if key not in fields:
+                _fail(path, f"{where}.{key}", "is not a trial config field (use dotted names like head.depth)")
+            if key == "seed" or key.startswith("data."):
+                _fail(path, f"{where}.{key}", "variants share the seed and the data (common random numbers)")
+        _check_trial(spec, {VARIANT_KEY: name}, where, name)
+    heads = {name: spec.trial_config({VARIANT_KEY: name}).head for name in study.variants}
+    if not study.reference:
+        study.reference = next((n for n, h in heads.items() if h.kind == "shallow"), "")
+    if study.reference not in study.variants:
+        _fail(path, "study.reference", f"must name one of the variants ({', '.join(study.variants)}), "
+                                       f"got {study.reference!r}")
+    for key in study.claims:
+        if key != "deep":
+            _fail(path, f"study.claims.{key}", "unknown claim (known: deep)")
+    if "deep" not in study.claims:
+        deep3 = [n for n, h in heads.items() if h.kind == "deep" and h.depth == 3]
+        deeps = deep3 or [n for n, h in heads.items() if h.kind == "deep" and h.depth > 1]
+        if deeps:
+            study.claims["deep"] = deeps[0]
+    deep = study.claims.get("deep")
+    if deep is not None and (deep not in heads or heads[deep].kind != "deep" or heads[deep].depth < 2):
+        _fail(path, "study.claims.deep", f"must name a deep variant of depth >= 2, got {deep!r}")
+    if study.margin_db < 0:
+        _fail(path, "study.margin_db", f"must be >= 0, got {study.margin_db}")
+    for i, row in enumerate(study.pooled):
+        unknown = [v for v in row.variants if v not in study.variants]
+        if not row.name or len(row.variants) < 2 or unknown:
+            _fail(path, f"study.pooled[{i}]", "needs a name and at least two of the study's variants")
 
 
 def count_trials(spec: SweepSpec) -> int:
@@ -457,19 +509,34 @@ def _check_trial(spec: SweepSpec, params: dict[str, Any], name: str, value: Any)
     try:
         spec.trial_config(params)
     except ConfigError as exc:
-        reason = str(exc).split(": ")[-1]
         if exc.field in params:  # blame the dimension whose value the check refused
             name, value = exc.field, params[exc.field]
         others = ", ".join(f"{k}={v!r}" for k, v in params.items() if k not in (name, BASE_KEY))
         beside = f" beside {others}" if others else ""
-        _fail(spec.path, f"search_space.{name}",
-              f"value {value!r}{beside} gives an invalid trial ({exc.field}: {reason})")
+        where = name if name.startswith(("study.", "initial_points")) else f"search_space.{name}"
+        _fail(spec.path, where, f"value {value!r}{beside} gives an invalid trial ({exc.field}: {exc.message})")
+
+
+def self_contained_yaml(spec: SweepSpec) -> str:
+    """The spec as one YAML that needs no other file: its base trial configs
+    inlined (for a job on a cluster head, and OUT/spec.yaml)."""
+    import yaml
+
+    raw = config_mod.read_yaml(spec.path)
+    raw["name"] = spec.name
+    if "bases" in raw:
+        raw["bases"] = {key: config_mod.to_dict(cfg) for key, cfg in spec.bases.items()}
+    else:
+        raw["base"] = config_mod.to_dict(next(iter(spec.bases.values())))
+    return yaml.safe_dump(raw, sort_keys=False)
 
 
 def spec_summary(spec: SweepSpec) -> str:
     """One line for the terminal."""
     budget = f", budget {spec.time_budget_s:.0f} s" if spec.time_budget_s else ""
     gpus = f" {spec.resources.gpus:g} GPU" if spec.resources.gpus else ""
-    return (f"sweep {spec.name!r}: {count_trials(spec)} trials, {spec.search}, "
-            f"scheduler {spec.scheduler}, {spec.max_concurrent_trials} at a time, "
+    what = (f"study of {len(spec.study.variants)} variants x {spec.repeats} seeds"
+            if spec.study is not None else f"{spec.search}, scheduler {spec.scheduler}")
+    return (f"sweep {spec.name!r}: {count_trials(spec)} trials, {what}, "
+            f"{spec.max_concurrent_trials} at a time, "
             f"{spec.resources.cpus:g} CPU{gpus} per trial{budget}")

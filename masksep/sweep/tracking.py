@@ -1,11 +1,29 @@
-"""W&B tracking for sweeps: one run per trial, one sweep-level run at the end.
+"""W&B tracking for sweeps: Ray's ``WandbLoggerCallback``, extended where it falls short.
 
-All of it runs in the sweep's driver, fed by Ray Tune's events.
+Ray's callback already runs one W&B run per trial in its own logging actor on
+the driver's node, fed by Tune's events, so a trial that is stopped, fails or
+loses its node cannot leave its run half-written, and only the driver's node
+needs the API key. masksep adds what it lacks:
 
-W&B is an observer. Every call into it is guarded: a failure (no network, a
-refused key, a server error) turns W&B off for that run with one warning, and
-never fails or stalls a trial. Without an API key the runs are written offline
-under the sweep's folder, and ``wandb sync`` uploads them later.
+* an offline fallback that loses nothing: when online init fails (a refused key,
+  an unreachable server) the run goes on offline under ``OUT/wandb/`` with a
+  new run id (the abandoned online attempt still holds the old one), and every
+  metric goes there; ``wandb sync`` uploads it later;
+* bounded waiting: the server is probed once per sweep, before any trial
+  starts; an unreachable one sends every run offline at once instead of each
+  waiting out its own timeouts;
+* the run's config is the flattened trial config and head summary, history is
+  stepped by the trial's own epoch (Tune's iteration counter restarts with a
+  restarted trial), the test metrics go to the summary, and W&B sweeps are
+  attached with ``sweep_id``;
+* settings from this invocation: Tune pickles its callbacks when a sweep starts,
+  so the callback reads where its runs go (or that W&B is off) from
+  ``OUT/sweep.json`` at set-up, which every ``masksep sweep`` (``--resume``
+  included) writes first;
+* a sweep-level run with a Table of every trial and a scatter of SI-SNRi
+  against head MACs (:func:`log_sweep_run`).
+
+No API key is ever passed as an argument or written into a file under OUT.
 """
 
 from __future__ import annotations
@@ -13,156 +31,23 @@ from __future__ import annotations
 import logging
 import netrc
 import os
-import queue
-import threading
-from dataclasses import dataclass
+import socket
+import uuid
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from masksep import config as config_mod
 
 log = logging.getLogger("masksep.wandb")
 
-INIT_TIMEOUT_S = 30.0  # W&B's default is 90 s; a trial should not wait that long
-FINISH_TIMEOUT_S = 60.0
-
-
-@dataclass
-class WandbTarget:
-    """Where and how the runs of one sweep go (picklable: it travels to trials)."""
-
-    project: str
-    group: str
-    mode: str  # online | offline
-    dir: str  # runs are written under DIR/wandb/
-    entity: str = ""
-    sweep_id: str = ""
-
-
-def has_api_key() -> bool:
-    """An API key in the environment or in ~/.netrc (where `wandb login` puts it)."""
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    try:
-        auth = netrc.netrc().authenticators("api.wandb.ai")
-    except (OSError, netrc.NetrcParseError):
-        return False
-    return bool(auth and auth[2])
-
-
-def resolve_target(spec_wandb, sweep_name: str, out_dir: Path) -> WandbTarget:
-    """Decide project, mode and sweep id from the spec and the environment."""
-    mode = os.environ.get("WANDB_MODE", "") or spec_wandb.mode
-    if mode in ("", "auto", "run"):
-        mode = "online" if has_api_key() else "offline"
-    if mode not in ("online", "offline"):
-        mode = "offline"
-    return WandbTarget(
-        project=spec_wandb.project or os.environ.get("WANDB_PROJECT") or "masksep",
-        entity=spec_wandb.entity or os.environ.get("WANDB_ENTITY", ""),
-        group=sweep_name,
-        mode=mode,
-        dir=str(Path(out_dir).resolve()),
-        sweep_id=spec_wandb.sweep_id or os.environ.get("WANDB_SWEEP_ID", ""),
-    )
-
-
-def _run_with_timeout(fn, timeout: float) -> bool:
-    """Run fn in a daemon thread; False if it did not finish in time (it is abandoned)."""
-    done = threading.Event()
-    errors: list[BaseException] = []
-
-    def target():
-        try:
-            fn()
-        except BaseException as exc:  # noqa: BLE001 - reported below, never raised
-            errors.append(exc)
-        finally:
-            done.set()
-
-    threading.Thread(target=target, daemon=True, name="masksep-wandb").start()
-    if not done.wait(timeout):
-        return False
-    if errors:
-        raise errors[0]
-    return True
-
-
-def start_run(target: WandbTarget, *, name: str, run_id: str, job_type: str,
-              config: dict[str, Any], resume: bool = False):
-    """wandb.init for ``target``; falls back to offline when online init fails.
-    Returns the run, or None when W&B cannot be used at all."""
-    try:
-        import wandb
-    except ImportError:
-        log.warning("masksep: wandb is not installed; W&B tracking is off")
-        return None
-    run_dir = Path(target.dir)
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        run_dir = Path.cwd()  # the sweep folder is not on this node; keep the run beside the trial
-    modes = [target.mode] + (["offline"] if target.mode == "online" else [])
-    for mode in modes:
-        settings = wandb.Settings(
-            init_timeout=INIT_TIMEOUT_S, silent=True, console="off", x_disable_stats=True,
-            sweep_id=target.sweep_id or None,
-        )
-        try:
-            return wandb.init(
-                project=target.project, entity=target.entity or None, group=target.group,
-                job_type=job_type, name=name, id=run_id, dir=str(run_dir), mode=mode,
-                config=config, resume="allow" if resume else None, reinit="create_new",
-                settings=settings,
-            )
-        except Exception as exc:  # noqa: BLE001 - W&B must never fail a trial
-            log.warning("masksep: W&B %s init failed (%s: %s)", mode, type(exc).__name__,
-                        str(exc).splitlines()[0][:200] if str(exc) else "")
-    return None
-
-
-def finish_run(run, exit_code: int = 0) -> None:
-    if run is None:
-        return
-    try:
-        if not _run_with_timeout(lambda: run.finish(exit_code=exit_code), FINISH_TIMEOUT_S):
-            log.warning("masksep: W&B finish did not return in %.0f s; moving on", FINISH_TIMEOUT_S)
-    except Exception as exc:  # noqa: BLE001
-        log.warning("masksep: W&B finish failed (%s)", type(exc).__name__)
-
-
-class _Worker:
-    """One background thread that makes every W&B call in order, so a slow or
-    hanging W&B never blocks Ray Tune's event loop (and so never the sweep)."""
-
-    def __init__(self):
-        self.queue: queue.Queue = queue.Queue()
-        self.thread = threading.Thread(target=self._loop, daemon=True, name="masksep-wandb")
-        self.thread.start()
-
-    def _loop(self):
-        while True:
-            job = self.queue.get()
-            if job is None:
-                return
-            try:
-                job()
-            except Exception as exc:  # noqa: BLE001 - W&B must never fail the sweep
-                log.warning("masksep: W&B call failed (%s: %s)", type(exc).__name__,
-                            str(exc).splitlines()[0][:200] if str(exc) else "")
-
-    def submit(self, job) -> None:
-        self.queue.put(job)
-
-    def drain(self, timeout: float) -> bool:
-        """Finish the queued calls; False if they did not end within ``timeout``."""
-        self.queue.put(None)
-        self.thread.join(timeout)
-        return not self.thread.is_alive()
-
-
+INIT_TIMEOUT_S = 20.0  # W&B's default is 90 s; no trial's run should wait that long
+PROBE_TIMEOUT_S = 3.0
+FINISH_TIMEOUT_S = 60.0  # at the sweep's end, for the last runs to finish (then moved on)
+DEFAULT_BASE_URL = "https://api.wandb.ai"
 # Result keys that are Ray's bookkeeping, not metrics.
-_RAY_KEYS = {
+RAY_KEYS = {
     "timestamp", "checkpoint_dir_name", "should_checkpoint", "done", "training_iteration",
     "trial_id", "date", "time_this_iter_s", "time_total_s", "pid", "hostname", "node_ip",
     "config", "time_since_restore", "iterations_since_restore", "experiment_tag", "final",
@@ -170,142 +55,222 @@ _RAY_KEYS = {
 STATIC_KEYS = ("params", "head_params", "macs_per_s", "head_macs_per_s")
 
 
-class WandbCallback:
-    """A W&B run per trial, driven from the sweep's driver by Ray Tune events.
+@dataclass
+class WandbTarget:
+    """Where and how the runs of one sweep go (JSON in sweep.json)."""
 
-    Logging from the driver (not from inside trials) keeps W&B out of the
-    training processes: a trial that ASHA stops, that fails, or whose node
-    dies cannot take its W&B run down half-written, and the API key is only
-    needed where the driver runs. Built on :class:`ray.tune.Callback` by
-    :func:`make_wandb_callback`.
-    """
+    project: str
+    group: str
+    mode: str  # online | offline
+    dir: str  # runs are written under DIR/wandb/
+    entity: str = ""
+    sweep_id: str = ""
+    note: str = ""  # why the mode is what it is, when that is news to the user
 
-    def __init__(self, target: WandbTarget, spec, sweep_uid: str):
-        self.target = target
-        self.spec = spec
-        self.sweep_uid = sweep_uid
-        self._worker: _Worker | None = None
-        self._runs: dict[str, Any] = {}
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
-    def __getstate__(self):  # Ray pickles callbacks into its experiment state
-        state = self.__dict__.copy()
-        state["_worker"], state["_runs"] = None, {}
-        return state
 
-    @property
-    def worker(self) -> _Worker:
-        if self._worker is None:
-            self._worker = _Worker()
-        return self._worker
+def has_api_key() -> bool:
+    """An API key in the environment or in ~/.netrc (where `wandb login` puts it)."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlsplit(os.environ.get("WANDB_BASE_URL") or DEFAULT_BASE_URL).hostname or ""
+    try:
+        auth = netrc.netrc().authenticators(host)
+    except (OSError, netrc.NetrcParseError):
+        return False
+    return bool(auth and auth[2])
 
-    def trial_start(self, trial) -> None:
-        from masksep.sweep.spec import searched_params
 
-        trial_id = trial.trial_id
-        searched = searched_params(trial.config)
+def probe_server(base_url: str, timeout: float = PROBE_TIMEOUT_S) -> str:
+    """'' when the W&B server's port accepts a connection, else why not."""
+    parts = urlsplit(base_url)
+    host = parts.hostname or ""
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        socket.create_connection((host, port), timeout=timeout).close()
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        return f"cannot reach {host}:{parts.port or ''} ({reason})".replace(":(", " (").replace(": (", " (")
+    return ""
+
+
+def resolve_target(spec_wandb, sweep_name: str, out_dir: Path) -> WandbTarget:
+    """Project, mode and sweep id from the spec and the environment; an online
+    target whose server cannot be reached becomes offline here, once."""
+    mode = os.environ.get("WANDB_MODE", "") or spec_wandb.mode
+    note = ""
+    if mode in ("", "auto", "run"):
+        mode = "online" if has_api_key() else "offline"
+    if mode not in ("online", "offline"):
+        mode = "offline"
+    if mode == "online":
+        base_url = os.environ.get("WANDB_BASE_URL") or DEFAULT_BASE_URL
+        problem = probe_server(base_url)
+        if problem:
+            mode = "offline"
+            note = (f"the W&B server {base_url}: {problem}; every run is written offline under "
+                    f"{Path(out_dir).resolve() / 'wandb'} (upload it later with wandb sync)")
+    return WandbTarget(
+        project=spec_wandb.project or os.environ.get("WANDB_PROJECT") or "masksep",
+        entity=spec_wandb.entity or os.environ.get("WANDB_ENTITY", ""),
+        group=sweep_name,
+        mode=mode,
+        dir=str(Path(out_dir).resolve()),
+        sweep_id=spec_wandb.sweep_id or os.environ.get("WANDB_SWEEP_ID", ""),
+        note=note,
+    )
+
+
+def init_run(target: dict[str, Any], *, run_id: str, name: str, job_type: str,
+             config: dict[str, Any], resume: bool = True):
+    """wandb.init for ``target``; when online init fails, offline with a new run
+    id. Returns the run, or None when W&B cannot be used at all."""
+    try:
+        import wandb
+    except ImportError:
+        log.warning("masksep: wandb is not installed; W&B tracking is off")
+        return None
+    run_dir = Path(target["dir"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    attempts = [(target["mode"], run_id)]
+    if target["mode"] == "online":
+        # A new id: the abandoned online attempt may still hold the old one.
+        attempts.append(("offline", f"{run_id}-offline-{uuid.uuid4().hex[:4]}"))
+    for mode, attempt_id in attempts:
+        settings = wandb.Settings(init_timeout=INIT_TIMEOUT_S, silent=True, console="off",
+                                  x_disable_stats=True, sweep_id=target.get("sweep_id") or None)
         try:
-            cfg = self.spec.trial_config(trial.config)
-            config = {**config_mod.flatten(cfg), **config_mod.head_summary(cfg)}
-        except Exception:  # noqa: BLE001 - the trial itself will report a bad config
-            config = {}
-        config.update({"trial_id": trial_id, "sweep": self.spec.name,
-                       **{f"searched/{k}": v for k, v in searched.items()}})
+            return wandb.init(
+                project=target["project"], entity=target.get("entity") or None,
+                group=target["group"], job_type=job_type, name=name, id=attempt_id,
+                dir=str(run_dir), mode=mode, config=config,
+                resume="allow" if resume else None, reinit="create_new", settings=settings)
+        except Exception as exc:  # noqa: BLE001 - W&B must never fail a trial
+            log.warning("masksep: W&B %s init failed (%s: %s)", mode, type(exc).__name__,
+                        str(exc).splitlines()[0][:200] if str(exc) else "")
+    return None
 
-        def start():
-            if trial_id in self._runs:  # a retried trial keeps its run
-                return
-            self._runs[trial_id] = start_run(
-                self.target, name=f"{self.spec.name}-{trial_id}", run_id=f"{self.sweep_uid}-{trial_id}",
-                job_type="trial", config=config, resume=True)
-            run = self._runs[trial_id]
+
+def _logging_actor_class():
+    from ray.air.integrations.wandb import _QueueItem, _WandbLoggingActor
+
+    class FallbackLoggingActor(_WandbLoggingActor):
+        """Ray's per-trial logging actor, with masksep's init (offline fallback,
+        a new id) and its items: {"log": metrics} stepped by epoch, {"config": ...},
+        {"summary": ...}."""
+
+        def run(self):
+            os.environ["WANDB_START_METHOD"] = "thread"  # already in a process of its own
+            kwargs = dict(self.kwargs)
+            run = init_run(kwargs.pop("target"), **kwargs)
             if run is not None:
+                run.define_metric("epoch")
                 run.define_metric("*", step_metric="epoch")
+            while True:
+                item_type, item = self.queue.get()
+                if item_type == _QueueItem.END:
+                    break
+                if run is None or item_type != _QueueItem.RESULT:
+                    continue
+                try:
+                    if item.get("config"):
+                        run.config.update(item["config"], allow_val_change=True)
+                    if item.get("log"):
+                        run.log(item["log"])
+                    if item.get("summary"):
+                        run.summary.update(item["summary"])
+                except Exception as exc:  # noqa: BLE001 - a lost point, never a lost sweep
+                    log.warning("masksep: W&B log failed (%s)", type(exc).__name__)
+            if run is not None:
+                run.finish()
 
-        self.worker.submit(start)
+    return FallbackLoggingActor
 
-    def trial_result(self, trial, result: dict[str, Any]) -> None:
-        trial_id = trial.trial_id
-        metrics = {k: v for k, v in result.items()
-                   if k not in _RAY_KEYS and k not in STATIC_KEYS and isinstance(v, (int, float))}
-        static = {k: result[k] for k in STATIC_KEYS if k in result}
-        final = bool(result.get("final"))
 
-        def log_result():
-            run = self._runs.get(trial_id)
-            if run is None:
+def wandb_callback(spec, out: Path, sweep_uid: str):
+    """The sweep's W&B callback (inert when this invocation's sweep.json says W&B is off)."""
+    from ray.air.integrations.wandb import WandbLoggerCallback, _QueueItem
+
+    class SweepWandb(WandbLoggerCallback):
+        _logger_actor_cls = _logging_actor_class()
+
+        def __init__(self):
+            super().__init__(project=spec.name, upload_timeout=int(FINISH_TIMEOUT_S))
+            self.out_dir = str(Path(out).resolve())
+            self.target: dict[str, Any] | None = None
+
+        def setup(self, *args, **kwargs):
+            from masksep.sweep.state import read_state
+
+            self.target = read_state(Path(self.out_dir)).get("wandb")
+
+        def log_trial_start(self, trial):
+            if self.target is None:
                 return
-            if static:
-                run.config.update(static, allow_val_change=True)
-            if final:
-                run.summary.update({k: v for k, v in metrics.items() if k.startswith("test_")})
+            from masksep.sweep.spec import searched_params
+
+            try:
+                cfg = spec.trial_config(trial.config)
+                config = {**config_mod.flatten(cfg), **config_mod.head_summary(cfg)}
+            except Exception:  # noqa: BLE001 - the trial itself will report a bad config
+                config = {}
+            config.update({"trial_id": trial.trial_id, "sweep": spec.name,
+                           **{f"searched/{k}": v for k, v in searched_params(trial.config).items()}})
+            self._start_logging_actor(
+                trial, [], target=self.target, run_id=f"{sweep_uid}-{trial.trial_id}",
+                name=f"{spec.name}-{trial.trial_id}", job_type="trial", config=config)
+
+        def log_trial_result(self, iteration, trial, result):
+            if self.target is None:
+                return
+            if trial not in self._trial_logging_actors:
+                self.log_trial_start(trial)
+            numbers = {k: v for k, v in result.items()
+                       if k not in RAY_KEYS and isinstance(v, (int, float)) and not isinstance(v, bool)}
+            item: dict[str, Any] = {"config": {k: numbers.pop(k) for k in STATIC_KEYS if k in numbers}}
+            if result.get("final"):
+                item["summary"] = {k: v for k, v in numbers.items() if k.startswith("test_")}
             else:
-                run.log(metrics)
+                item["log"] = numbers
+            self._trial_queues[trial].put((_QueueItem.RESULT, item))
 
-        self.worker.submit(log_result)
+        def log_trial_save(self, trial):
+            pass  # checkpoints stay in the trial folder
 
-    def trial_end(self, trial, status: str) -> None:
-        trial_id = trial.trial_id
-
-        def finish():
-            run = self._runs.pop(trial_id, None)
-            if run is None:
+        def log_trial_end(self, trial, failed: bool = False):
+            if self.target is None or trial not in self._trial_queues:
                 return
-            run.summary["status"] = status
-            finish_run(run, exit_code=1 if status == "failed" else 0)
-
-        self.worker.submit(finish)
-
-    def close(self, timeout: float = FINISH_TIMEOUT_S) -> None:
-        """Wait for queued W&B calls, at most ``timeout`` seconds, then move on."""
-        if self._worker is None:
-            return
-
-        def finish_all():
-            for trial_id in list(self._runs):
-                finish_run(self._runs.pop(trial_id))
-
-        self._worker.submit(finish_all)
-        if not self._worker.drain(timeout):
-            log.warning("masksep: W&B did not finish within %.0f s; some trial runs may be incomplete",
-                        timeout)
-        self._worker = None
-
-
-def make_wandb_callback(target: WandbTarget, spec, sweep_uid: str):
-    """The :class:`WandbCallback` as a ``ray.tune.Callback``."""
-    from ray.tune import Callback
-
-    class _TuneWandb(WandbCallback, Callback):
-        def on_trial_start(self, iteration, trials, trial, **info):
-            self.trial_start(trial)
-
-        def on_trial_result(self, iteration, trials, trial, result, **info):
-            self.trial_result(trial, result)
-
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            self.trial_end(trial, "completed" if trial.last_result.get("final") else "stopped")
-
-        def on_trial_error(self, iteration, trials, trial, **info):
-            self.trial_end(trial, "failed")
+            status = "failed" if failed else (
+                "completed" if trial.last_result.get("final") else "stopped")
+            self._trial_queues[trial].put((_QueueItem.RESULT, {"summary": {"status": status}}))
+            super().log_trial_end(trial, failed)
 
         def on_experiment_end(self, trials, **info):
-            self.close()
+            if self.target is not None:
+                super().on_experiment_end(trials, **info)
 
-    return _TuneWandb(target, spec, sweep_uid)
+        def __del__(self):
+            if getattr(self, "target", None) is not None:
+                super().__del__()
+
+    return SweepWandb()
 
 
-def log_sweep_run(target: WandbTarget, rows: list[dict[str, Any]], columns: list[str],
-                  sweep_info: dict[str, Any], sweep_uid: str) -> str | None:
+def log_sweep_run(target, trials_csv: Path, sweep_info: dict[str, Any], sweep_uid: str) -> str | None:
     """A sweep-level run: a W&B Table of every trial and SI-SNRi against head MACs.
     Returns the run's local folder, or None if W&B could not be used."""
-    run = start_run(target, name=f"{target.group}-summary", run_id=f"{sweep_uid}-summary",
-                    job_type="sweep", config=sweep_info)
+    import pandas as pd
+
+    run = init_run(target.to_dict(), run_id=f"{sweep_uid}-summary", name=f"{target.group}-summary",
+                   job_type="sweep", config=sweep_info, resume=False)
     if run is None:
         return None
     try:
         import wandb
 
-        table = wandb.Table(columns=columns, data=[[row.get(c) for c in columns] for row in rows])
+        table = wandb.Table(dataframe=pd.read_csv(trials_csv))
         run.log({
             "trials": table,
             "si_snri_vs_head_macs": wandb.plot.scatter(
@@ -316,7 +281,7 @@ def log_sweep_run(target: WandbTarget, rows: list[dict[str, Any]], columns: list
     except Exception as exc:  # noqa: BLE001
         log.warning("masksep: W&B sweep summary failed (%s)", type(exc).__name__)
         local = None
-    finish_run(run)
+    run.finish()
     return local
 
 

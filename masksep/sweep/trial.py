@@ -1,0 +1,258 @@
+"""One trial of a sweep: the Ray Tune trainable, and the trial's folder in storage.
+
+The trial's folder in storage (Tune's trial folder: a local path, a shared
+folder or s3:// / gs://) is the one source of truth for its progress::
+
+    searched.json config.yaml      what the trial is
+    metrics.jsonl                  a line per finished epoch
+    checkpoints/last.pt            every epoch, written whole (it carries the best weights too)
+    checkpoints/best.pt            at the end: the best epoch's checkpoint, for eval and separate
+    summary.json                   at the end: the test metrics of the best weights
+    attempts.json                  every start of the trial: where, from which epoch, and
+                                   the epochs it finished (a finished epoch is never trained twice)
+
+A trial that starts (first time, retried after a failure or a lost node, or
+restarted after a driver resume) reads that folder: with a summary.json it
+re-sends its final result and returns, without training or writing anything;
+with a last.pt it resumes from it; otherwise it starts from scratch. Tune holds
+no checkpoint of ours, so it can never delete one before its snapshot names the
+next, and no second store has to agree with the folder after a kill.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from masksep.progress import MultiReporter, Reporter
+from masksep.sweep.spec import FINAL_KEYS, SweepSpec
+
+LAST = "checkpoints/last.pt"
+BEST = "checkpoints/best.pt"
+SUMMARY = "summary.json"
+ATTEMPTS = "attempts.json"
+# Tests only: pause a trial at a named point so that a test can kill the driver
+# there, deterministically. "summary" (summary.json is in storage, the final
+# report not sent yet), "checkpoint:N" (last.pt of epoch N is in storage, its
+# report not sent), "mid-epoch:N" (half-way through epoch N). A marker file
+# <MASKSEP_TEST_PAUSE_DIR>/<trial_id>.paused says the trial got there.
+PAUSE_ENV = "MASKSEP_TEST_PAUSE"
+PAUSE_DIR_ENV = "MASKSEP_TEST_PAUSE_DIR"
+
+
+class TrialFolder:
+    """The Tune trial's folder in storage, through pyarrow's filesystem."""
+
+    def __init__(self, filesystem, path: str):
+        self.fs = filesystem
+        self.path = path.rstrip("/")
+
+    @classmethod
+    def of_this_trial(cls) -> TrialFolder:
+        from ray import tune
+
+        storage = tune.get_context().get_storage()  # DeveloperAPI: the folder and its filesystem
+        return cls(storage.storage_filesystem, storage.trial_fs_path)
+
+    def read_bytes(self, name: str) -> bytes | None:
+        try:
+            with self.fs.open_input_stream(f"{self.path}/{name}") as f:
+                return f.read()
+        except (FileNotFoundError, OSError):
+            return None
+
+    def read_json(self, name: str) -> Any:
+        data = self.read_bytes(name)
+        try:
+            return json.loads(data) if data else None
+        except ValueError:
+            return None
+
+    def fetch(self, name: str, local: Path) -> Path | None:
+        """Copy ``name`` to ``local``; None when the folder has no such file."""
+        from pyarrow import fs
+
+        if self.fs.get_file_info(f"{self.path}/{name}").type != fs.FileType.File:
+            return None
+        local.parent.mkdir(parents=True, exist_ok=True)
+        with self.fs.open_input_stream(f"{self.path}/{name}") as src, open(local, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        return local
+
+    def put_bytes(self, name: str, data: bytes) -> None:
+        self._write(name, lambda f: f.write(data))
+
+    def put_file(self, local: Path, name: str | None = None) -> None:
+        def copy(f):
+            with open(local, "rb") as src:
+                shutil.copyfileobj(src, f, 1 << 20)
+
+        self._write(name or local.name, copy)
+
+    def _write(self, name: str, write) -> None:
+        # Beside, then moved: a resume (or the report) never reads half a file.
+        target = f"{self.path}/{name}"
+        parent, _, base = target.rpartition("/")
+        self.fs.create_dir(parent, recursive=True)
+        tmp = f"{parent}/.{base}.tmp{os.getpid()}"
+        with self.fs.open_output_stream(tmp) as f:
+            write(f)
+        self.fs.move(tmp, target)
+
+
+class TrialFiles(Reporter):
+    """Copies fit's files from its folder on the trial's node into the trial
+    folder in storage as they change: config.yaml and metrics.jsonl at the start,
+    last.pt then metrics.jsonl every epoch, best.pt and summary.json at the end,
+    and keeps attempts.json. Rank 0 alone writes (``info["rank"]``)."""
+
+    def __init__(self, folder: TrialFolder):
+        self.folder = folder
+        self.run_dir: Path | None = None
+        self.active = True
+        self.attempts: list[dict[str, Any]] = []
+
+    def start(self, info):
+        self.run_dir = Path(info["out_dir"])
+        self.active = info.get("rank", 0) == 0
+        if self.active:
+            self.folder.put_file(self.run_dir / "config.yaml")
+            self.folder.put_file(self.run_dir / "metrics.jsonl")
+            earlier = self.folder.read_json(ATTEMPTS)
+            self.attempts = [*(earlier if isinstance(earlier, list) else []), {
+                "attempt": len(earlier or []) + 1, "host": socket.gethostname(), "pid": os.getpid(),
+                "started": time.time(), "start_epoch": info["start_epoch"], "epochs": []}]
+            self._put_attempts()
+
+    def epoch(self, metrics, checkpoint_dir):
+        if self.active:
+            self.folder.put_file(self.run_dir / LAST, LAST)
+            self.folder.put_file(self.run_dir / "metrics.jsonl")
+            # After last.pt: an epoch listed here is one a restart will not train again.
+            self.attempts[-1]["epochs"].append(metrics["epoch"])
+            self._put_attempts()
+
+    def _put_attempts(self) -> None:
+        self.folder.put_bytes(ATTEMPTS, (json.dumps(self.attempts, indent=1) + "\n").encode())
+
+    def end(self, summary):
+        if not self.active:
+            return
+        if (self.run_dir / BEST).is_file():
+            self.folder.put_file(self.run_dir / BEST, BEST)
+        self.folder.put_file(self.run_dir / SUMMARY)
+
+
+class TuneReporter(Reporter):
+    """Every epoch to Ray Tune, and the test metrics as one more, final report.
+    Results carry no checkpoint: progress lives in the trial folder."""
+
+    def __init__(self, static: dict[str, Any] | None = None):
+        self.static = dict(static or {})
+        self.last: dict[str, Any] = {}
+
+    def start(self, info):
+        self.static.update(info["complexity"])
+
+    def epoch(self, metrics, checkpoint_dir):
+        self.last = {**self.static, **metrics}
+        self._send({**self.last, **self._extra()})
+
+    def end(self, summary):
+        self._send(final_result(summary, {**self.static, **self.last}))
+
+    def _extra(self) -> dict[str, Any]:
+        """More keys for each epoch's report."""
+        return {}
+
+    def _send(self, result: dict[str, Any]) -> None:
+        from ray import tune
+
+        tune.report(result)
+
+
+def final_result(summary: dict[str, Any], last: dict[str, Any]) -> dict[str, Any]:
+    """The final report: the objective and test metrics, and the trial's own epoch
+    (ASHA's time attribute; a trial resumed after its last epoch reports no epoch
+    before this one)."""
+    final = {k: summary[k] for k in FINAL_KEYS}
+    complexity = {k: summary[k] for k in ("params", "head_params", "macs_per_s", "head_macs_per_s")
+                  if k in summary}
+    return {**complexity, **last, **final, "epoch": summary["epochs"], "final": True}
+
+
+class PauseForTest(Reporter):
+    """Tests only (see PAUSE_ENV): stops the trial at a named point until it is killed."""
+
+    def __init__(self, point: str, marker_dir: str, trial_id: str):
+        self.point, self.marker = point, Path(marker_dir) / f"{trial_id}.paused"
+        self._wait = False
+
+    def _pause(self, where: str) -> None:
+        if where != self.point:
+            return
+        tmp = self.marker.with_suffix(".tmp")
+        tmp.write_text(where)
+        os.replace(tmp, self.marker)
+        while True:  # until the test kills the driver and its Ray
+            time.sleep(1)
+
+    def progress(self, epoch, step, n_steps, loss):
+        if step == max(1, n_steps // 2):
+            self._pause(f"mid-epoch:{epoch}")
+
+    def epoch(self, metrics, checkpoint_dir):
+        self._pause(f"checkpoint:{metrics['epoch']}")
+
+    def end(self, summary):
+        self._pause("summary")
+
+
+def trial_reporters(folder: TrialFolder, trial_id: str, tune_reporter: Reporter) -> Reporter:
+    """Files first, so that what Tune hears is already in storage."""
+    pause = os.environ.get(PAUSE_ENV)
+    parts = [TrialFiles(folder)]
+    if pause:
+        parts.append(PauseForTest(pause, os.environ[PAUSE_DIR_ENV], trial_id))
+    parts.append(tune_reporter)
+    return MultiReporter(*parts)
+
+
+def describe(folder: TrialFolder, spec: SweepSpec, config: dict[str, Any]) -> None:
+    """searched.json and config.yaml before training, so that the report can
+    describe a trial that fails early."""
+    from masksep import config as config_mod
+
+    folder.put_bytes("searched.json", (json.dumps(spec.searched(config), indent=2) + "\n").encode())
+    folder.put_bytes("config.yaml", config_mod.to_yaml(spec.trial_config(config)).encode())
+
+
+def run_trial(config: dict[str, Any], spec: SweepSpec) -> None:
+    """The Ray Tune trainable: one point of the search space -> train.fit."""
+    from ray import tune
+
+    from masksep.train import fit
+
+    folder = TrialFolder.of_this_trial()
+    tune_reporter = TuneReporter({"trial_id": tune.get_context().get_trial_id()})
+    summary = folder.read_json(SUMMARY)
+    if summary is not None:  # it finished before the driver restarted: say so again, nothing more
+        tune_reporter.end(summary)
+        return
+    cfg = spec.trial_config(config)  # train.threads = the CPUs Ray gave this trial
+    run_dir = Path(tune.get_context().get_storage().trial_working_directory)
+    restore = Path(tempfile.mkdtemp(prefix="masksep-restore-"))
+    try:
+        resume_from = folder.fetch(LAST, restore / "last.pt")
+        if resume_from is None:
+            describe(folder, spec, config)
+        reporter = trial_reporters(folder, tune.get_context().get_trial_id(), tune_reporter)
+        fit(cfg, run_dir, reporter, resume_from=resume_from)
+    finally:
+        shutil.rmtree(restore, ignore_errors=True)
