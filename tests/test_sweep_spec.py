@@ -4,6 +4,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 import yaml
 
 from masksep.errors import ConfigError
@@ -142,6 +143,10 @@ def test_bases_pick_a_whole_trial_config(tmp_path):
         ({"initial_points": {"head.kind": "og"}}, "initial_points", "expected a list"),
         ({"base": "nowhere.yaml"}, "base", "not found"),
         ({"trial": {"head": {"depth": 0}}}, "trial.head.depth", "must be >= 1"),
+        # the reason keeps its own colons and parentheses
+        ({"trial": {"head": {"colour": 1}}}, "trial.head.colour", "unknown field (known: depth, "),
+        ({"resources": {"custom": {"a100": "x"}}}, "resources.custom.a100", "expected a number"),
+        ({"study": {"variants": {"a": {"head.kind": "shallow"}}}}, "search_space", "leave search_space out"),
     ],
 )
 def test_bad_specs_name_the_field(tmp_path, change, field, words):
@@ -159,3 +164,83 @@ def test_a_base_config_with_a_bad_field_names_that_file(tmp_path):
     trial.write_text("head:\n  dept: 2\n")
     with pytest.raises(ConfigError, match=r"trial.yaml: head.dept: unknown field"):
         S.load_spec(write(tmp_path, {**BASE, "base": "trial.yaml"}))
+
+
+STUDY = {
+    "name": "s",
+    "base": {"train": {"epochs": 2}},
+    "repeats": 3,
+    "study": {"variants": {
+        "shallow": {"head.kind": "shallow"},
+        "deep-d3": {"head": {"kind": "deep", "depth": 3, "width": 32}},
+        "og-p4-oracle": {"head.kind": "og", "head.oversep": 4, "head.grouping": "oracle"},
+    }},
+}
+
+
+def test_a_study_is_a_grid_of_variants_by_seeds_with_common_seeds(tmp_path):
+    spec = S.load_spec(write(tmp_path, STUDY))
+    assert spec.search == "grid" and spec.scheduler == "none" and S.count_trials(spec) == 9
+    assert spec.study.reference == "shallow" and spec.study.claims == {"deep": "deep-d3"}
+    assert spec.study.variants["deep-d3"] == {"head.kind": "deep", "head.depth": 3, "head.width": 32}
+    for index in range(3):
+        cfgs = {v: spec.trial_config({S.GRID_KEY: {S.VARIANT_KEY: v}, S.TRIAL_INDEX: index})
+                for v in spec.study.variants}
+        assert {c.seed for c in cfgs.values()} == {index}  # every variant of a seed: the same seed
+        assert cfgs["deep-d3"].head.depth == 3 and cfgs["og-p4-oracle"].head.grouping == "oracle"
+    searched = spec.searched({S.GRID_KEY: {S.VARIANT_KEY: "og-p4-oracle"}})
+    assert searched == {"variant": "og-p4-oracle", "head.kind": "og", "head.oversep": 4,
+                        "head.grouping": "oracle"}
+
+
+def test_common_random_numbers_give_two_variants_of_a_seed_the_same_first_batches(tmp_path):
+    from masksep.data import build_dataset
+    from masksep.parallel import Dist
+
+    spec = S.load_spec(write(tmp_path, {**STUDY, "base": {
+        "train": {"epochs": 2, "batch_size": 4},
+        "data": {"segment_s": 0.25, "train_items": 16, "valid_items": 4, "test_items": 4}}}))
+    batches = {}
+    for variant in ("shallow", "deep-d3"):
+        cfg = spec.trial_config({S.GRID_KEY: {S.VARIANT_KEY: variant}, S.TRIAL_INDEX: 1})
+        data = build_dataset(cfg, "train")
+        data.set_epoch(1)
+        loader = Dist().train_loader(data, cfg.train.batch_size, cfg.seed, 1)
+        batches[variant] = [b for _, b in zip(range(2), loader, strict=False)]
+        batches[variant + "/test"] = build_dataset(cfg, "test")[0]
+    for (mix_a, ref_a), (mix_b, ref_b) in zip(batches["shallow"], batches["deep-d3"], strict=True):
+        assert torch.equal(mix_a, mix_b) and torch.equal(ref_a, ref_b)
+    assert torch.equal(batches["shallow/test"][0], batches["deep-d3/test"][0])
+
+
+@pytest.mark.parametrize(
+    "change, field, words",
+    [
+        ({"search": "optuna-tpe"}, "search", "a study runs every variant with every seed"),
+        ({"scheduler": "asha"}, "scheduler", "no early stopping"),
+        ({"study": {"variants": {"a": {"head.kind": "shallow"}}}}, "study.variants", "at least two"),
+        ({"study": {**STUDY["study"], "reference": "nope"}}, "study.reference", "must name one of"),
+        ({"study": {**STUDY["study"], "claims": {"deep": "shallow"}}}, "study.claims.deep", "deep variant"),
+        ({"study": {**STUDY["study"], "claims": {"og": "x"}}}, "study.claims.og", "unknown claim"),
+        ({"study": {**STUDY["study"], "margin_db": -1}}, "study.margin_db", "must be >= 0"),
+        ({"study": {"variants": {**STUDY["study"]["variants"], "x": {"seed": 3}}}},
+         "study.variants.x.seed", "common random numbers"),
+        ({"study": {"variants": {**STUDY["study"]["variants"], "x": {"head.depth": 0}}}},
+         "study.variants.x", "head.depth: must be >= 1"),
+        ({"study": {"variants": {**STUDY["study"]["variants"], "x": {"head.colour": 1}}}},
+         "study.variants.x.head.colour", "not a trial config field"),
+        ({"study": {**STUDY["study"], "pooled": [{"name": "p", "variants": ["shallow"]}]}},
+         "study.pooled[0]", "at least two"),
+    ],
+)
+def test_bad_studies_name_the_field(tmp_path, change, field, words):
+    path = write(tmp_path, {**STUDY, **change})
+    with pytest.raises(ConfigError) as info:
+        S.load_spec(path)
+    assert info.value.field == field, str(info.value)
+    assert words in str(info.value) and "\n" not in str(info.value)
+
+
+def test_an_empty_spec_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="spec.yaml: file: is empty"):
+        S.load_spec(write(tmp_path, None))

@@ -81,6 +81,33 @@ def test_resume_continues_where_the_run_stopped(tmp_path):
         fit(tiny("train.epochs=4", "head.kind=deep"), tmp_path, resume=True)
 
 
+def test_a_run_resumed_elsewhere_after_its_best_epoch_is_tested_on_its_best_weights(tmp_path):
+    # Epochs 1-2 train; the run is then "killed" and resumed on another node, which
+    # has nothing but last.pt (the trial folder in storage). Its recorded best score
+    # is set out of reach, so that epoch 3 cannot improve on it: the test must use
+    # the best epoch's weights, which only last.pt carries there.
+    fit(tiny("train.epochs=2"), tmp_path / "node1")
+    ckpt = load_checkpoint(tmp_path / "node1" / "checkpoints" / "last.pt")
+    ckpt["best_val"] = 1e9
+    last = tmp_path / "storage" / "last.pt"
+    last.parent.mkdir()
+    torch.save(ckpt, last)
+    summary = fit(tiny("train.epochs=3"), tmp_path / "node2", resume_from=last)
+    assert summary["epochs"] == 3 and summary["best_epoch"] <= 2, summary
+    best = load_checkpoint(tmp_path / "node2" / "checkpoints" / "best.pt")
+    final = load_checkpoint(tmp_path / "node2" / "checkpoints" / "last.pt")
+    assert best["epoch"] == summary["best_epoch"]
+    assert any(not torch.equal(best["model"][k], final["model"][k]) for k in best["model"])
+    cfg = tiny("train.epochs=3")
+    model = build_model(cfg)
+    model.load_state_dict(best["model"])
+    scores, _ = evaluate(model, build_dataset(cfg, "test"), torch.device("cpu"), batch_size=4,
+                         with_sdr=True)
+    assert summary["test_si_snri"] == pytest.approx(scores["si_snri"], abs=1e-4)
+    assert summary["test_sdri"] == pytest.approx(scores["sdri"], abs=1e-4)
+    assert summary["train_steps"] == 3 * (16 // 4) and summary["train_audio_s"] == pytest.approx(3 * 16 * 0.25)
+
+
 def test_a_diverging_run_stops_with_a_clear_error(tmp_path):
     with pytest.raises(TrainingDiverged, match="loss is"):
         fit(tiny("train.lr=1e12", "train.clip_grad=0", "train.epochs=3"), tmp_path)
@@ -126,6 +153,29 @@ def test_cli_bad_config_is_one_line_and_writes_nothing(tmp_path, capsys, args, w
     err = capsys.readouterr().err
     assert words in err and err.startswith("masksep: error:") and err.count("\n") == 1
     assert not out.exists()
+
+
+def test_an_empty_config_file_is_refused_and_no_config_means_the_defaults(tmp_path, capsys):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    assert main(["train", "--config", str(empty), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "empty.yaml: file: is empty; give a config or omit --config for the defaults" in err
+    assert err.count("\n") == 1 and not (tmp_path / "r").exists()
+
+
+def test_oracle_grouping_beyond_the_losses_limit_is_a_config_error(tmp_path, capsys):
+    from masksep.losses import OG_MAX_ASSIGNMENTS
+
+    cfg_path = write_config(tmp_path / "tiny.yaml", TINY + ["head.kind=og", "head.grouping=oracle"])
+    args = ["train", "--config", str(cfg_path), "--set", "head.oversep=21", "--out", str(tmp_path / "r")]
+    assert 2**21 > OG_MAX_ASSIGNMENTS and main(args) == 2
+    err = capsys.readouterr().err
+    assert "head.oversep: oracle grouping scores all n_src^oversep = 2^21" in err and err.count("\n") == 1
+    assert not (tmp_path / "r").exists()
+    # learned grouping has no such limit, and the limit itself trains
+    C.load_config(cfg_path, ["head.oversep=21", "head.grouping=learned"])
+    C.load_config(cfg_path, ["head.oversep=20"])
 
 
 def test_cli_missing_files_and_bad_checkpoints(tmp_path, capsys):

@@ -345,9 +345,9 @@ def load_spec(path: str | Path) -> SweepSpec:
         seed=top.seed, storage_path=top.storage_path or "", wandb=top.wandb,
         gpu_hours=top.gpu_hours or "", initial_points=tuple(top.initial_points), study=study,
     )
-    _validate(spec)
-    if study is not None:
+    if study is not None:  # first: a study's own rules explain its errors best
         _validate_study(spec, study)
+    _validate(spec)
     return spec
 
 
