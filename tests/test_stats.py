@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from masksep.report import stats
+from masksep import stats
 
 X = np.array([5.31, 4.87, 5.62, 5.05, 5.44, 4.98])
 REF = np.array([4.90, 4.71, 5.10, 4.95, 4.97, 4.80])

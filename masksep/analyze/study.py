@@ -3,20 +3,20 @@ share entropy, the ablation selectivity and the function-view gap, each with
 its 95% CI and a paired test against the same heads at initialisation.
 
 Pure pandas and scipy (no torch), so a report can import it cheaply. The
-statistics follow the report's conventions: a t interval of the mean, the
-paired t-test (scipy.stats.ttest_rel) and the Wilcoxon signed-rank test
-(scipy.stats.wilcoxon, where n >= 2 and some difference is not zero); NaN
-where n is too small, never a number that only looks like a result.
+statistics are the report's own (masksep/stats.py): a t interval of the mean,
+the paired t-test and the Wilcoxon signed-rank test; NaN where n is too small,
+never a number that only looks like a result.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from masksep import stats
 
 CONFIDENCE = 0.95
 LOWER, HIGHER, NOT_RESOLVED = "lower", "higher", "not resolved at this n"
@@ -45,36 +45,14 @@ def variant_of(entry: dict[str, Any]) -> str:
 
 
 def _mean_ci(x: np.ndarray) -> tuple[float, float, float]:
-    from scipy import stats
-
-    if len(x) == 0:
-        return math.nan, math.nan, math.nan
-    mean = float(x.mean())
-    if len(x) < 2:
-        return mean, math.nan, math.nan
-    if float(x.std()) == 0:
-        return mean, mean, mean
-    ci = stats.ttest_1samp(x, 0.0).confidence_interval(CONFIDENCE)
-    return mean, float(ci.low), float(ci.high)
+    d = stats.describe(x, CONFIDENCE)
+    return d["mean"], d["ci_low"], d["ci_high"]
 
 
 def _paired(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
-    from scipy import stats
-
-    diff = a - b
-    mean, low, high = _mean_ci(diff)
-    out = {"diff_mean": mean, "diff_ci_low": low, "diff_ci_high": high,
-           "p_t": math.nan, "p_wilcoxon": math.nan}
-    if len(diff) < 2 or float(diff.std()) == 0:
-        return out
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # ties among few pairs: scipy warns, still answers
-        test = stats.ttest_rel(a, b)
-        ci = test.confidence_interval(CONFIDENCE)
-        out.update(p_t=float(test.pvalue), diff_ci_low=float(ci.low), diff_ci_high=float(ci.high))
-        if np.any(diff != 0):
-            out["p_wilcoxon"] = float(stats.wilcoxon(a, b).pvalue)
-    return out
+    d = stats.paired(a, b, CONFIDENCE)
+    return {"diff_mean": d["mean"], "diff_ci_low": d["ci_low"], "diff_ci_high": d["ci_high"],
+            "p_t": d["p_t"], "p_wilcoxon": d["p_wilcoxon"]}
 
 
 def _vs_init(low: float, high: float) -> str:

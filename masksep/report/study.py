@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-import masksep.report.stats as stats
+import masksep.stats as stats
 from masksep.errors import UserError
 from masksep.report.tables import fmt, macs, markdown, n_src_values, p_value
 

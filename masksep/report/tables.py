@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-import masksep.report.stats as stats
+import masksep.stats as stats
 from masksep.errors import UserError
 
 TRIALS_FILE = "trials.csv"

@@ -1,4 +1,4 @@
-"""The statistics of the report, all from scipy.stats: a cell's mean and t
+"""The statistics of masksep's reports (the study report, the analysis), all from scipy.stats: a cell's mean and t
 confidence interval, a paired difference with its t-test and Wilcoxon
 signed-rank test, a verdict from a CI, and what a design can resolve.
 
