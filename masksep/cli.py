@@ -55,7 +55,6 @@ def _with_sets(cfg, sets: list[str]):
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from masksep import config as config_mod
     from masksep import train
     from masksep.data import build_dataset
 
@@ -64,12 +63,9 @@ def _eval(args: argparse.Namespace) -> int:
     if args.set:
         cfg = _with_sets(cfg, args.set)
     if args.data is not None:
-        from masksep.data.checks import detect_layout
+        from masksep.data.checks import with_folder
 
-        layout, _ = detect_layout(Path(args.data))
-        if layout not in ("librimix", "wsj0mix", "wham"):
-            raise UserError(f"{args.data}: --data needs a LibriMix- or WSJ0-mix-layout folder, found {layout}")
-        cfg = config_mod.merge(cfg, {"data.kind": layout, "data.root": str(args.data)}, "--data")
+        cfg = with_folder(cfg, Path(args.data))
     threads = train.setup_threads(cfg.train.threads)
     device = train.pick_device(cfg.train.device)
     model.to(device)

@@ -41,13 +41,9 @@ class Target:
 
 def with_data(cfg, data_dir: Path):
     """``cfg`` reading its test set from a corpus folder (as ``masksep eval --data``)."""
-    from masksep import config as config_mod
-    from masksep.data.checks import detect_layout
+    from masksep.data.checks import with_folder
 
-    layout, _ = detect_layout(Path(data_dir))
-    if layout not in ("librimix", "wsj0mix", "wham"):
-        raise UserError(f"{data_dir}: --data needs a LibriMix- or WSJ0-mix-layout folder, found {layout}")
-    return config_mod.merge(cfg, {"data.kind": layout, "data.root": str(data_dir)}, "--data")
+    return with_folder(cfg, data_dir)
 
 
 def analysable(cfg) -> str | None:

@@ -146,3 +146,14 @@ def check_folder(
     report.n_files = len(files)
     report.seconds = time.monotonic() - t0
     return report
+
+
+def with_folder(cfg, folder: Path):
+    """``cfg`` reading its evaluation data from a corpus folder of any known layout
+    (``masksep eval --data`` and ``masksep analyze --data``)."""
+    from masksep import config as config_mod
+
+    layout, _ = detect_layout(Path(folder))
+    if layout not in ("librimix", "wsj0mix", "wham"):
+        raise UserError(f"{folder}: --data needs a LibriMix- or WSJ0-mix-layout folder, found {layout}")
+    return config_mod.merge(cfg, {"data.kind": layout, "data.root": str(folder)}, "--data")
