@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from masksep.sweep import submit as C
 from masksep.sweep import spec as spec_mod
+from masksep.sweep import submit as C
 
 sys.path.insert(0, str(Path(__file__).parent))
 import tiny  # noqa: E402
