@@ -23,6 +23,8 @@ def _train(args: argparse.Namespace) -> int:
 
     if args.skip_bad:
         args.set = list(args.set) + ["data.skip_bad=true"]
+    if args.threads is not None:
+        args.set = list(args.set) + [f"train.threads={args.threads}"]
     out = Path(args.out)
     if args.resume:
         last = out / "checkpoints" / "last.pt"
@@ -228,6 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a config field, e.g. --set head.depth=3 (repeatable)")
     p.add_argument("--out", required=True, type=Path, help="run folder to write")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="CPUs to use (train.threads; also MASKSEP_THREADS). Default: the CPUs this "
+                        "process was given, with fewer torch threads while other processes keep "
+                        "them busy, and a data worker from 2 CPUs")
     p.add_argument("--skip-bad", action="store_true",
                    help="leave out data items with problems (data.skip_bad=true) instead of refusing the data set")
     p.set_defaults(func=_train)

@@ -112,7 +112,9 @@ class DataConfig:
     valid_items: int = 100  # synthetic and dynamic
     test_items: int = 100  # synthetic and dynamic
     eval_seconds: float = 4.0  # synthetic: length of validation and test mixtures
-    num_workers: int = 0  # DataLoader workers
+    # DataLoader worker processes for training data; -1 (auto): one when the run
+    # has 2 or more CPUs (its torch threads then one fewer), none on one CPU.
+    num_workers: int = -1
     # sep_clean: the mixture of the speakers; sep_noisy: speakers + noise
     # (LibriMix mix_both, WHAM! mix_both), the targets are the speakers alone.
     task: Literal["sep_clean", "sep_noisy"] = "sep_clean"
@@ -150,7 +152,9 @@ class TrainConfig:
     max_steps_per_epoch: int = 0  # 0 = the whole training set each epoch
     amp: bool = True  # mixed precision, used on CUDA only
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads: int = 0  # torch threads; 0 = the CPUs this process was given
+    # CPUs the run uses (torch threads, plus a data worker from 2 CPUs); 0 = auto
+    # (masksep/cpu.py): the CPUs it was given, fewer torch threads when others are busy
+    threads: int = 0
 
 
 @dataclass
@@ -429,7 +433,7 @@ def validate(cfg: Config, source: str | None = None) -> None:
     for name in ("train_items", "valid_items", "test_items"):
         value = getattr(dc, name)
         c(value >= 1, f"data.{name}", f"must be >= 1, got {value}", source)
-    c(dc.num_workers >= 0, "data.num_workers", f"must be >= 0, got {dc.num_workers}", source)
+    c(dc.num_workers >= -1, "data.num_workers", f"must be >= 0, or -1 for auto, got {dc.num_workers}", source)
     if dc.kind != "synthetic":
         c(bool(dc.root), "data.root", f"is required for data.kind {dc.kind!r}", source)
     c(

@@ -215,6 +215,12 @@ def og_assign(
             noise = (energy - 2 * alpha * dot + target).clamp_min(0)
             score[:, r0 * n_low : r1 * n_low] = ratio_db(target, noise, eps)
 
+        if C == 2:
+            # Two groups: assignment a (bit p = group of output p) puts subset a in group 1
+            # and its complement, 2^P - 1 - a, in group 0: every total is one addition.
+            totals = score[:, :, 1] + score.flip(1)[:, :, 0]
+            best_index = totals.argmax(dim=1)  # the first of equal maxima, as below
+            return (best_index.unsqueeze(1) >> torch.arange(P, device=device)) & 1
         # Assignment a (base-C digit p = group of output p) uses subset code_c(a) for group c.
         # With a = a_low + C^L a_high, code_c(a) = code_c(a_low) + 2^L code_c(a_high).
         flat = score.reshape(B, -1)

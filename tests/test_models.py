@@ -530,3 +530,89 @@ def test_gated_output_is_shared_across_outputs():
     pre = torch.randn(1, 4, 6, 5)
     swapped = pre[:, [1, 0, 2, 3]]
     assert torch.equal(gate(swapped)[:, 0], gate(pre)[:, 1])
+
+
+# --------------------------------------------------------------------------- fast layers
+
+
+def _reference_gln(module, x):
+    """gLN as Luo & Mesgarani write it (the formula masksep used before F.group_norm)."""
+    dims = tuple(range(1, x.dim()))
+    mean = x.mean(dim=dims, keepdim=True)
+    var = (x - mean).pow(2).mean(dim=dims, keepdim=True)
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    return (x - mean) * torch.rsqrt(var + module.eps) * module.gamma.view(shape) + module.beta.view(shape)
+
+
+def test_fast_layers_compute_the_reference_formulas():
+    from masksep.models.layers import DepthwiseConv1d, GlobalLayerNorm
+
+    torch.manual_seed(0)
+    for shape in [(3, 8, 50), (2, 8, 7, 9)]:
+        norm = GlobalLayerNorm(8)
+        with torch.no_grad():
+            norm.gamma.uniform_(0.5, 1.5)
+            norm.beta.uniform_(-1, 1)
+        x = torch.randn(*shape) * 3 + 1
+        assert torch.allclose(norm(x), _reference_gln(norm, x), atol=1e-5)
+    for kernel, dilation in [(3, 1), (3, 8), (4, 2), (5, 3)]:
+        conv = DepthwiseConv1d(6, kernel, dilation)
+        x = torch.randn(2, 6, 40, requires_grad=True)
+        fast = conv(x)  # gradients on: the shifted sums
+        reference = torch.nn.functional.conv1d(x, conv.weight, conv.bias, dilation=dilation,
+                                               groups=6, padding="same")
+        assert fast.shape == reference.shape and torch.allclose(fast, reference, atol=1e-5)
+        g_fast = torch.autograd.grad(fast.square().sum(), [x, conv.weight, conv.bias])
+        g_ref = torch.autograd.grad(reference.square().sum(), [x, conv.weight, conv.bias])
+        for a, b in zip(g_fast, g_ref, strict=True):
+            assert torch.allclose(a, b, rtol=1e-4, atol=1e-4)
+        with torch.no_grad():  # without gradients: the convolution itself
+            assert torch.equal(conv(x), reference.detach())
+
+
+TINY_SETS = ["encoder.n_filters=16", "backbone.tcn.bottleneck=16", "backbone.tcn.hidden=32",
+             "backbone.tcn.layers=2", "backbone.tcn.repeats=1", "backbone.tcn.skip=16"]
+
+
+def test_the_fast_training_step_gives_the_reference_loss_curve():
+    # The same seed, data and initial weights through (a) masksep's layers and
+    # fused Adam and (b) the reference formulas, torch's own depthwise convolution
+    # and the for-loop Adam: the same loss curve within float tolerance.
+    import copy
+    import types
+
+    from masksep.data import build_dataset
+    from masksep.losses import separation_loss
+    from masksep.models.layers import DepthwiseConv1d, GlobalLayerNorm
+    from masksep.parallel import Dist
+    from masksep.train import initial_model
+
+    cfg = load_config(None, TINY_SETS + [
+        "head.kind=deep", "head.depth=3", "head.width=24", "data.segment_s=0.25",
+        "data.train_items=32", "train.batch_size=4"])
+    fast = initial_model(cfg)
+    reference = copy.deepcopy(fast)
+    for module in reference.modules():
+        if isinstance(module, GlobalLayerNorm):
+            module.forward = types.MethodType(_reference_gln, module)
+        elif isinstance(module, DepthwiseConv1d):
+            module.forward = types.MethodType(torch.nn.Conv1d.forward, module)
+    data = build_dataset(cfg, "train")
+    data.set_epoch(1)
+    batches = list(Dist().train_loader(data, 4, cfg.seed, 1))
+    curves = []
+    for model, options in ((fast, {"fused": True}), (reference, {"foreach": False})):
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, **options)
+        curve = []
+        for mix, ref in batches:
+            loss = separation_loss(model(mix), ref, model.oracle_grouping)
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            optimizer.step()
+            curve.append(loss.item())
+        curves.append(curve)
+    assert len(curves[0]) == 8
+    assert curves[0] == pytest.approx(curves[1], rel=1e-4, abs=1e-4)
+    for a, b in zip(fast.parameters(), reference.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-4)

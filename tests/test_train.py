@@ -1,6 +1,7 @@
 """The training loop and the one-trial CLI: learning, files, resume, divergence, errors."""
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -202,3 +203,32 @@ def test_a_checkpoint_whose_weights_do_not_fit_its_config(tmp_path, capsys):
     torch.save(ckpt, tmp_path / "mismatch.pt")
     assert main(["eval", "--checkpoint", str(tmp_path / "mismatch.pt")]) == 2
     assert "weights do not fit" in capsys.readouterr().err
+
+
+def test_the_cpu_plan_gives_a_data_worker_from_two_cpus_and_changes_no_number(tmp_path):
+    from masksep import cpu
+
+    assert cpu.plan(1, -1) == (1, 0) and cpu.plan(2, -1) == (1, 1) and cpu.plan(4, -1) == (3, 1)
+    assert cpu.plan(2, 0) == (2, 0) and cpu.plan(4, 2) == (3, 2)
+    # Two CPUs: one torch thread and a worker process making the data; one CPU: no
+    # worker. Both train on the same batches with one torch thread: the same run.
+    one = fit(tiny("train.threads=1", "train.epochs=2"), tmp_path / "one")
+    two = fit(tiny("train.threads=2", "train.epochs=2"), tmp_path / "two")
+    assert (one["threads"], one["data_workers"]) == (1, 0)
+    assert (two["threads"], two["data_workers"]) == (1, 1)
+    curves = [[json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+              for name in ("one", "two")]
+    for a, b in zip(*curves, strict=True):
+        assert a["train_loss"] == b["train_loss"] and a["val_si_snri"] == b["val_si_snri"]
+    assert one["test_si_snri"] == two["test_si_snri"]
+
+
+def test_the_thread_governor_measures_others_and_keeps_a_fixed_count():
+    from masksep import cpu
+
+    fixed = cpu.ThreadGovernor(1)
+    assert fixed.threads == 1 and not fixed.auto
+    busy = fixed.others_busy()
+    assert busy is None or 0.0 <= busy <= (os.cpu_count() or 1)
+    fixed.tick()
+    assert fixed.threads == 1 and fixed.changes == 0 and torch.get_num_threads() == 1

@@ -437,6 +437,7 @@ def make_source(
 # --------------------------------------------------------------------------- mixtures
 
 
+KEEP_BYTES = 256 * 2**20  # validation and test items kept in memory once made, per data set
 MIXED_GENDER = 0.75  # share of mixtures that pair a man with a woman or child
 
 
@@ -544,8 +545,26 @@ class SyntheticMixtures(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         index = item_index(index, self.n_items)
+        cached = self._kept.get(index)
+        if cached is not None:
+            return cached
         rng = item_rng(self.seed, self.split, index, self.epoch)
         mix, sources = make_mixture(
             rng, self.speakers, self.n_src, self.n_samples, self.sample_rate
         )
-        return torch.from_numpy(mix), torch.from_numpy(sources)
+        item = torch.from_numpy(mix), torch.from_numpy(sources)
+        # Validation and test items never change: kept once made, so the per-epoch
+        # validation does not make them again (up to KEEP_BYTES of them).
+        if self.split != "train" and (len(self._kept) + 1) * self._item_bytes <= KEEP_BYTES:
+            self._kept[index] = item
+        return item
+
+    @property
+    def _item_bytes(self) -> int:
+        return 4 * self.n_samples * (self.n_src + 1)
+
+    @property
+    def _kept(self) -> dict:
+        if "_kept_items" not in self.__dict__:
+            self._kept_items: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        return self._kept_items

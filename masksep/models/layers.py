@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from masksep.models.registry import Registry
@@ -25,16 +26,41 @@ class GlobalLayerNorm(nn.Module):
         self.beta = nn.Parameter(torch.zeros(channels))
 
     def forward(self, x: Tensor) -> Tensor:
-        # Statistics in float32: under mixed precision eps=1e-8 underflows to 0
-        # in float16 and a silent (e.g. zero-padded) example would divide by 0.
-        x32 = x.float()
-        dims = tuple(range(1, x.dim()))
-        mean = x32.mean(dim=dims, keepdim=True)
-        var = (x32 - mean).pow(2).mean(dim=dims, keepdim=True)
-        normed = (x32 - mean) * torch.rsqrt(var + self.eps)
-        shape = (1, -1) + (1,) * (x.dim() - 2)
-        out = normed * self.gamma.view(shape) + self.beta.view(shape)
-        return out.to(x.dtype)
+        # gLN is GroupNorm with one group; torch's fused kernel is several times
+        # faster than the elementwise formula, in the backward pass above all. It
+        # keeps its statistics in float32 under autocast (eps=1e-8 would underflow
+        # to 0 in float16, and a silent, zero-padded example would divide by 0).
+        return F.group_norm(x, 1, self.gamma, self.beta, self.eps)
+
+
+class DepthwiseConv1d(nn.Conv1d):
+    """A depthwise (groups = channels), dilated 1-D convolution with 'same' padding,
+    computed as a sum of K shifted, scaled copies of the input.
+
+    Mathematically the convolution it subclasses (same parameters, same state-dict
+    names); on CPU its backward pass is about 3x faster than the oneDNN kernel's
+    for the TCN's small kernels (the weight gradient is K products and sums).
+    Without gradients (evaluation, inference, and the MAC count, which torch's
+    flop counter makes from convolutions) it is the convolution itself, whose
+    forward is as fast. 'same' padding as torch's: the left side gets half of
+    dilation * (K - 1), rounded down, so even kernel sizes keep the frame count too.
+    """
+
+    def __init__(self, channels: int, kernel_size: int, dilation: int = 1):
+        super().__init__(channels, channels, kernel_size, dilation=dilation, groups=channels,
+                         padding="same")
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not torch.is_grad_enabled():
+            return super().forward(x)
+        k, d, frames = self.kernel_size[0], self.dilation[0], x.shape[-1]
+        total = d * (k - 1)
+        padded = F.pad(x, (total // 2, total - total // 2))
+        w = self.weight[:, 0, :, None]  # (C, K, 1)
+        y = w[:, 0] * padded[..., :frames]
+        for i in range(1, k):
+            y = y + w[:, i] * padded[..., i * d : i * d + frames]
+        return y + self.bias[:, None] if self.bias is not None else y
 
 
 def _softmax_over_outputs(masks: Tensor) -> Tensor:

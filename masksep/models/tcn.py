@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from torch import Tensor, nn
 
-from masksep.models.layers import GlobalLayerNorm
+from masksep.models.layers import DepthwiseConv1d, GlobalLayerNorm
 
 if TYPE_CHECKING:  # masksep.config imports the registries, so not at run time
     from masksep.config import TCNConfig
@@ -33,11 +33,8 @@ class Conv1DBlock(nn.Module):
             nn.Conv1d(bottleneck, hidden, 1),
             nn.PReLU(),
             GlobalLayerNorm(hidden),
-            # 'same' padding keeps the frame count for even kernel sizes too
-            # (non-causal: the context is centred on each frame).
-            nn.Conv1d(
-                hidden, hidden, kernel_size, dilation=dilation, groups=hidden, padding="same"
-            ),
+            # non-causal: the context is centred on each frame
+            DepthwiseConv1d(hidden, kernel_size, dilation),
             nn.PReLU(),
             GlobalLayerNorm(hidden),
         )

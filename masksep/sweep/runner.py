@@ -177,7 +177,7 @@ def trainable_with_resources(spec: SweepSpec):
     from ray import tune
 
     r = spec.resources
-    if r.workers_per_trial > 1:
+    if r.workers_per_trial > 1 or r.ray_train:
         from masksep.sweep.ddp import ddp_trainable
 
         return ddp_trainable(spec)

@@ -118,6 +118,7 @@ class Resources:
     cpus: float = 1.0
     gpus: float = 0.0
     workers_per_trial: int = 1  # > 1: Ray Train DDP workers, each with cpus/gpus
+    ray_train: bool = False  # run even one worker through Ray Train (on by itself above 1)
     custom: dict[str, float] = field(default_factory=dict)  # Ray custom resources per worker, e.g. {a100: 1}
 
 
