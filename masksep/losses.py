@@ -180,13 +180,7 @@ def og_assign(
     if C == 1:
         return torch.zeros(B, P, dtype=torch.long, device=device)
     with torch.no_grad():
-        x = est.detach().double()
-        s = ref.detach().double()
-        x = x - x.mean(dim=-1, keepdim=True)
-        s = s - s.mean(dim=-1, keepdim=True)
-        gram = x @ x.transpose(1, 2)  # (B, P, P)
-        corr = x @ s.transpose(1, 2)  # (B, P, C)
-        ref_energy = (s * s).sum(dim=-1).unsqueeze(1)  # (B, 1, C)
+        gram, corr, ref_energy = _centred_statistics(est.detach(), ref.detach())
 
         # Split the outputs into a low half (bits 0..L-1) and a high half; a subset's statistics
         # are those of its two halves plus the cross term, so the 2^P table costs O(2^P) adds.
@@ -201,26 +195,33 @@ def og_assign(
 
         # score[b, m, c]: SI-SNR of the sum of subset m (bit p set = output p in it) against s_c;
         # m = m_low + 2^L m_high, built in blocks of high-half rows.
+        # ratio[b, m, c]: target / (noise + eps) + eps of the sum of subset m (bit p set =
+        # output p in it) against s_c, whose 10 log10 is its SI-SNR (ratio_db);
+        # m = m_low + 2^L m_high, built in blocks of high-half rows, in place.
         n_low = 2**L
-        score = torch.empty(B, 2**P, C, dtype=torch.float64, device=device)
+        ratio = torch.empty(B, 2**P, C, dtype=torch.float64, device=device)
+        shrink = ref_energy / (ref_energy + eps)  # alpha^2 ||s||^2 = alpha dot shrink
         rows = max(1, _OG_CHUNK // n_low)
         for r0 in range(0, 2 ** (P - L), rows):
             r1 = min(r0 + rows, 2 ** (P - L))
-            energy = energy_high[:, r0:r1, None] + energy_low[:, None, :] + 2 * cross[:, r0:r1]
+            energy = energy_high[:, r0:r1, None] + energy_low[:, None, :]
+            energy.add_(cross[:, r0:r1], alpha=2).unsqueeze_(-1)
             dot = dot_high[:, r0:r1, None, :] + dot_low[:, None, :, :]  # (B, R, 2^L, C)
             energy, dot = energy.reshape(B, -1, 1), dot.reshape(B, -1, C)
-            alpha = dot / (ref_energy + eps)
-            target = alpha * alpha * ref_energy
+            u = dot.mul_(dot).div_(ref_energy + eps)  # alpha dot
+            target = u * shrink
             # ||y - alpha s||^2 expanded; clamp the rounding residue of near-perfect fits.
-            noise = (energy - 2 * alpha * dot + target).clamp_min(0)
-            score[:, r0 * n_low : r1 * n_low] = ratio_db(target, noise, eps)
+            noise = target.sub(u, alpha=2).add_(energy).clamp_min_(0).add_(eps)
+            torch.div(target, noise, out=ratio[:, r0 * n_low : r1 * n_low]).add_(eps)
 
         if C == 2:
             # Two groups: assignment a (bit p = group of output p) puts subset a in group 1
-            # and its complement, 2^P - 1 - a, in group 0: every total is one addition.
-            totals = score[:, :, 1] + score.flip(1)[:, :, 0]
+            # and its complement, 2^P - 1 - a, in group 0. The best sum of the two SI-SNRs
+            # is the best product of their ratios (log is increasing): one multiplication each.
+            totals = ratio[:, :, 0].flip(1).mul_(ratio[:, :, 1])
             best_index = totals.argmax(dim=1)  # the first of equal maxima, as below
             return (best_index.unsqueeze(1) >> torch.arange(P, device=device)) & 1
+        score = 10 * torch.log10(ratio)
         # Assignment a (base-C digit p = group of output p) uses subset code_c(a) for group c.
         # With a = a_low + C^L a_high, code_c(a) = code_c(a_low) + 2^L code_c(a_high).
         flat = score.reshape(B, -1)
@@ -239,6 +240,37 @@ def og_assign(
             best_total = torch.where(better, chunk_best, best_total)
             best_index = torch.where(better, r0 * n_assign_low + chunk_arg, best_index)
         return (best_index.unsqueeze(1) // C ** torch.arange(P, device=device)) % C
+
+
+_STATS_BLOCK = 8192  # samples converted to float64 at a time: the block stays in cache
+
+
+def _centred_statistics(est: torch.Tensor, ref: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Of the zero-mean outputs x_p and references s_c, in float64: the Gram matrix
+    <x_p, x_q> (B, P, P), the correlations <x_p, s_c> (B, P, C) and the energies
+    ||s_c||^2 (B, 1, C).
+
+    Accumulated over blocks of samples, then centred on the small matrices
+    (<x - mx, y - my> = <x, y> - T mx my): no float64 copy of the whole signals,
+    nor of their centred versions, is ever made."""
+    B, P, T = est.shape
+    C = ref.shape[1]
+    kw = {"dtype": torch.float64, "device": est.device}
+    gram, corr, energy = torch.zeros(B, P, P, **kw), torch.zeros(B, P, C, **kw), torch.zeros(B, C, **kw)
+    sum_x, sum_s = torch.zeros(B, P, 1, **kw), torch.zeros(B, C, 1, **kw)
+    for t0 in range(0, T, _STATS_BLOCK):
+        x = est[..., t0 : t0 + _STATS_BLOCK].double()
+        s = ref[..., t0 : t0 + _STATS_BLOCK].double()
+        gram.baddbmm_(x, x.transpose(1, 2))
+        corr.baddbmm_(x, s.transpose(1, 2))
+        energy += (s * s).sum(dim=-1)
+        sum_x += x.sum(dim=-1, keepdim=True)
+        sum_s += s.sum(dim=-1, keepdim=True)
+    gram -= sum_x @ sum_x.transpose(1, 2) / T
+    corr -= sum_x @ sum_s.transpose(1, 2) / T
+    energy -= (sum_s * sum_s).squeeze(-1) / T
+    return gram, corr, energy.unsqueeze(1)
 
 
 def _subset_members(n_bits: int, device: torch.device) -> torch.Tensor:
@@ -262,8 +294,10 @@ def group_sum(est: torch.Tensor, assign: torch.Tensor, n_src: int) -> torch.Tens
     ``out[b, c] = sum of est[b, p] over p with assign[b, p] == c`` (zeros for an
     empty group). Differentiable with respect to ``est``.
     """
-    onehot = torch.nn.functional.one_hot(assign.long(), n_src).to(est.dtype)  # (B, P, C)
-    return torch.einsum("bpc,bpt->bct", onehot, est)
+    # A (B, C, P) 0/1 matrix times the outputs: one batched matrix product each way
+    # (scatter_add's backward, a gather, was 3x slower on CPU).
+    members = torch.nn.functional.one_hot(assign.long(), n_src).to(est.dtype).transpose(1, 2)
+    return members @ est
 
 
 def separation_loss(est: torch.Tensor, ref: torch.Tensor, oracle_grouping: bool) -> torch.Tensor:
