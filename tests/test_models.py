@@ -297,7 +297,7 @@ print(json.dumps({"package": masksep.__file__, "head": type(model.head).__name__
     [
         # Asteroid ConvTasNet(n_src=2) defaults; head = mask 1x1 conv 128 -> 2*512.
         ("convtasnet-paper", 5_050_545, 128 * 1024 + 1024),
-        # Asteroid DPRNNTasNet(n_src=2, n_filters=64, kernel_size=2, stride=1,
+        # Asteroid DPRNNTasNet(n_src=2, n_filters=64, kernel_size=2, stride=1, bn_chan=64,
         # hid_size=128, chunk_size=250, n_repeats=6); head = first_out conv
         # 64 -> 2*64 plus the gated output layer (3 convs 64 -> 64, two with bias).
         ("dprnn-paper", 2_608_065, 64 * 128 + 128 + 3 * 64 * 64 + 2 * 64),
