@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # a bare `pip install torch` would pull a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install test sweep lint bench clean
+.PHONY: install test sweep study lint bench clean
 
 $(BIN)/masksep: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,14 @@ test: install
 OUT ?= runs/quick-$(shell date +%Y%m%d-%H%M%S)
 sweep: install
 	$(BIN)/masksep sweep sweeps/quick.yaml --out $(OUT)
+
+# The embedded study: sweeps/study.yaml (8 head variants x 5 seeds, ~40 min on 2 cores),
+# then masksep analyze over its deep and og heads, then the report with the analysis.
+STUDY_OUT ?= runs/study-$(shell date +%Y%m%d-%H%M%S)
+study: install
+	$(BIN)/masksep sweep sweeps/study.yaml --out $(STUDY_OUT)
+	$(BIN)/masksep analyze $(STUDY_OUT)
+	$(BIN)/masksep report $(STUDY_OUT)
 
 lint: install
 	$(BIN)/ruff check masksep tests

@@ -401,7 +401,8 @@ def run_sweep(
                      wandb=target.to_dict() if target else None)
         write_state(out, state)
         _line(spec_mod.spec_summary(spec))
-        _line(f"results: {out}   optuna: sqlite:///{out / 'optuna.db'}"
+        _line(f"results: {out}"
+              + (f"   optuna: sqlite:///{out / 'optuna.db'}" if spec.search != "grid" else "")
               + (f"   W&B: {target.project} ({target.mode})" if target else "   W&B: off"))
         if target is not None and target.note:
             _line(f"W&B: {target.note}")
