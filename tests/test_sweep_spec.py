@@ -36,9 +36,15 @@ def test_shipped_specs_load():
     assert S.count_trials(quick) >= 8
     kinds = next(d for d in quick.dims if d.name == "head.kind").values
     assert {"shallow", "deep", "og"} <= set(kinds)
-    paper = S.load_spec(ROOT / "sweeps" / "paper.yaml")
-    assert paper.repeats == 3 and set(paper.bases) == {"convtasnet", "dprnn"}
-    assert paper.gpu_hours
+    search = S.load_spec(ROOT / "sweeps" / "paper-search.yaml")
+    assert search.repeats == 3 and set(search.bases) == {"convtasnet", "dprnn"} and search.gpu_hours
+    study = S.load_spec(ROOT / "sweeps" / "study.yaml")
+    assert S.count_trials(study) == 8 * 5 and study.study.claims == {"deep": "deep-d3"}
+    for name, backbone in (("paper", "tcn"), ("paper-dprnn", "dprnn")):
+        paper = S.load_spec(ROOT / "sweeps" / f"{name}.yaml")
+        assert paper.study is not None and paper.repeats == 3 and paper.gpu_hours
+        assert set(paper.study.variants) == set(study.study.variants)  # the embedded study's design
+        assert next(iter(paper.bases.values())).backbone.kind == backbone
 
 
 def test_define_by_run_skips_inactive_dimensions(tmp_path):

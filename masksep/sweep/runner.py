@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -318,10 +319,15 @@ def _set_orphans_aside(experiment: str, out: Path) -> list[str]:
 
     filesystem, root = fs.FileSystem.from_uri(experiment) if "://" in experiment else (
         fs.LocalFileSystem(), experiment)
+    tune_log = logging.getLogger("ray.tune")
+    level = tune_log.level
+    tune_log.setLevel(logging.ERROR)  # it warns about every trial whose result.json a kill lost
     try:
         known = {t.trial_id for t in ExperimentAnalysis(experiment).trials}
     except Exception:  # noqa: BLE001 - no snapshot yet: every folder is an orphan
         known = set()
+    finally:
+        tune_log.setLevel(level)
     infos = filesystem.get_file_info(fs.FileSelector(root, allow_not_found=True))
     moved = []
     for info in infos:
@@ -332,9 +338,12 @@ def _set_orphans_aside(experiment: str, out: Path) -> list[str]:
             continue
         target = out / "orphaned" / f"{name}-{uuid.uuid4().hex[:6]}"
         target.parent.mkdir(parents=True, exist_ok=True)
-        fs.copy_files(info.path, str(target), source_filesystem=filesystem,
-                      destination_filesystem=fs.LocalFileSystem())
-        filesystem.delete_dir(info.path)
+        if isinstance(filesystem, fs.LocalFileSystem):
+            shutil.move(info.path, target)  # a rename on one disk
+        else:
+            fs.copy_files(info.path, str(target), source_filesystem=filesystem,
+                          destination_filesystem=fs.LocalFileSystem())
+            filesystem.delete_dir(info.path)
         moved.append(name)
     return moved
 
