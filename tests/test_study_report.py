@@ -96,7 +96,8 @@ def test_planted_effects_far_outside_their_ci_hold(tmp_path):
         assert section in text
     assert "deep, any depth (pooled: deep-d2 + deep-d3; per-seed mean)" in text
     assert "| deep, any depth (pooled) |" in text
-    for name in ("si_snri_vs_oversep.png", "si_snri_vs_head_macs.png", "depth_vs_oversep.png"):
+    for name in ("paired_differences.png", "si_snri_vs_oversep.png", "si_snri_vs_head_macs.png",
+                 "depth_vs_oversep.png"):
         assert (folder / name).read_bytes()[:4] == b"\x89PNG"
 
 

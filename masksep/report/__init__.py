@@ -103,7 +103,8 @@ def summary_markdown(trials: pd.DataFrame, state: dict[str, Any] | None,
     lines += sweep_sections(trials)
     plot_names = ["tradeoff.png", "depth_vs_oversep.png"]
     if study_lines is not None:
-        plot_names = ["si_snri_vs_oversep.png", "si_snri_vs_head_macs.png", *plot_names]
+        plot_names = ["paired_differences.png", "si_snri_vs_oversep.png", "si_snri_vs_head_macs.png",
+                      *plot_names]
     curves = f", every epoch: [{EPOCHS_FILE}]({EPOCHS_FILE})" if has_epochs else ""
     lines += ["", "Plots: " + ", ".join(f"[{p}]({p})" for p in plot_names) + ". Every trial: "
               f"[{TRIALS_FILE}]({TRIALS_FILE}){curves}; the front: [pareto.csv](pareto.csv).", ""]
@@ -147,6 +148,8 @@ def render(out: Path, inputs: Inputs) -> dict[str, Any]:
         files["si_snri_vs_oversep.png"] = plots.plot_vs_oversep(cells)
         files["si_snri_vs_head_macs.png"] = plots.plot_vs_head_macs(cells)
         claims = tables["study_claims.csv"]
+        files["paired_differences.png"] = plots.plot_paired(
+            tables["study_comparisons.csv"], claims, design.reference, design.margin_db)
         summary["claims"] = dict(zip(claims["claim"], claims["verdict"], strict=True))
     front = pareto_front(trials)
     files["pareto.csv"] = csv_text(front)

@@ -257,3 +257,35 @@ def plot_vs_head_macs(cells: pd.DataFrame) -> bytes:
                  fontsize=9)
     ax.grid(True, alpha=0.3)
     return _png(fig)
+
+
+def plot_paired(comparisons: pd.DataFrame, claims: pd.DataFrame, reference: str,
+                margin_db: float) -> bytes:
+    """The study's answer in one picture: each variant's paired difference from the
+    reference (same seeds), mean and 95% CI, with 0 and the non-inferiority margin
+    marked, and each claim's comparison with the CI its verdict was computed from."""
+    rows = comparisons[~comparisons["pooled"].astype(bool)] if "pooled" in comparisons else comparisons
+    claim_rows = claims[np.isfinite(claims["estimate"])] if not claims.empty else claims
+    labels = [f"{v} - {reference}" for v in rows["variant"]] + [
+        f"claim {c.split('.')[0]}: {comp}" for c, comp in zip(claim_rows["claim"],
+                                                              claim_rows["comparison"], strict=True)]
+    means = list(rows["mean"]) + list(claim_rows["estimate"])
+    lows = list(rows["ci_low"]) + list(claim_rows["ci_low"])
+    highs = list(rows["ci_high"]) + list(claim_rows["ci_high"])
+    colours = [HEAD_COLOURS.get(v.split("-")[0], "grey") for v in rows["variant"]]
+    colours += ["black"] * len(claim_rows)
+    fig = _figure(figsize=(7.5, 0.45 * max(len(labels), 3) + 1.4))
+    ax = fig.subplots()
+    y = np.arange(len(labels))[::-1]
+    for yi, m, lo, hi, colour in zip(y, means, lows, highs, colours, strict=True):
+        if math.isfinite(lo) and math.isfinite(hi):
+            ax.plot([lo, hi], [yi, yi], color=colour, lw=2)
+        ax.plot([m], [yi], "o", color=colour)
+    ax.axvline(0.0, color="black", lw=1)
+    ax.axvline(-margin_db, color="grey", lw=1, ls="--", label=f"-{margin_db:g} dB (claim 3's margin)")
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.set_xlabel("difference in test SI-SNRi (dB), mean and 95% CI over paired seeds")
+    ax.set_title("Study: paired differences (a CI clear of 0 resolves the difference)", fontsize=9)
+    ax.grid(True, axis="x", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return _png(fig)

@@ -96,10 +96,13 @@ def probe_server(base_url: str, timeout: float = PROBE_TIMEOUT_S) -> str:
     return ""
 
 
-def resolve_target(spec_wandb, sweep_name: str, out_dir: Path) -> WandbTarget:
-    """Project, mode and sweep id from the spec and the environment; an online
-    target whose server cannot be reached becomes offline here, once."""
+def resolve_target(spec_wandb, sweep_name: str, out_dir: Path) -> WandbTarget | None:
+    """Project, mode and sweep id from the spec and the environment (None:
+    WANDB_MODE=disabled); an online target whose server cannot be reached
+    becomes offline here, once."""
     mode = os.environ.get("WANDB_MODE", "") or spec_wandb.mode
+    if mode == "disabled":
+        return None
     note = ""
     if mode in ("", "auto", "run"):
         mode = "online" if has_api_key() else "offline"

@@ -81,14 +81,14 @@ def main() -> None:
             sides[side] = (model, loss_fn, torch.optim.Adam(model.parameters(), lr=1e-3))
         params = {s: sum(p.numel() for p in v[0].parameters()) for s, v in sides.items()}
 
-        def train_step(model, loss_fn, optimizer):
+        def train_step(model, loss_fn, optimizer, mix=mix, ref=ref):
             model.train()
             loss = loss_fn(model(mix), ref)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
 
-        def infer(model, loss_fn, optimizer):
+        def infer(model, loss_fn, optimizer, long_mix=long_mix):
             model.eval()
             with torch.inference_mode():
                 model(long_mix)
