@@ -222,3 +222,15 @@ def test_og_assign_handles_sixteen_outputs():
     planted = torch.stack([torch.randperm(16, generator=g) % 2 for _ in range(2)])
     ref = group_sum(est, planted, 2) + 0.05 * torch.randn(2, 2, 1000, generator=g)
     assert torch.equal(og_assign(est, ref), planted)
+
+
+@pytest.mark.parametrize(("P", "C"), [(16, 2), (12, 2), (7, 3)])
+def test_og_assign_on_float32_signals_matches_the_float64_search(P, C):
+    # The statistics run in the signals' precision; on training-like signals (correlated
+    # outputs, 4 s at 8 kHz) the float32 search must pick the float64 search's grouping.
+    g = _gen(40 + P + C)
+    B, T = 8, 32000
+    base = torch.randn(B, P, T, generator=g)
+    est = base + 0.8 * torch.randn(B, P, T, generator=g)
+    ref = torch.rand(B, C, P, generator=g) @ base + 0.3 * torch.randn(B, C, T, generator=g)
+    assert torch.equal(og_assign(est, ref), og_assign(est.double(), ref.double()))

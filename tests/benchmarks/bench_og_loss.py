@@ -7,6 +7,13 @@ times ``separation_loss(..., oracle_grouping=True)`` plus its backward pass,
 and the same for PIT with K = C = 2 outputs on the same batch. Prints a
 markdown table (median over the repeats, after warm-up; the two losses are
 timed alternately) for the README.
+
+With ``--asteroid`` (Asteroid installed as in bench_asteroid.py, a
+benchmark-only extra), it also times Asteroid's MixIT loss
+(``MixITLossWrapper(multisrc_neg_sisdr, generalized=True)``, which scores
+every grouping on grouped waveforms) against masksep's OG on the same batch,
+interleaved, for P in ``--asteroid-oversep`` (default 4 and 8: at P = 16 one
+Asteroid step takes minutes).
 """
 
 from __future__ import annotations
@@ -55,6 +62,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--sample-rate", type=int, default=8000)
     parser.add_argument("--oversep", type=int, nargs="+", default=[4, 8, 16], help="P values")
+    parser.add_argument("--asteroid", action="store_true", help="also time Asteroid's MixIT loss")
+    parser.add_argument("--asteroid-oversep", type=int, nargs="+", default=[4, 8])
+    parser.add_argument("--asteroid-repeats", type=int, default=5)
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -86,6 +96,25 @@ def main(argv: list[str] | None = None) -> None:
     print("|---:|---:|---:|---:|")
     for P, og_ms, pit_ms in rows:
         print(f"| {P} | {og_ms:.1f} | {pit_ms:.1f} | {og_ms / pit_ms:.1f}x |")
+    if args.asteroid:
+        from asteroid.losses import MixITLossWrapper, multisrc_neg_sisdr
+
+        mixit = MixITLossWrapper(multisrc_neg_sisdr, generalized=True)
+        print()
+        print(f"Asteroid MixIT against masksep OG, same batch, median of {args.asteroid_repeats}:")
+        print()
+        print("| P | masksep OG ms | Asteroid MixIT ms | Asteroid / masksep |")
+        print("|---:|---:|---:|---:|")
+        for P in args.asteroid_oversep:
+            est = torch.randn(args.batch, P, T, generator=gen, requires_grad=True)
+
+            def asteroid_step() -> None:
+                est.grad = None
+                mixit(est, ref).backward()
+
+            og_ms, ast_ms = _time_pair_ms(_loss_step(est, ref, True), asteroid_step, 1,
+                                          args.asteroid_repeats)
+            print(f"| {P} | {og_ms:.1f} | {ast_ms:.1f} | {ast_ms / og_ms:.0f}x |", flush=True)
 
 
 if __name__ == "__main__":

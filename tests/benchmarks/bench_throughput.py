@@ -7,7 +7,7 @@ each round's figure is its last epoch (the first one warms up). The baseline is
 exported from git (default: the main of 2026-12-01, before the speed-ups).
 
     python tests/benchmarks/bench_throughput.py                       # tcn-deep, 2 threads
-    python tests/benchmarks/bench_throughput.py --threads 1 --config sweeps/study-trial.yaml
+    python tests/benchmarks/bench_throughput.py --threads 1 --config sweeps/trials/study-tcn.yaml
 
 Prints one JSON object: steps/s per side and round, medians and their ratio.
 Run it alone on the machine: anything else running skews both sides.
