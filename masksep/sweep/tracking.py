@@ -1,9 +1,9 @@
 """W&B tracking for sweeps: Ray's ``WandbLoggerCallback``, extended where it falls short.
 
-Ray's callback already runs one W&B run per trial in its own logging actor on
-the driver's node, fed by Tune's events, so a trial that is stopped, fails or
-loses its node cannot leave its run half-written, and only the driver's node
-needs the API key. masksep adds what it lacks:
+Ray's callback already runs one W&B run per trial on the driver's node, fed
+by Tune's events, so a trial that is stopped, fails or loses its node cannot
+leave its run half-written, and only the driver's node needs the API key.
+masksep adds what it lacks:
 
 * an offline fallback that loses nothing: when online init fails (a refused key,
   an unreachable server) the run goes on offline under ``OUT/wandb/`` with a
@@ -12,6 +12,8 @@ needs the API key. masksep adds what it lacks:
 * bounded waiting: the server is probed once per sweep, before any trial
   starts; an unreachable one sends every run offline at once instead of each
   waiting out its own timeouts;
+* a smaller footprint: each trial's run is a thread of the driver, not two Ray
+  worker processes (Ray's logging actor and its queue's actor);
 * the run's config is the flattened trial config and head summary, history is
   stepped by the trial's own epoch (Tune's iteration counter restarts with a
   restarted trial), the test metrics go to the summary, and W&B sweeps are
@@ -32,9 +34,12 @@ import logging
 import netrc
 import os
 import socket
+import threading
+import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from queue import Queue
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -156,40 +161,34 @@ def init_run(target: dict[str, Any], *, run_id: str, name: str, job_type: str,
     return None
 
 
-def _logging_actor_class():
-    from ray.air.integrations.wandb import _QueueItem, _WandbLoggingActor
+def _run_trial_log(queue: "Queue", kwargs: dict[str, Any]) -> None:
+    """One trial's W&B run, fed from ``queue`` until END: Ray's logging actor's
+    loop with masksep's init (offline fallback, a new id) and its items:
+    {"log": metrics} stepped by epoch, {"config": ...}, {"summary": ...}."""
+    from ray.air.integrations.wandb import _QueueItem
 
-    class FallbackLoggingActor(_WandbLoggingActor):
-        """Ray's per-trial logging actor, with masksep's init (offline fallback,
-        a new id) and its items: {"log": metrics} stepped by epoch, {"config": ...},
-        {"summary": ...}."""
-
-        def run(self):
-            os.environ["WANDB_START_METHOD"] = "thread"  # already in a process of its own
-            kwargs = dict(self.kwargs)
-            run = init_run(kwargs.pop("target"), **kwargs)
-            if run is not None:
-                run.define_metric("epoch")
-                run.define_metric("*", step_metric="epoch")
-            while True:
-                item_type, item = self.queue.get()
-                if item_type == _QueueItem.END:
-                    break
-                if run is None or item_type != _QueueItem.RESULT:
-                    continue
-                try:
-                    if item.get("config"):
-                        run.config.update(item["config"], allow_val_change=True)
-                    if item.get("log"):
-                        run.log(item["log"])
-                    if item.get("summary"):
-                        run.summary.update(item["summary"])
-                except Exception as exc:  # noqa: BLE001 - a lost point, never a lost sweep
-                    log.warning("masksep: W&B log failed (%s)", type(exc).__name__)
-            if run is not None:
-                run.finish()
-
-    return FallbackLoggingActor
+    kwargs = dict(kwargs)
+    run = init_run(kwargs.pop("target"), **kwargs)
+    if run is not None:
+        run.define_metric("epoch")
+        run.define_metric("*", step_metric="epoch")
+    while True:
+        item_type, item = queue.get()
+        if item_type == _QueueItem.END:
+            break
+        if run is None or item_type != _QueueItem.RESULT:
+            continue
+        try:
+            if item.get("config"):
+                run.config.update(item["config"], allow_val_change=True)
+            if item.get("log"):
+                run.log(item["log"])
+            if item.get("summary"):
+                run.summary.update(item["summary"])
+        except Exception as exc:  # noqa: BLE001 - a lost point, never a lost sweep
+            log.warning("masksep: W&B log failed (%s)", type(exc).__name__)
+    if run is not None:
+        run.finish()
 
 
 def wandb_callback(spec, out: Path, sweep_uid: str):
@@ -197,7 +196,13 @@ def wandb_callback(spec, out: Path, sweep_uid: str):
     from ray.air.integrations.wandb import WandbLoggerCallback, _QueueItem
 
     class SweepWandb(WandbLoggerCallback):
-        _logger_actor_cls = _logging_actor_class()
+        # Ray starts two worker processes per trial (its logging actor and the actor
+        # behind its ray.util Queue), each importing Ray and W&B: about 3 CPU-seconds a
+        # trial, taken from the trials. Here each trial's run is a thread of the driver
+        # instead, fed by a queue.Queue; W&B runs several runs in one process
+        # (reinit="create_new") through one service. The callback's own bookkeeping
+        # (_trial_queues, _trial_logging_futures, ...) is kept, so Ray's log_trial_end,
+        # on_experiment_end and __del__ work unchanged.
 
         def __init__(self):
             super().__init__(project=spec.name, upload_timeout=int(FINISH_TIMEOUT_S))
@@ -242,6 +247,41 @@ def wandb_callback(spec, out: Path, sweep_uid: str):
         def log_trial_save(self, trial):
             pass  # checkpoints stay in the trial folder
 
+        def _start_logging_actor(self, trial, exclude_results, **kwargs):
+            if trial in self._trial_logging_futures:  # a restarted trial keeps its run
+                return
+            feed: Queue = Queue()
+            thread = threading.Thread(target=_run_trial_log, args=(feed, kwargs),
+                                      name=f"wandb-{trial.trial_id}", daemon=True)
+            self._trial_queues[trial] = feed
+            self._trial_logging_actors[trial] = self._trial_logging_futures[trial] = thread
+            self._logging_future_to_trial[thread] = trial
+            thread.start()
+
+        def _cleanup_logging_actors(self, timeout: float = 0, kill_on_timeout: bool = False):
+            # Ray's version waits on actor futures; here on the threads, within one deadline.
+            # A thread still running at the deadline is dropped when kill_on_timeout (it is a
+            # daemon; its offline files stay for wandb sync).
+            deadline = time.monotonic() + timeout
+            for trial, thread in list(self._trial_logging_futures.items()):
+                thread.join(max(0.0, deadline - time.monotonic()))
+                if kill_on_timeout or not thread.is_alive():
+                    self._cleanup_logging_actor(trial)
+
+        def _cleanup_logging_actor(self, trial):
+            thread = self._trial_logging_futures.pop(trial)
+            self._logging_future_to_trial.pop(thread, None)
+            self._trial_queues.pop(trial, None)
+            self._trial_logging_actors.pop(trial, None)
+
+        def __getstate__(self):
+            # Tune pickles its callbacks; threads and queues stay behind.
+            state = dict(self.__dict__)
+            for key in ("_trial_queues", "_trial_logging_actors", "_trial_logging_futures",
+                        "_logging_future_to_trial"):
+                state[key] = {}
+            return state
+
         def log_trial_end(self, trial, failed: bool = False):
             if self.target is None or trial not in self._trial_queues:
                 return
@@ -256,7 +296,9 @@ def wandb_callback(spec, out: Path, sweep_uid: str):
 
         def __del__(self):
             if getattr(self, "target", None) is not None:
-                super().__del__()
+                for trial in list(self._trial_logging_futures):
+                    self._signal_logging_actor_stop(trial)
+                self._cleanup_logging_actors(timeout=2, kill_on_timeout=True)
 
     return SweepWandb()
 
