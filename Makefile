@@ -26,7 +26,7 @@ OUT ?= runs/quick-$(shell date +%Y%m%d-%H%M%S)
 sweep: install
 	$(BIN)/masksep sweep sweeps/quick.yaml --out $(OUT)
 
-# The embedded study: sweeps/study.yaml (8 head variants x 5 seeds, ~40 min on 2 cores),
+# The embedded study: sweeps/study.yaml (8 head variants x 5 seeds, ~53 min on 2 cores),
 # then masksep analyze over its deep and og heads, then the report with the analysis.
 STUDY_OUT ?= runs/study-$(shell date +%Y%m%d-%H%M%S)
 study: install

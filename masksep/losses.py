@@ -275,7 +275,7 @@ def _best_two_grouping(gram: torch.Tensor, corr: torch.Tensor, ref_energy: torch
     best_index = torch.zeros(B, dtype=torch.long, device=device)
     for r0 in range(0, n_high, rows):
         total = None
-        for group, (e_low, e_high, x, d_low, d_high) in zip((1, 0), halves):
+        for group, (e_low, e_high, x, d_low, d_high) in zip((1, 0), halves, strict=True):
             energy = e_high[:, r0 : r0 + rows, None] + e_low[:, None, :]
             energy += x[:, r0 : r0 + rows]
             dot2 = d_high[:, r0 : r0 + rows, None] + d_low[:, None, :]

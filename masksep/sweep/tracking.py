@@ -161,7 +161,7 @@ def init_run(target: dict[str, Any], *, run_id: str, name: str, job_type: str,
     return None
 
 
-def _run_trial_log(queue: "Queue", kwargs: dict[str, Any]) -> None:
+def _run_trial_log(queue: Queue, kwargs: dict[str, Any]) -> None:
     """One trial's W&B run, fed from ``queue`` until END: Ray's logging actor's
     loop with masksep's init (offline fallback, a new id) and its items:
     {"log": metrics} stepped by epoch, {"config": ...}, {"summary": ...}."""

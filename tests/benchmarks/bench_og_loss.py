@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
         for P in args.asteroid_oversep:
             est = torch.randn(args.batch, P, T, generator=gen, requires_grad=True)
 
-            def asteroid_step() -> None:
+            def asteroid_step(est: torch.Tensor = est) -> None:
                 est.grad = None
                 mixit(est, ref).backward()
 
