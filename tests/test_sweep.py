@@ -324,6 +324,29 @@ def test_wandb_online_with_no_server_goes_offline_at_once_and_keeps_every_metric
     assert f"Would sync {len(runs)} run(s)" in dry.stdout + dry.stderr, dry.stdout + dry.stderr
 
 
+def test_a_failed_and_retried_trial_keeps_every_metric_in_wandb(tmp_path, ray_env):
+    # The trial fails once half-way through epoch 2 (a test point, deterministic) and Tune
+    # retries it (max_failures 1; Tune recovers it without ending its logging run): the
+    # retry's points reach the same W&B run, which holds every epoch the trial reported.
+    spec = write_spec(tmp_path / "spec.yaml", num_samples=1, scheduler="none", search="grid",
+                      max_failures=1, base={**TINY_BASE, "train": {**TINY_BASE["train"], "epochs": 3}},
+                      search_space={"head.kind": {"grid": ["deep"]}})
+    out = tmp_path / "out"
+    pause_dir = tmp_path / "pause"
+    pause_dir.mkdir()
+    env = {**ray_env, "MASKSEP_TEST_PAUSE": "fail-once:mid-epoch:2", "MASKSEP_TEST_PAUSE_DIR": str(pause_dir)}
+    done = sweep(env, spec, "--out", out, "--num-cpus", 2)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(list(pause_dir.glob("*.paused"))) == 1  # it did fail once
+    rows, _ = read_trials(out / "trials.csv")
+    assert [r["status"] for r in rows] == ["completed"]
+    runs = [run_info(r) for r in sorted((out / "wandb").glob("offline-run-*"))
+            if not r.name.endswith("-summary")]
+    epochs = sorted(h["epoch"] for info in runs for h in info["history"] if "epoch" in h)
+    assert epochs == [1, 2, 3], [info["history"] for info in runs]
+    assert "completed" in [info["summary"].get("status") for info in runs]
+
+
 def test_a_refused_key_falls_back_offline_under_a_new_run_id(tmp_path, monkeypatch):
     import http.server
     import threading

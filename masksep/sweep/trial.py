@@ -41,7 +41,9 @@ ATTEMPTS = "attempts.json"
 # there, deterministically. "summary" (summary.json is in storage, the final
 # report not sent yet), "checkpoint:N" (last.pt of epoch N is in storage, its
 # report not sent), "mid-epoch:N" (half-way through epoch N). A marker file
-# <MASKSEP_TEST_PAUSE_DIR>/<trial_id>.paused says the trial got there.
+# <MASKSEP_TEST_PAUSE_DIR>/<trial_id>.paused says the trial got there. With the
+# prefix "fail-once:" the trial raises there instead of pausing, the first time
+# only (the marker says it did), so that Tune retries it.
 PAUSE_ENV = "MASKSEP_TEST_PAUSE"
 PAUSE_DIR_ENV = "MASKSEP_TEST_PAUSE_DIR"
 
@@ -188,18 +190,22 @@ def final_result(summary: dict[str, Any], last: dict[str, Any]) -> dict[str, Any
 
 
 class PauseForTest(Reporter):
-    """Tests only (see PAUSE_ENV): stops the trial at a named point until it is killed."""
+    """Tests only (see PAUSE_ENV): stops the trial at a named point until it is
+    killed, or fails it there once."""
 
     def __init__(self, point: str, marker_dir: str, trial_id: str):
         self.point, self.marker = point, Path(marker_dir) / f"{trial_id}.paused"
         self._wait = False
 
     def _pause(self, where: str) -> None:
-        if where != self.point:
+        fail = self.point.startswith("fail-once:")
+        if where != self.point.removeprefix("fail-once:") or (fail and self.marker.exists()):
             return
         tmp = self.marker.with_suffix(".tmp")
         tmp.write_text(where)
         os.replace(tmp, self.marker)
+        if fail:
+            raise RuntimeError(f"test failure at {where} (MASKSEP_TEST_PAUSE)")
         while True:  # until the test kills the driver and its Ray
             time.sleep(1)
 
