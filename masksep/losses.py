@@ -187,16 +187,8 @@ def og_assign(
         if C == 2:
             return _best_two_grouping(gram, corr, ref_energy, eps)
 
-        # Split the outputs into a low half (bits 0..L-1) and a high half; a subset's statistics
-        # are those of its two halves plus the cross term, so the 2^P table costs O(2^P) adds.
         L = P // 2
-        member_low = _subset_members(L, device)  # (2^L, L)
-        member_high = _subset_members(P - L, device)  # (2^H, H)
-        energy_low = ((member_low @ gram[:, :L, :L]) * member_low).sum(dim=-1)  # (B, 2^L)
-        energy_high = ((member_high @ gram[:, L:, L:]) * member_high).sum(dim=-1)  # (B, 2^H)
-        cross = (member_high @ gram[:, L:, :L]) @ member_low.T  # (B, 2^H, 2^L)
-        dot_low = member_low @ corr[:, :L]  # (B, 2^L, C)
-        dot_high = member_high @ corr[:, L:]  # (B, 2^H, C)
+        energy_low, energy_high, cross, dot_low, dot_high = _half_statistics(gram, corr, L)
 
         # ratio[b, m, c]: target / (noise + eps) + eps of the sum of subset m (bit p set =
         # output p in it) against s_c, whose 10 log10 is its SI-SNR (ratio_db);
@@ -238,6 +230,22 @@ def og_assign(
         return (best_index.unsqueeze(1) // C ** torch.arange(P, device=device)) % C
 
 
+def _half_statistics(gram: torch.Tensor, corr: torch.Tensor, L: int
+                     ) -> tuple[torch.Tensor, ...]:
+    """Every subset's statistics from those of its low half (outputs 0..L-1) and
+    its high half, so that the 2^P table costs O(2^P) additions: the halves'
+    energies 1_g^T G 1_g, (B, 2^L) and (B, 2^H); their cross terms
+    <sum_high x, sum_low x>, (B, 2^H, 2^L); their correlations with the
+    references, (B, 2^L, C) and (B, 2^H, C). Subset m = m_low + 2^L m_high."""
+    P = gram.shape[1]
+    member_low = _subset_members(L, gram.device)  # (2^L, L)
+    member_high = _subset_members(P - L, gram.device)  # (2^H, H)
+    energy_low = ((member_low @ gram[:, :L, :L]) * member_low).sum(dim=-1)
+    energy_high = ((member_high @ gram[:, L:, L:]) * member_high).sum(dim=-1)
+    cross = (member_high @ gram[:, L:, :L]) @ member_low.T
+    return energy_low, energy_high, cross, member_low @ corr[:, :L], member_high @ corr[:, L:]
+
+
 def _best_two_grouping(gram: torch.Tensor, corr: torch.Tensor, ref_energy: torch.Tensor,
                        eps: float) -> torch.LongTensor:
     """og_assign for C = 2 from the statistics: (B, P) in {0, 1}, the same maximiser.
@@ -255,11 +263,9 @@ def _best_two_grouping(gram: torch.Tensor, corr: torch.Tensor, ref_energy: torch
     B, P, _ = gram.shape
     device = gram.device
     L = P // 2
-    member_low, member_high = _subset_members(L, device), _subset_members(P - L, device)
-    energy_low = ((member_low @ gram[:, :L, :L]) * member_low).sum(dim=-1) + eps  # (B, 2^L)
-    energy_high = ((member_high @ gram[:, L:, L:]) * member_high).sum(dim=-1)  # (B, 2^H)
-    cross = (member_high @ (2 * gram[:, L:, :L])) @ member_low.T  # (B, 2^H, 2^L), doubled
-    dot_low, dot_high = member_low @ corr[:, :L], member_high @ corr[:, L:]  # (B, 2^L|2^H, 2)
+    energy_low, energy_high, cross, dot_low, dot_high = _half_statistics(gram, corr, L)
+    energy_low += eps
+    cross *= 2
     energy_s = ref_energy.squeeze(1)  # (B, 2)
     scale = 1 / (energy_s + eps)
     shrink = energy_s * scale
