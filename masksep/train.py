@@ -58,7 +58,9 @@ class TrainingDiverged(RuntimeError):
 
 def setup_threads(requested: int = 0) -> int:
     """Torch threads for evaluation and inference: ``requested``, else MASKSEP_THREADS,
-    else the CPUs this process was given (training adapts them: masksep/cpu.py)."""
+    else the CPUs this process was given (training adapts them: masksep/cpu.py).
+    Also keeps freed memory for reuse (:func:`masksep.cpu.keep_freed_memory`)."""
+    cpu.keep_freed_memory()
     return cpu.ThreadGovernor(requested).threads
 
 
@@ -238,6 +240,7 @@ def _autocast(device: torch.device, enabled: bool):
 
 
 def setup(cfg: Config, out_dir: Path, dist: Dist) -> Run:
+    cpu.keep_freed_memory()  # no page faults for each step's fresh memory (masksep/cpu.py)
     fixed = cpu.fixed_threads(cfg.train.threads)  # the CPUs the run may use, if fixed
     threads, workers = cpu.plan(fixed or cpu.cpus_given(), cfg.data.num_workers)
     governor = cpu.ThreadGovernor(limit=threads, adapt=not fixed)
