@@ -26,8 +26,8 @@ kernel zeroes. A study-tcn step on 2 cores spent 21 of its 47 ms in those faults
 and separation therefore ask glibc to keep freed memory for reuse
 (:func:`keep_freed_memory`): the process holds on to its peak heap, which it
 reaches every step anyway (plus what the heap cannot coalesce: a paper DPRNN
-step at batch 2 peaked at 4.1 GB instead of 2.3 GB), and the faults are gone
-(DPRNN 15,000 a step; study-tcn 100). ``MASKSEP_MALLOC=system`` turns it off.
+step at batch 2 peaked at 4.0-4.1 GB instead of 2.3-2.5 GB), and the faults
+are gone (DPRNN 15,000-20,000 a step; study-tcn under 100). ``MASKSEP_MALLOC=system`` turns it off.
 """
 
 from __future__ import annotations

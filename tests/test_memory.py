@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -12,7 +13,8 @@ import pytest
 
 # Each child trains the study's trial model for a few steps and counts its page
 # faults a step: with glibc's defaults each step's activations and gradients are
-# fresh pages (about 4,400 faults a step on 2 cores), kept, they are reused (about 50).
+# fresh pages (3,100 faults a step, one thread, on the 2-core VM), kept, they are
+# reused (250).
 CHILD = textwrap.dedent("""
     import json, resource, sys, torch
     from masksep import cpu
@@ -41,8 +43,6 @@ CONFIG = str(Path(__file__).resolve().parents[1] / "sweeps" / "trials" / "study-
 
 
 def child(mode: str, **env: str) -> dict:
-    import json
-
     out = subprocess.run([sys.executable, "-c", CHILD, mode, CONFIG], env={**os.environ, **env},
                          capture_output=True, text=True, timeout=120, check=True)
     return json.loads(out.stdout)
