@@ -13,7 +13,9 @@ n_repeats=6)``, ``dprnn-paper.yaml``). A training step is forward,
 permutation-invariant negative SI-SNR, backward and an Adam step, on batch 2 of
 2 s at 8 kHz (DPRNN 0.5 s); the two sides' steps alternate, ``--steps`` of
 each are timed after 2 warm-up steps, and the medians and their ratio are
-printed, with inference on 10 s of audio the same way.
+printed, with inference on 10 s of audio the same way. The process keeps freed
+memory as ``masksep train`` does (masksep/cpu.py; process-wide, so both sides get
+it; ``MASKSEP_MALLOC=system`` runs both on glibc's defaults).
 """
 
 from __future__ import annotations
@@ -68,9 +70,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=12)
     args = parser.parse_args()
+    from masksep.cpu import keep_freed_memory
+
+    kept = keep_freed_memory()
     torch.set_num_threads(args.threads)
     gen = torch.Generator().manual_seed(0)
-    out = {"threads": args.threads, "steps": args.steps, "torch": torch.__version__}
+    out = {"threads": args.threads, "steps": args.steps, "torch": torch.__version__,
+           "malloc": "kept" if kept else "system"}
     for name, seconds in (("convtasnet-paper", 2.0), ("dprnn-paper", 0.5)):
         ref = torch.randn(2, 2, int(seconds * 8000), generator=gen)
         mix = ref.sum(1)
