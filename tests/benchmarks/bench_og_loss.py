@@ -14,6 +14,9 @@ benchmark-only extra), it also times Asteroid's MixIT loss
 every grouping on grouped waveforms) against masksep's OG on the same batch,
 interleaved, for P in ``--asteroid-oversep`` (default 4 and 8: at P = 16 one
 Asteroid step takes minutes).
+
+The process keeps freed memory as ``masksep train`` does (masksep/cpu.py;
+every side gets it; ``MASKSEP_MALLOC=system`` runs on glibc's defaults).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import time
 
 import torch
 
+from masksep.cpu import keep_freed_memory
 from masksep.losses import separation_loss
 
 
@@ -67,6 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--asteroid-repeats", type=int, default=5)
     args = parser.parse_args(argv)
 
+    kept = keep_freed_memory()
     torch.set_num_threads(args.threads)
     gen = torch.Generator().manual_seed(0)
     n_src = 2
@@ -89,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
         f"torch {torch.__version__}, {args.threads} thread(s), {platform.processor() or platform.machine()}; "
         f"batch {args.batch}, C = {n_src}, T = {T} ({args.seconds:g} s at {args.sample_rate} Hz); "
         f"median of {args.repeats} after {args.warmup} warm-up, forward + backward, "
-        f"OG and PIT interleaved; load average {os.getloadavg()[0]:.2f} at the end"
+        f"OG and PIT interleaved; malloc {'kept' if kept else 'system'}; load average {os.getloadavg()[0]:.2f} at the end"
     )
     print()
     print("| P | OG ms | PIT ms | ratio |")
