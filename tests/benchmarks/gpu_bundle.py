@@ -6,11 +6,11 @@ The device machine (see the device tool's KINDS.md) has Python 3.12 with
 PyTorch, numpy, scipy, pandas, pyarrow, pyyaml and matplotlib, but not Ray,
 Optuna, W&B or soundfile, and it reaches no package index. This resolves
 masksep's sweep dependencies (ray[tune], optuna, soundfile, wandb, at the
-versions installed here) for that Python on manylinux x86_64, drops what the machine already
-has, downloads the rest, unpacks the wheels into one site folder without the
-parts of Ray a local sweep never loads (its Java jars, RLlib, Serve, the LLM
-library, the dashboard's web client), and writes ``OUT/site.tar.xz`` and
-``OUT/manifest.json``. A run carries OUT and starts with
+versions installed here) for that Python on manylinux x86_64, drops what the
+machine already has, downloads the rest, unpacks the wheels into one site
+folder without the parts of Ray a local sweep never loads (its Java jars,
+RLlib, Serve, the LLM library, the dashboard's web client), and writes
+``OUT/site.tar.xz`` and ``OUT/manifest.json``. A run carries OUT and starts with
 
     tar xJf .gpu/site.tar.xz -C /tmp && export PYTHONPATH=/tmp/site:$PWD
 
@@ -30,7 +30,6 @@ import importlib.metadata
 import json
 import lzma
 import re
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -160,7 +159,6 @@ def main(argv: list[str] | None = None) -> int:
         manifest = {"python_version": args.python_version, "requirements": requirements,
                     "packages": dict(needed), "left_out": list(SLIM), "bytes": size}
         (args.out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-        shutil.rmtree(site)
     tree = tracked_bytes()
     print(f"gpu_bundle: {bundle} {size / 2**20:.1f} MiB (xz, {time.perf_counter() - t0:.0f} s); "
           f"with the tracked files ({tree / 2**20:.1f} MiB) {(size + tree) / 2**20:.1f} MiB "

@@ -19,7 +19,8 @@ Writes one JSON file (and prints each section as it ends). Without CUDA it
 says so in one line and exits 0. ``--rehearse`` runs the same sections on the
 CPU at the smallest sizes (bf16 autocast, fractional CPUs for the quarter-GPU
 sweep, gloo for NCCL), so that a missing package or a broken code path shows
-here, not in the minutes of a lent GPU; the test suite runs it.
+here, not in the minutes of a lent GPU; the test suite rehearses the model
+and separate sections.
 
 The device machine has PyTorch but not Ray, Optuna, W&B or soundfile:
 ``python tests/benchmarks/gpu_bundle.py`` packs them into ``.gpu/`` (ignored by
