@@ -41,7 +41,8 @@ def _train(args: argparse.Namespace) -> int:
         if (out / "checkpoints" / "last.pt").exists() or (out / "summary.json").exists():
             raise UserError(f"{out}: already holds a run; pass --resume to continue it or pick another --out")
     try:
-        summary = train.fit(cfg, out, TerminalReporter(), resume=args.resume)
+        summary = train.fit(cfg, out, TerminalReporter(), resume=args.resume,
+                            data_cache=args.data_cache)
     except UserError as exc:
         _print_problems(exc)
         raise
@@ -236,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "them busy, and a data worker from 2 CPUs")
     p.add_argument("--skip-bad", action="store_true",
                    help="leave out data items with problems (data.skip_bad=true) instead of refusing the data set")
+    p.add_argument("--data-cache", type=Path, metavar="DIR",
+                   help="make data made on the fly (synthetic, dynamic) once into DIR and read it from "
+                        "there: runs on the same data and seed share it (the same batches)")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("eval", help="evaluate a checkpoint (synthetic test split by default)")

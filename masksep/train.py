@@ -38,6 +38,7 @@ from masksep import cpu
 from masksep.complexity import count_complexity
 from masksep.config import Config
 from masksep.data import build_dataset
+from masksep.data.cache import CachedMixtures
 from masksep.errors import UserError
 from masksep.files import atomic_write
 from masksep.losses import separation_loss
@@ -193,6 +194,7 @@ class Run:
     complexity: dict[str, int]
     train_set: Dataset
     valid_set: Dataset
+    data_cache: Path | None = None  # where data made on the fly is shared (masksep/data/cache.py)
 
     @property
     def ckpt_dir(self) -> Path:
@@ -239,10 +241,13 @@ def _autocast(device: torch.device, enabled: bool):
     return torch.autocast(device_type="cuda", dtype=dtype)
 
 
-def setup(cfg: Config, out_dir: Path, dist: Dist) -> Run:
+def setup(cfg: Config, out_dir: Path, dist: Dist, data_cache: Path | None = None) -> Run:
     cpu.keep_freed_memory()  # no page faults for each step's fresh memory (masksep/cpu.py)
     fixed = cpu.fixed_threads(cfg.train.threads)  # the CPUs the run may use, if fixed
-    threads, workers = cpu.plan(fixed or cpu.cpus_given(), cfg.data.num_workers)
+    train_set = build_dataset(cfg, "train", data_cache)
+    # A cached item is a copy out of a mapped file: a worker process would only cost a CPU.
+    cached = isinstance(train_set, CachedMixtures) and cfg.data.num_workers < 0
+    threads, workers = cpu.plan(fixed or cpu.cpus_given(), 0 if cached else cfg.data.num_workers)
     governor = cpu.ThreadGovernor(limit=threads, adapt=not fixed)
     device = pick_device(cfg.train.device, dist)
     model = initial_model(cfg)
@@ -259,7 +264,7 @@ def setup(cfg: Config, out_dir: Path, dist: Dist) -> Run:
     return Run(cfg, out_dir, dist, device, threads, workers, governor, model,
                dist.wrap(model, device), optimizer,
                scheduler, scaler, use_amp, complexity,
-               build_dataset(cfg, "train"), build_dataset(cfg, "valid"))
+               train_set, build_dataset(cfg, "valid", data_cache), data_cache)
 
 
 def restore(run: Run, source: str | Path) -> Progress:
@@ -373,7 +378,7 @@ def test(run: Run, progress: Progress) -> dict[str, Any]:
     cfg, model = run.cfg, run.model
     if progress.best_model is not None:
         model.load_state_dict(progress.best_model)
-    test_set = build_dataset(cfg, "test")
+    test_set = build_dataset(cfg, "test", run.data_cache)
     scores, _ = evaluate(model, test_set, run.device, cfg.train.batch_size, with_sdr=True,
                          dist=run.dist)
     summary = {
@@ -398,17 +403,20 @@ def test(run: Run, progress: Progress) -> dict[str, Any]:
 
 def fit(cfg: Config, out_dir: str | Path, reporter: Reporter | None = None, *,
         resume: bool = False, resume_from: str | Path | None = None,
-        dist: Dist = SINGLE) -> dict[str, Any]:
+        dist: Dist = SINGLE, data_cache: str | Path | None = None) -> dict[str, Any]:
     """Train one separator; write config.yaml, metrics.jsonl, checkpoints and summary.json.
 
     ``resume`` continues from ``out_dir/checkpoints/last.pt`` (``resume_from``:
     another last.pt, e.g. one fetched from a sweep's storage). Under DDP every
-    rank calls fit with its ``dist``; rank 0 writes the files. Returns the summary.
+    rank calls fit with its ``dist``; rank 0 writes the files. ``data_cache``: a
+    folder where data made on the fly is made once and shared with the other
+    runs on the same data (a study's variants); the same batches either way.
+    Returns the summary.
     """
     reporter = reporter or Reporter()
     out_dir = Path(out_dir)
     t0 = time.monotonic()
-    run = setup(cfg, out_dir, dist)
+    run = setup(cfg, out_dir, dist, Path(data_cache) if data_cache else None)
     source = resume_from or (out_dir / "checkpoints" / "last.pt" if resume else None)
     progress = restore(run, source) if source is not None else Progress()
     wall_before = progress.wall_s

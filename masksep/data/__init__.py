@@ -6,6 +6,8 @@ default collate makes ``(batch, T)`` and ``(batch, C, T)``.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from torch.utils.data import Dataset
 
 from masksep.config import Config
@@ -15,8 +17,17 @@ from masksep.errors import UserError
 __all__ = ["SyntheticMixtures", "build_dataset"]
 
 
-def build_dataset(cfg: Config, split: str) -> Dataset:
+# Data made on the fly, deterministic per (seed, split, epoch, item): worth a cache.
+CACHEABLE = ("synthetic", "dynamic")
+
+
+def build_dataset(cfg: Config, split: str, cache: str | Path | None = None) -> Dataset:
     """The ``split`` ('train', 'valid' or 'test') of the data set ``cfg.data`` names.
+
+    ``cache``: a folder shared by the runs that train on the same data (a
+    study's variants at one seed): data made on the fly is made there once per
+    (data config, seed, split, epoch) and read by the others, the same items
+    bit for bit (:mod:`masksep.data.cache`). Corpora on disk are read as they are.
 
     Synthetic: training items are ``data.segment_s`` long, validation and test
     items ``data.eval_seconds``; ``cfg.seed`` seeds all three, and the splits
@@ -30,6 +41,18 @@ def build_dataset(cfg: Config, split: str) -> Dataset:
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    dataset = _made_dataset(cfg, split)
+    if cache is None or cfg.data.kind not in CACHEABLE:
+        return dataset
+    from masksep.config import to_dict
+    from masksep.data.cache import CachedMixtures, cache_key
+
+    key = cache_key(to_dict(cfg)["data"], n_src=cfg.n_src, sample_rate=cfg.sample_rate,
+                    seed=cfg.seed)
+    return CachedMixtures(dataset, cache, key, split)
+
+
+def _made_dataset(cfg: Config, split: str) -> Dataset:
     d = cfg.data
     if d.kind == "synthetic":
         n_items, seconds = {

@@ -44,6 +44,7 @@ from masksep.errors import UserError
 from masksep.sweep import spec as spec_mod
 from masksep.sweep.spec import COST, METRIC, SweepSpec
 from masksep.sweep.state import STATE_FILE, experiment_path, read_state, write_state
+from masksep.sweep.trial import DATA_CACHE
 
 # --------------------------------------------------------------------------- the search
 
@@ -379,6 +380,13 @@ def _set_orphans_aside(experiment: str, out: Path) -> list[str]:
     return moved
 
 
+def _drop_data_cache(experiment: str) -> None:
+    """The data the trials shared is not a result: gone once the sweep has run
+    (a resume makes again what it needs)."""
+    if "://" not in experiment:
+        shutil.rmtree(Path(experiment) / DATA_CACHE, ignore_errors=True)
+
+
 def run_sweep(
     spec_path: str | Path,
     out: str | Path,
@@ -467,6 +475,7 @@ def run_sweep(
             tuner = build_tuner(spec, out, state["storage"], callbacks)
         t0 = time.monotonic()
         tuner.fit()
+        _drop_data_cache(experiment)
         state.update(status="finished", finished=time.time(),
                      driver_wall_s=state.get("driver_wall_s", 0.0) + time.monotonic() - t0)
         write_state(out, state)

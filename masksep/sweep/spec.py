@@ -183,6 +183,7 @@ class SpecFile:
     wandb: WandbSpec = field(default_factory=WandbSpec)
     gpu_hours: str | None = ""
     initial_points: list[dict[str, Any]] = field(default_factory=list)
+    data_cache: bool = True
 
 
 @dataclass
@@ -206,6 +207,9 @@ class SweepSpec:
     gpu_hours: str = ""  # the spec author's estimate, shown in reports
     initial_points: tuple[dict[str, Any], ...] = ()  # tried first, so every head kind is seen
     study: StudySpec | None = None
+    # Trials on the same data and seed share the data made on the fly (masksep/data/cache.py):
+    # made once into the experiment's data-cache folder, read by the others.
+    data_cache: bool = True
 
     @property
     def multi_objective(self) -> bool:
@@ -345,6 +349,7 @@ def load_spec(path: str | Path) -> SweepSpec:
         time_budget_s=top.time_budget_s, repeats=top.repeats, max_failures=top.max_failures,
         seed=top.seed, storage_path=top.storage_path or "", wandb=top.wandb,
         gpu_hours=top.gpu_hours or "", initial_points=tuple(top.initial_points), study=study,
+        data_cache=top.data_cache,
     )
     if study is not None:  # first: a study's own rules explain its errors best
         _validate_study(spec, study)

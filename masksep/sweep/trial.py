@@ -239,6 +239,18 @@ def describe(folder: TrialFolder, spec: SweepSpec, config: dict[str, Any]) -> No
     folder.put_bytes("config.yaml", config_mod.to_yaml(spec.trial_config(config)).encode())
 
 
+DATA_CACHE = "data-cache"  # in the experiment folder: the data its trials share
+
+
+def data_cache_dir(storage) -> Path:
+    """Where a sweep's trials share their data: the experiment folder when the
+    storage is a path (on a cluster, one every node sees), else a folder of
+    this node (cloud storage cannot be mapped)."""
+    if storage.storage_filesystem.type_name == "local":
+        return Path(storage.experiment_fs_path) / DATA_CACHE
+    return Path(tempfile.gettempdir()) / "masksep-data-cache" / Path(storage.experiment_fs_path).name
+
+
 def run_trial(config: dict[str, Any], spec: SweepSpec) -> None:
     """The Ray Tune trainable: one point of the search space -> train.fit."""
     from ray import tune
@@ -259,6 +271,7 @@ def run_trial(config: dict[str, Any], spec: SweepSpec) -> None:
         if resume_from is None:
             describe(folder, spec, config)
         reporter = trial_reporters(folder, tune.get_context().get_trial_id(), tune_reporter)
-        fit(cfg, run_dir, reporter, resume_from=resume_from)
+        cache = data_cache_dir(tune.get_context().get_storage()) if spec.data_cache else None
+        fit(cfg, run_dir, reporter, resume_from=resume_from, data_cache=cache)
     finally:
         shutil.rmtree(restore, ignore_errors=True)

@@ -1,0 +1,261 @@
+"""Data made once and read by every run that asks for the same data.
+
+A study trains every head variant at one seed on the same batches (common
+random numbers), so without a cache each variant makes the same synthetic
+mixtures again: at one CPU a batch took about as long to make as the model's
+step took to compute. Given a cache folder (``masksep train --data-cache DIR``;
+a sweep gives its trials one), a data set that is made on the fly (``synthetic``, ``dynamic``) is wrapped in
+:class:`CachedMixtures`: the first run to need (data config, seed, split,
+epoch) makes that whole epoch into one file, the others map it.
+
+One file per (data config, seed, split, epoch), named by a hash of all of them::
+
+    CACHE/<split>-e<epoch>-<hash16>.f32
+
+It holds a small header (a magic word, the header's length, a JSON header
+with the hash, the item count and each item's offset and length) and then
+every item's sources, float32, item after item. The mixture is not stored:
+these data sets make it as ``sources.sum(0)`` in float32, and the reader does
+the same sum, so it is the same bits (the maker checks that for every item).
+
+Writing is atomic and exclusive: the maker holds ``NAME.lock`` (created with
+O_EXCL, holding host and pid), writes ``NAME.tmp-<host>-<pid>`` and renames it
+to NAME; a run that finds the lock waits for the file. A lock whose process
+is gone (same host) or that has not been touched for :data:`STALE_S` seconds
+(another host) is taken over. A file that is truncated, has another header or
+another hash is made again, never read as a different batch. A folder that
+cannot be written (read-only storage) is not an error: the run makes its data
+itself, after one warning line on stderr.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+MAGIC = b"MSKCACH1"  # 8 bytes; the format's version is its last character
+ALIGN = 64  # the data starts at a multiple of this, so each item's array is aligned
+STALE_S = 120.0  # a lock not touched for this long (the maker touches it) is abandoned
+POLL_S = 0.05  # how often a waiting run looks for the file
+TOUCH_EVERY = 64  # items between two touches of the lock by its maker
+_warned: set[str] = set()
+
+
+def cache_key(data: dict[str, Any], *, n_src: int, sample_rate: int, seed: int) -> dict[str, Any]:
+    """What decides the items of a data set: every field of the data config that
+    can change an item (not where the cache lives or how items are loaded), the
+    number of sources, the sample rate and the seed."""
+    loading = {"num_workers", "check", "skip_bad"}
+    fields = {k: v for k, v in sorted(data.items()) if k not in loading}
+    return {"data": fields, "n_src": int(n_src), "sample_rate": int(sample_rate), "seed": int(seed)}
+
+
+def file_name(key: dict[str, Any], split: str, epoch: int) -> str:
+    full = {**key, "split": split, "epoch": int(epoch), "format": MAGIC.decode()}
+    digest = hashlib.sha256(json.dumps(full, sort_keys=True).encode()).hexdigest()[:16]
+    return f"{split}-e{int(epoch)}-{digest}.f32"
+
+
+class CachedMixtures(Dataset):
+    """``dataset`` (a data set made on the fly, deterministic per (split,
+    epoch, index), whose mixture is the float32 sum of its sources), its items
+    read from the cache in ``folder``. Items are the same tensors, bit for bit."""
+
+    def __init__(self, dataset: Dataset, folder: str | Path, key: dict[str, Any], split: str):
+        self.dataset = dataset
+        self.folder = Path(folder)
+        self.key = key
+        self.split = split
+        self.fixed_length = getattr(dataset, "fixed_length", False)
+        self.epoch = 0
+        self._arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._fallback = False  # the folder cannot be written: items come from ``dataset``
+
+    # -- what the loops see ------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Training sets change with the epoch; validation and test sets never do."""
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+        epoch = int(getattr(self.dataset, "epoch", epoch))
+        if epoch != self.epoch:
+            self.epoch, self._arrays = epoch, None
+
+    def __getattr__(self, name: str):
+        # item_name and the like come from the data set underneath
+        if name == "dataset":
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        arrays = self._open()
+        if arrays is None:
+            return self.dataset[index]
+        from masksep.data.synthetic import item_index
+
+        index = item_index(index, len(self))
+        data, offsets, lengths = arrays
+        n_src, length, start = self._n_src, int(lengths[index]), int(offsets[index])
+        sources = np.array(data[start : start + n_src * length]).reshape(n_src, length)
+        return torch.from_numpy(sources.sum(0)), torch.from_numpy(sources)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # a DataLoader worker maps the file again rather than pickling the map
+        return {**self.__dict__, "_arrays": None}
+
+    # -- the file ------------------------------------------------------------------------
+
+    @property
+    def path(self) -> Path:
+        return self.folder / file_name(self.key, self.split, self.epoch)
+
+    @property
+    def _n_src(self) -> int:
+        return int(self.key["n_src"])
+
+    def _open(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        if self._fallback:
+            return None
+        if self._arrays is None:
+            self._arrays = self._ensure()
+            if self._arrays is None:
+                self._fallback = True
+        return self._arrays
+
+    def _ensure(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Map the epoch's file, making it first if no other run has (or is)."""
+        path = self.path
+        lock = path.with_name(path.name + ".lock")
+        while True:
+            arrays = read_file(path, self.path.name)
+            if arrays is not None:
+                return arrays
+            try:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if _abandoned(lock):
+                    # Two runs may both take an abandoned lock over and both make the
+                    # file: the same bytes, each renamed whole, so only work is lost.
+                    _unlink(lock)
+                else:
+                    time.sleep(POLL_S)  # another run is making it
+                continue
+            except OSError as exc:
+                _warn_once(str(self.folder), f"masksep: data cache {self.folder} cannot be written "
+                           f"({exc.strerror or exc}); making the data in this run instead")
+                return None
+            try:
+                os.write(fd, f"{socket.gethostname()} {os.getpid()}\n".encode())
+                os.close(fd)
+                if read_file(path, self.path.name) is None:  # made while we looked at the lock
+                    self._make(path, lock)
+            finally:
+                _unlink(lock)
+
+    def _make(self, path: Path, lock: Path) -> None:
+        n = len(self.dataset)
+        items = []
+        for i in range(n):
+            mix, sources = self.dataset[i]
+            sources = np.ascontiguousarray(sources.numpy(), dtype=np.float32)
+            if sources.shape[0] != self._n_src or not np.array_equal(sources.sum(0), mix.numpy()):
+                raise RuntimeError(f"{type(self.dataset).__name__} item {i}: the mixture is not the "
+                                   "float32 sum of its sources; it cannot be cached this way")
+            items.append(sources)
+            if i % TOUCH_EVERY == TOUCH_EVERY - 1:
+                os.utime(lock)
+        lengths = [int(s.shape[1]) for s in items]
+        sizes = [self._n_src * n_samples for n_samples in lengths]
+        offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int).tolist() if n else []
+        header = json.dumps({"name": path.name, "n_items": n, "n_src": self._n_src,
+                             "offsets": offsets, "lengths": lengths}).encode()
+        start = _data_start(len(header))
+        tmp = path.with_name(f"{path.name}.tmp-{socket.gethostname()}-{os.getpid()}")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(MAGIC + len(header).to_bytes(8, "little") + header)
+                f.write(b"\0" * (start - f.tell()))
+                for sources in items:
+                    f.write(sources.tobytes())
+            os.replace(tmp, path)
+        except BaseException:
+            _unlink(tmp)
+            raise
+
+
+def _data_start(header_len: int) -> int:
+    return -(-(len(MAGIC) + 8 + header_len) // ALIGN) * ALIGN
+
+
+def read_file(path: Path, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(data, offsets, lengths) of a complete cache file whose header says ``name``;
+    None when it is missing, truncated, or another file."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+            if len(head) < 16 or head[:8] != MAGIC:
+                return None
+            header = json.loads(f.read(int.from_bytes(head[8:], "little")))
+        if header.get("name") != name:
+            return None
+        lengths = np.asarray(header["lengths"], dtype=np.int64)
+        offsets = np.asarray(header["offsets"], dtype=np.int64)
+        total = int(header["n_src"]) * int(lengths.sum())
+        start = _data_start(int.from_bytes(head[8:], "little"))
+        if path.stat().st_size != start + 4 * total or len(offsets) != header["n_items"]:
+            return None
+        data = (np.memmap(path, dtype=np.float32, mode="r", offset=start, shape=(total,))
+                if total else np.zeros(0, np.float32))
+        return data, offsets, lengths
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _abandoned(lock: Path) -> bool:
+    """The lock's maker is gone: a dead pid on this host, or no touch for STALE_S."""
+    try:
+        host, pid = lock.read_text().split()
+        age = time.time() - lock.stat().st_mtime
+    except FileNotFoundError:
+        return False  # released meanwhile: look for the file again
+    except (OSError, ValueError):
+        # being written this instant, or garbage: only its age can tell
+        try:
+            return time.time() - lock.stat().st_mtime > STALE_S
+        except OSError:
+            return False
+    if host == socket.gethostname():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            pass  # alive, another user's
+    return age > STALE_S
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def _warn_once(key: str, line: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        print(line, file=sys.stderr, flush=True)
