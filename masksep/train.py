@@ -391,7 +391,8 @@ def test(run: Run, progress: Progress) -> dict[str, Any]:
         "stopped_early": progress.patience_spent(cfg), "wall_s": progress.wall_s,
         "train_steps": progress.train_steps, "train_audio_s": progress.train_audio_s,
         "seed": cfg.seed, "device": str(run.device), "threads": run.threads,
-        "data_workers": run.workers, "thread_changes": run.governor.changes, "git_sha": git_sha(),
+        "data_workers": run.workers, "thread_changes": run.governor.changes,
+        "data_cache": _cache_files(run.train_set, run.valid_set, test_set), "git_sha": git_sha(),
     }
     if run.dist.is_main:
         atomic_write(run.out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
@@ -441,6 +442,14 @@ def fit(cfg: Config, out_dir: str | Path, reporter: Reporter | None = None, *,
     summary = test(run, progress)
     reporter.end(summary)
     return summary
+
+
+def _cache_files(*datasets: Dataset) -> dict[str, int] | None:
+    """How many data cache files this run made and how many it read (None: no cache)."""
+    cached = [d for d in datasets if isinstance(d, CachedMixtures)]
+    if not cached:
+        return None
+    return {k: sum(d.files[k] for d in cached) for k in ("made", "read")}
 
 
 def _check_resumable(cfg: Config, ckpt: dict, source: str) -> None:

@@ -49,7 +49,7 @@ def build_dataset(cfg: Config, split: str, cache: str | Path | None = None) -> D
 
     key = cache_key(to_dict(cfg)["data"], n_src=cfg.n_src, sample_rate=cfg.sample_rate,
                     seed=cfg.seed)
-    return CachedMixtures(dataset, cache, key, split)
+    return CachedMixtures(dataset, cache, key, split, last_epoch=cfg.train.epochs)
 
 
 def _made_dataset(cfg: Config, split: str) -> Dataset:

@@ -69,17 +69,27 @@ def file_name(key: dict[str, Any], split: str, epoch: int) -> str:
 class CachedMixtures(Dataset):
     """``dataset`` (a data set made on the fly, deterministic per (split,
     epoch, index), whose mixture is the float32 sum of its sources), its items
-    read from the cache in ``folder``. Items are the same tensors, bit for bit."""
+    read from the cache in ``folder``. Items are the same tensors, bit for bit.
 
-    def __init__(self, dataset: Dataset, folder: str | Path, key: dict[str, Any], split: str):
+    ``last_epoch`` (training sets): while another run makes this epoch, this
+    one makes a later epoch, up to ``last_epoch``, that nobody has made or is
+    making, rather than wait idle: two trials at one seed that start together
+    share the making between them.
+    """
+
+    def __init__(self, dataset: Dataset, folder: str | Path, key: dict[str, Any], split: str,
+                 last_epoch: int = 0):
         self.dataset = dataset
         self.folder = Path(folder)
         self.key = key
         self.split = split
+        self.last_epoch = int(last_epoch) if split == "train" else 0
         self.fixed_length = getattr(dataset, "fixed_length", False)
         self.epoch = 0
         self._arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._fallback = False  # the folder cannot be written: items come from ``dataset``
+        self._made: set[str] = set()
+        self.files = {"made": 0, "read": 0}  # cache files this data set made, and read from others
 
     # -- what the loops see ------------------------------------------------------------
 
@@ -87,12 +97,16 @@ class CachedMixtures(Dataset):
         return len(self.dataset)
 
     def set_epoch(self, epoch: int) -> None:
-        """Training sets change with the epoch; validation and test sets never do."""
+        """Training sets change with the epoch; validation and test sets never do.
+        The epoch's file is made or found now, in this process (before any
+        DataLoader worker starts)."""
+        if self.split != "train":
+            return
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(epoch)
-        epoch = int(getattr(self.dataset, "epoch", epoch))
-        if epoch != self.epoch:
-            self.epoch, self._arrays = epoch, None
+        if int(epoch) != self.epoch:
+            self.epoch, self._arrays = int(epoch), None
+        self._open()
 
     def __getattr__(self, name: str):
         # item_name and the like come from the data set underneath
@@ -116,11 +130,10 @@ class CachedMixtures(Dataset):
         # a DataLoader worker maps the file again rather than pickling the map
         return {**self.__dict__, "_arrays": None}
 
-    # -- the file ------------------------------------------------------------------------
+    # -- the files -----------------------------------------------------------------------
 
-    @property
-    def path(self) -> Path:
-        return self.folder / file_name(self.key, self.split, self.epoch)
+    def path(self, epoch: int | None = None) -> Path:
+        return self.folder / file_name(self.key, self.split, self.epoch if epoch is None else epoch)
 
     @property
     def _n_src(self) -> int:
@@ -136,65 +149,98 @@ class CachedMixtures(Dataset):
         return self._arrays
 
     def _ensure(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        """Map the epoch's file, making it first if no other run has (or is)."""
-        path = self.path
-        lock = path.with_name(path.name + ".lock")
+        """Map this epoch's file, making it first if no other run has or is."""
+        path = self.path()
         while True:
-            arrays = read_file(path, self.path.name)
+            arrays = read_file(path, path.name)
             if arrays is not None:
+                if path.name not in self._made:
+                    self.files["read"] += 1
                 return arrays
-            try:
-                self.folder.mkdir(parents=True, exist_ok=True)
-                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                if _abandoned(lock):
-                    # Two runs may both take an abandoned lock over and both make the
-                    # file: the same bytes, each renamed whole, so only work is lost.
-                    _unlink(lock)
-                else:
-                    time.sleep(POLL_S)  # another run is making it
-                continue
-            except OSError as exc:
-                _warn_once(str(self.folder), f"masksep: data cache {self.folder} cannot be written "
-                           f"({exc.strerror or exc}); making the data in this run instead")
+            state = self._try_make(self.epoch)
+            if state == "unwritable":
                 return None
-            try:
-                os.write(fd, f"{socket.gethostname()} {os.getpid()}\n".encode())
-                os.close(fd)
-                if read_file(path, self.path.name) is None:  # made while we looked at the lock
-                    self._make(path, lock)
-            finally:
-                _unlink(lock)
+            if state == "busy" and not self._make_ahead():
+                time.sleep(POLL_S)  # another run is making it, and nothing is left to help with
 
-    def _make(self, path: Path, lock: Path) -> None:
-        n = len(self.dataset)
-        items = []
-        for i in range(n):
-            mix, sources = self.dataset[i]
-            sources = np.ascontiguousarray(sources.numpy(), dtype=np.float32)
-            if sources.shape[0] != self._n_src or not np.array_equal(sources.sum(0), mix.numpy()):
-                raise RuntimeError(f"{type(self.dataset).__name__} item {i}: the mixture is not the "
-                                   "float32 sum of its sources; it cannot be cached this way")
-            items.append(sources)
-            if i % TOUCH_EVERY == TOUCH_EVERY - 1:
-                os.utime(lock)
-        lengths = [int(s.shape[1]) for s in items]
-        sizes = [self._n_src * n_samples for n_samples in lengths]
-        offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int).tolist() if n else []
-        header = json.dumps({"name": path.name, "n_items": n, "n_src": self._n_src,
-                             "offsets": offsets, "lengths": lengths}).encode()
-        start = _data_start(len(header))
-        tmp = path.with_name(f"{path.name}.tmp-{socket.gethostname()}-{os.getpid()}")
+    def _make_ahead(self) -> bool:
+        """Make the first later epoch that no run has made or is making; True if one was."""
+        return any(self._try_make(epoch) == "made"
+                   for epoch in range(self.epoch + 1, self.last_epoch + 1))
+
+    def _try_make(self, epoch: int) -> str:
+        """Make ``epoch``'s file under its lock: "made", "present" (it exists),
+        "busy" (another run holds the lock) or "unwritable"."""
+        path = self.path(epoch)
+        lock = path.with_name(path.name + ".lock")
+        if read_file(path, path.name) is not None:
+            return "present"
         try:
-            with open(tmp, "wb") as f:
-                f.write(MAGIC + len(header).to_bytes(8, "little") + header)
-                f.write(b"\0" * (start - f.tell()))
-                for sources in items:
-                    f.write(sources.tobytes())
-            os.replace(tmp, path)
-        except BaseException:
-            _unlink(tmp)
-            raise
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            if _abandoned(lock):
+                # Two runs may both take an abandoned lock over and both make the
+                # file: the same bytes, each renamed whole, so only work is lost.
+                _unlink(lock)
+            return "busy"
+        except OSError as exc:
+            _warn_once(str(self.folder), f"masksep: data cache {self.folder} cannot be written "
+                       f"({exc.strerror or exc}); making the data in this run instead")
+            return "unwritable"
+        try:
+            os.write(fd, f"{socket.gethostname()} {os.getpid()}\n".encode())
+            os.close(fd)
+            if read_file(path, path.name) is not None:  # made while we looked at the lock
+                return "present"
+            self._make(path, lock, epoch)
+            self._made.add(path.name)
+            self.files["made"] += 1
+            return "made"
+        finally:
+            _unlink(lock)
+
+    def _make(self, path: Path, lock: Path, epoch: int) -> None:
+        inner = self.dataset
+        before = getattr(inner, "epoch", 0)
+        if epoch != before:
+            inner.set_epoch(epoch)
+        try:
+            items = []
+            for i in range(len(inner)):
+                mix, sources = inner[i]
+                sources = np.ascontiguousarray(sources.numpy(), dtype=np.float32)
+                if sources.shape[0] != self._n_src or not np.array_equal(sources.sum(0), mix.numpy()):
+                    raise RuntimeError(f"{type(inner).__name__} item {i}: the mixture is not the "
+                                       "float32 sum of its sources; it cannot be cached this way")
+                items.append(sources)
+                if i % TOUCH_EVERY == TOUCH_EVERY - 1:
+                    os.utime(lock)
+        finally:
+            if epoch != before:
+                inner.set_epoch(before)
+        _write(path, items, self._n_src)
+
+
+def _write(path: Path, items: list[np.ndarray], n_src: int) -> None:
+    """The file of ``items`` (each (n_src, T) float32), through a temp file and a rename."""
+    lengths = [int(s.shape[1]) for s in items]
+    sizes = [n_src * n_samples for n_samples in lengths]
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int).tolist() if items else []
+    header = json.dumps({"name": path.name, "n_items": len(items), "n_src": n_src,
+                         "offsets": offsets, "lengths": lengths}).encode()
+    start = _data_start(len(header))
+    tmp = path.with_name(f"{path.name}.tmp-{socket.gethostname()}-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(MAGIC + len(header).to_bytes(8, "little") + header)
+            f.write(b"\0" * (start - f.tell()))
+            for sources in items:
+                f.write(sources.tobytes())
+        os.replace(tmp, path)
+    except BaseException:
+        _unlink(tmp)
+        raise
 
 
 def _data_start(header_len: int) -> int:
