@@ -140,6 +140,28 @@ def test_optuna_asha_sweep_with_wandb_offline(tmp_path, ray_env):
     assert "WANDB_API_KEY" not in (out / "sweep.json").read_text()
 
 
+def test_a_study_makes_each_seeds_data_once_and_drops_it_when_done(tmp_path, ray_env):
+    spec = write_spec(
+        tmp_path / "spec.yaml", num_samples=None, repeats=2,
+        study={"reference": "shallow", "claims": {"deep": "deep-d3"},
+               "variants": {"shallow": {"head.kind": "shallow"},
+                            "deep-d3": {"head.kind": "deep", "head.depth": 3, "head.width": 16},
+                            "og-p3": {"head.kind": "og", "head.oversep": 3}}},
+    )
+    out = tmp_path / "out"
+    done = sweep(ray_env, spec, "--out", out, "--num-cpus", 2, "--no-wandb")
+    assert done.returncode == 0, done.stderr[-3000:]
+    summaries = [json.loads((d / "summary.json").read_text()) for d in trial_dirs(out)]
+    assert len(summaries) == 6
+    files = TINY_BASE["train"]["epochs"] + 2  # the training epochs, validation and test
+    for seed in (0, 1):
+        at_seed = [s["data_cache"] for s in summaries if s["seed"] == seed]
+        assert len(at_seed) == 3
+        assert sum(c["made"] for c in at_seed) == files  # each file made by one trial only
+        assert all(c["made"] + c["read"] == files for c in at_seed)  # and read by the others
+    assert not (out / "ray" / "t" / "data-cache").exists()  # not a result: dropped at the end
+
+
 def test_a_failing_trial_is_recorded_and_the_others_finish(tmp_path, ray_env):
     # data.kind librimix with a root that does not exist: that trial raises at start
     base = {**TINY_BASE, "data": {**TINY_BASE["data"], "root": str(tmp_path / "no-corpus")}}

@@ -4,28 +4,35 @@ A study trains every head variant at one seed on the same batches (common
 random numbers), so without a cache each variant makes the same synthetic
 mixtures again: at one CPU a batch took about as long to make as the model's
 step took to compute. Given a cache folder (``masksep train --data-cache DIR``;
-a sweep gives its trials one), a data set that is made on the fly (``synthetic``, ``dynamic``) is wrapped in
-:class:`CachedMixtures`: the first run to need (data config, seed, split,
-epoch) makes that whole epoch into one file, the others map it.
+a sweep gives its trials one), a data set that is made on the fly
+(``synthetic``, ``dynamic``) is wrapped in :class:`CachedMixtures`: the first
+run to need (data config, seed, split, epoch) makes that whole epoch into one
+file, the others map it.
 
 One file per (data config, seed, split, epoch), named by a hash of all of them::
 
     CACHE/<split>-e<epoch>-<hash16>.f32
 
 It holds a small header (a magic word, the header's length, a JSON header
-with the hash, the item count and each item's offset and length) and then
-every item's sources, float32, item after item. The mixture is not stored:
-these data sets make it as ``sources.sum(0)`` in float32, and the reader does
-the same sum, so it is the same bits (the maker checks that for every item).
+with the file's name, the item count and each item's offset and length) and
+then every item's sources, float32, item after item. The mixture is not
+stored: these data sets make it as ``sources.sum(0)`` in float32, and the
+reader does the same sum, so it is the same bits (the maker checks that for
+every item).
 
 Writing is atomic and exclusive: the maker holds ``NAME.lock`` (created with
 O_EXCL, holding host and pid), writes ``NAME.tmp-<host>-<pid>`` and renames it
-to NAME; a run that finds the lock waits for the file. A lock whose process
-is gone (same host) or that has not been touched for :data:`STALE_S` seconds
-(another host) is taken over. A file that is truncated, has another header or
-another hash is made again, never read as a different batch. A folder that
-cannot be written (read-only storage) is not an error: the run makes its data
-itself, after one warning line on stderr.
+to NAME. A run that finds the lock makes a later epoch that no run has made
+or claimed (up to the last epoch of its training), else waits for the file.
+A lock whose process is gone (same host) or that has not been touched for
+:data:`STALE_S` seconds (another host) is taken over. A file that is
+truncated, has another header or another name is made again, never read as
+a different batch. A folder that cannot be written (read-only storage) is
+not an error: the run makes its data itself, after one warning line on stderr.
+
+The hash covers the data config, not the files a ``dynamic`` data set reads:
+a cache is for the runs of one sweep (which deletes it when it finishes), not
+a store that outlives a change to the corpus.
 """
 
 from __future__ import annotations
