@@ -6,13 +6,13 @@ BIN := $(VENV)/bin
 # a bare `pip install torch` would pull a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install test sweep study lint bench clean
+.PHONY: install test sweep study study-speech lint bench clean
 
 $(BIN)/masksep: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,speech]"
 	touch $@
 
 install: $(BIN)/masksep
@@ -26,13 +26,24 @@ OUT ?= runs/quick-$(shell date +%Y%m%d-%H%M%S)
 sweep: install
 	$(BIN)/masksep sweep sweeps/quick.yaml --out $(OUT)
 
-# The embedded study: sweeps/study.yaml (8 head variants x 5 seeds, ~53 min on 2 cores),
+# The embedded study: sweeps/study.yaml (8 head variants x 5 seeds, ~25 min on 2 cores),
 # then masksep analyze over its deep and og heads, then the report with the analysis.
 STUDY_OUT ?= runs/study-$(shell date +%Y%m%d-%H%M%S)
 study: install
 	$(BIN)/masksep sweep sweeps/study.yaml --out $(STUDY_OUT)
 	$(BIN)/masksep analyze $(STUDY_OUT)
 	$(BIN)/masksep report $(STUDY_OUT)
+
+# The study on speech: a corpus spoken by espeak-ng (the speech extra, made once into
+# SPEECH_DATA; a second run finds it and makes nothing), then sweeps/study-speech.yaml,
+# masksep analyze and the report. The trials read the corpus from MASKSEP_SPEECH_DATA.
+SPEECH_DATA ?= $(abspath data/speech)
+SPEECH_OUT ?= runs/study-speech-$(shell date +%Y%m%d-%H%M%S)
+study-speech: install
+	$(BIN)/masksep data speech $(SPEECH_DATA)
+	MASKSEP_SPEECH_DATA=$(SPEECH_DATA) $(BIN)/masksep sweep sweeps/study-speech.yaml --out $(SPEECH_OUT)
+	MASKSEP_SPEECH_DATA=$(SPEECH_DATA) $(BIN)/masksep analyze $(SPEECH_OUT)
+	$(BIN)/masksep report $(SPEECH_OUT)
 
 lint: install
 	$(BIN)/ruff check masksep tests

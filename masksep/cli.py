@@ -135,6 +135,35 @@ def _data_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+# Defaults of `masksep data speech`, here so that --help needs no extra.
+DEFAULT_SPEECH_LANGUAGES = ("en-US", "en", "de", "fr", "es", "it")
+DEFAULT_SPEECH_VARIANTS = tuple(f"f{i}" for i in range(1, 6)) + tuple(f"m{i}" for i in range(1, 9))
+
+
+def _data_speech(args: argparse.Namespace) -> int:
+    from masksep.espeak import MissingExtra
+
+    try:
+        from masksep.data import speech
+
+        splits = ("train", "dev", "test")
+        spec = speech.SpeechSpec(
+            rates=tuple(args.rates), modes=tuple(args.modes),
+            languages=tuple(x for x in args.languages.split(",") if x),
+            variants=tuple(x for x in args.variants.split(",") if x),
+            speakers={s: getattr(args, f"{s}_speakers") for s in splits},
+            utterances={s: getattr(args, f"{s}_utterances") for s in splits},
+            mixtures={s: getattr(args, f"{s}_mixtures") for s in splits}, seed=args.seed)
+        if args.workers < 0:
+            raise UserError(f"--workers: must be >= 0, got {args.workers}")
+        info = speech.make_corpus(args.out, spec, workers=args.workers)
+    except MissingExtra:
+        raise UserError("masksep data speech needs the speech extra (espeak-ng, GPL-3.0-or-later): "
+                        "pip install 'masksep[speech]'") from None
+    print(json.dumps({k: v for k, v in info.items() if k != "spec"}))
+    return 0
+
+
 def _data_check(args: argparse.Namespace) -> int:
     from masksep.data.checks import check_folder, print_report
 
@@ -278,6 +307,24 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--noise", action="store_true", help="also noisy mixtures (mix_both, noise/)")
     q.set_defaults(func=_data_synth)
+    q = data_sub.add_parser(
+        "speech", help="write a speech corpus spoken by espeak-ng (LibriMix layout and utterances; "
+                       "needs the speech extra)")
+    q.add_argument("out", type=Path, help="corpus folder to write")
+    q.add_argument("--rates", type=int, nargs="+", default=[8000], help="8000 and/or 16000")
+    q.add_argument("--modes", nargs="+", default=["min"], help="min and/or max")
+    q.add_argument("--languages", default=",".join(DEFAULT_SPEECH_LANGUAGES),
+                   help="espeak-ng language voices, comma-separated")
+    q.add_argument("--variants", default=",".join(DEFAULT_SPEECH_VARIANTS),
+                   help="espeak-ng voice variants, comma-separated (f1-f5 female, m1-m8 male)")
+    for split, (spk, utt, mix) in {"train": (60, 25, 1500), "dev": (12, 10, 200),
+                                   "test": (12, 10, 200)}.items():
+        q.add_argument(f"--{split}-speakers", type=int, default=spk)
+        q.add_argument(f"--{split}-utterances", type=int, default=utt, help="per speaker")
+        q.add_argument(f"--{split}-mixtures", type=int, default=mix)
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--workers", type=int, default=0, help="synthesizer processes (default: the CPUs)")
+    q.set_defaults(func=_data_speech)
     q = data_sub.add_parser("check", help="list every problem of a data folder (exit 2 if any)")
     q.add_argument("dir", type=Path)
     q.add_argument("--layout", default="auto", choices=("auto", "librimix", "wsj0mix", "wham", "utterances"))
