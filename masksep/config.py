@@ -20,78 +20,16 @@ from typing import Any, Literal
 import yaml
 
 from masksep.errors import ConfigError
-from masksep.models import BACKBONES, ENCODERS, HEADS, HIDDEN_ACTIVATIONS, MASK_ACTIVATIONS
 
-
-@dataclass
-class EncoderConfig:
-    """Front end. ``conv``: Conv-TasNet's learned filterbank (N filters of length L,
-    stride L/2 by default). ``stft``: an STFT with a periodic Hann window of length
-    ``kernel_size`` (= n_fft) and hop ``stride``; N is then kernel_size // 2 + 1 bins
-    and ``n_filters`` is not used."""
-
-    kind: Literal[ENCODERS.names()] = "conv"
-    n_filters: int = 64  # N
-    kernel_size: int = 16  # L (stft: window and FFT length)
-    stride: int = 8  # L / 2 in Conv-TasNet (stft: hop)
-
-    @property
-    def n_bins(self) -> int:
-        """Size N of the representation that the masks multiply."""
-        return self.kernel_size // 2 + 1 if self.kind == "stft" else self.n_filters
-
-
-@dataclass
-class TCNConfig:
-    """Conv-TasNet's temporal convolutional network (Luo & Mesgarani 2019)."""
-
-    bottleneck: int = 64  # B
-    hidden: int = 128  # H
-    kernel_size: int = 3  # P
-    layers: int = 4  # X: blocks per repeat, dilations 1, 2, ..., 2^(X-1)
-    repeats: int = 2  # R
-    skip: int = 64  # skip-connection channels; 0 = no skip path (output = residual path)
-
-
-@dataclass
-class DPRNNConfig:
-    """Dual-path RNN (Luo, Chen & Yoshioka 2020)."""
-
-    bottleneck: int = 64
-    hidden: int = 64  # LSTM units per direction
-    chunk_size: int = 100  # K; chunks overlap by 50 %
-    blocks: int = 2
-    bidirectional: bool = True  # the inter-chunk RNN; the intra-chunk RNN is always bidirectional
-
-
-@dataclass
-class BackboneConfig:
-    kind: Literal[BACKBONES.names()] = "tcn"
-    tcn: TCNConfig = field(default_factory=TCNConfig)
-    dprnn: DPRNNConfig = field(default_factory=DPRNNConfig)
-
-
-@dataclass
-class HeadConfig:
-    """The mask estimation module, the subject of the study.
-
-    shallow: one 1x1 conv to C*N, then ``mask_act`` (depth and width are not used).
-    deep:    an MLP of ``depth`` 1x1 convs, hidden size ``width``, ``hidden_act``
-             between layers; depth 1 is exactly shallow.
-    og:      overseparation-grouping: a shallow or deep trunk (depth, width) to P*N
-             masks (P = ``oversep`` >= C), then ``grouping``: ``learned`` (a trainable
-             soft assignment of the P outputs to the C sources) or ``oracle``
-             (MixIT-style best binary assignment against the references).
-    """
-
-    kind: Literal[HEADS.names()] = "shallow"
-    depth: int = 1
-    width: int = 256
-    hidden_act: Literal[HIDDEN_ACTIVATIONS.names()] = "tanh"
-    mask_act: Literal[MASK_ACTIVATIONS.names()] = "sigmoid"
-    oversep: int = 4  # P, used by og only
-    grouping: Literal["learned", "oracle"] = "learned"  # og only
-    gated_output: bool = False  # DPRNN's gated output layer on each mask (tanh * sigmoid, 1x1 conv)
+# The components' own configs (torch-free), composed into Config below and re-exported here.
+from masksep.models.spec import (  # noqa: F401
+    OG_MAX_ASSIGNMENTS,
+    BackboneConfig,
+    DPRNNConfig,
+    EncoderConfig,
+    HeadConfig,
+    TCNConfig,
+)
 
 
 @dataclass
@@ -419,7 +357,6 @@ def validate(cfg: Config, source: str | None = None) -> None:
         )
         if h.grouping == "oracle":
             # The loss's own limit: og_assign scores all C^P assignments exactly.
-            from masksep.losses import OG_MAX_ASSIGNMENTS
 
             c(cfg.n_src**h.oversep <= OG_MAX_ASSIGNMENTS, "head.oversep",
               f"oracle grouping scores all n_src^oversep = {cfg.n_src}^{h.oversep} assignments; "

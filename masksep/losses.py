@@ -29,11 +29,11 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
+from masksep.models.spec import OG_MAX_ASSIGNMENTS
+
 EPS = 1e-8
 # Beyond this many permutations (C = 5 gives 120) the Hungarian solver is used.
 EXHAUSTIVE_MAX_SOURCES = 4
-# C^P above this is refused by og_assign: 2^20 covers P = 20 with C = 2, P = 12 with C = 3.
-OG_MAX_ASSIGNMENTS = 2**20
 # Assignments / subsets scored at once in og_assign, to bound memory.
 _OG_CHUNK = 2**15
 

@@ -12,7 +12,12 @@ from __future__ import annotations
 
 import ast
 import graphlib
+import os
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "masksep"
 
@@ -136,3 +141,32 @@ def test_the_cycle_finder_finds_a_cycle_through_a_package_init(tmp_path):
 def test_no_import_cycles():
     cycle = find_cycle(import_graph())
     assert cycle is None, f"import cycle: {' -> '.join(cycle)}"
+
+
+def test_loading_a_config_does_not_import_torch():
+    probe = ("import sys, masksep.config as C;"
+             "C.load_config('sweeps/trials/study-tcn.yaml', ['head.kind=og', 'head.grouping=oracle']);"
+             "C.load_config('sweeps/trials/dprnn-paper.yaml');"
+             "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
+    root = PACKAGE.parent
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=root,
+                         env={**os.environ, "PYTHONPATH": str(root)}, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr[-800:]
+
+
+def test_the_registries_build_exactly_the_names_the_config_accepts():
+    from masksep.models import (
+        BACKBONES,
+        ENCODERS,
+        HEADS,
+        HIDDEN_ACTIVATIONS,
+        MASK_ACTIVATIONS,
+        spec,
+    )
+    from masksep.models.registry import Registry
+
+    assert ENCODERS.names() == spec.ENCODER_KINDS and BACKBONES.names() == spec.BACKBONE_KINDS
+    assert HEADS.names() == spec.HEAD_KINDS and HIDDEN_ACTIVATIONS.names() == spec.HIDDEN_ACTS
+    assert MASK_ACTIVATIONS.names() == spec.MASK_ACTS
+    with pytest.raises(RuntimeError, match="head.kind"):
+        Registry("head.kind", {"shallow": object()}, names=spec.HEAD_KINDS)

@@ -222,24 +222,26 @@ def test_an_unknown_name_is_one_line_naming_the_field():
         build_model(cfg)
 
 
-def _readme_head_example() -> tuple[str, str, str]:
-    """(file text, import line, registry line) of the README's "Adding a mask head"."""
+def _readme_head_example() -> tuple[str, str, str, str]:
+    """(file text, import line, registry line, names line) of the README's "Adding a mask head"."""
     readme = (REPO / "README.md").read_text()
     section = readme.split("## Adding a mask head", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
-    assert len(blocks) == 2, "the README section should show the file and the registry edit"
-    head_file, registry_edit = blocks
+    assert len(blocks) == 3, "the README section should show the file, the registry and the name"
+    head_file, registry_edit, spec_edit = blocks
     assert head_file.startswith("# masksep/models/context_head.py\n")
     assert registry_edit.startswith("# masksep/models/separator.py\n")
+    assert spec_edit.startswith("# masksep/models/spec.py\n")
     import_line = registry_edit.splitlines()[1]
     (entry,) = [line for line in registry_edit.splitlines() if "# the new line" in line]
-    return head_file, import_line, entry
+    (names,) = [line for line in spec_edit.splitlines() if line.startswith("HEAD_KINDS = ")]
+    return head_file, import_line, entry, names
 
 
-def test_the_readme_head_example_is_one_file_and_one_registry_line(tmp_path):
+def test_the_readme_head_example_is_one_file_a_registry_line_and_a_name(tmp_path):
     """The README's example head, added to a copy of the package exactly as the
     README says, is accepted by the config and trained a step by build_model's model."""
-    head_file, import_line, entry = _readme_head_example()
+    head_file, import_line, entry, names = _readme_head_example()
     package = tmp_path / "masksep"
     shutil.copytree(REPO / "masksep", package, ignore=shutil.ignore_patterns("__pycache__"))
     (package / "models" / "context_head.py").write_text(head_file)
@@ -251,6 +253,10 @@ def test_the_readme_head_example_is_one_file_and_one_registry_line(tmp_path):
                         f"from masksep.models.heads import MaskHead\n{import_line}\n")
     text = text.replace('        "og": MaskHead,\n', f'        "og": MaskHead,\n{entry}\n')
     separator.write_text(text)
+    spec = package / "models" / "spec.py"
+    spec_text = spec.read_text()
+    (old,) = [line for line in spec_text.splitlines() if line.startswith("HEAD_KINDS = ")]
+    spec.write_text(spec_text.replace(old, names))
 
     script = """
 import json, sys, torch

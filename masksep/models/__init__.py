@@ -1,15 +1,25 @@
 """Separator models: front ends, backbones, mask heads, build_model, and the
-registries that name them (masksep.config reads its choices from these)."""
+registries that name them. ``masksep.models.spec`` holds their configs and is
+torch-free; the names below load the torch parts on first use, so importing
+the spec (as masksep.config does) does not import torch."""
 
-from masksep.models.layers import HIDDEN_ACTIVATIONS, MASK_ACTIVATIONS
-from masksep.models.separator import BACKBONES, ENCODERS, HEADS, Separator, build_model
+from __future__ import annotations
 
-__all__ = [
-    "BACKBONES",
-    "ENCODERS",
-    "HEADS",
-    "HIDDEN_ACTIVATIONS",
-    "MASK_ACTIVATIONS",
-    "Separator",
-    "build_model",
-]
+import importlib
+
+_WHERE = {
+    "BACKBONES": "masksep.models.separator",
+    "ENCODERS": "masksep.models.separator",
+    "HEADS": "masksep.models.separator",
+    "Separator": "masksep.models.separator",
+    "build_model": "masksep.models.separator",
+    "HIDDEN_ACTIVATIONS": "masksep.models.layers",
+    "MASK_ACTIVATIONS": "masksep.models.layers",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(importlib.import_module(_WHERE[name]), name)
+    raise AttributeError(f"module 'masksep.models' has no attribute {name!r}")

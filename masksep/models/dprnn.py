@@ -9,16 +9,12 @@ same parameters; ours lets every mask head see plain (batch, F, frames).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from masksep.models.layers import GlobalLayerNorm
-
-if TYPE_CHECKING:  # masksep.config imports the registries, so not at run time
-    from masksep.config import DPRNNConfig
+from masksep.models.spec import DPRNNConfig
 
 
 class DPRNNBlock(nn.Module):

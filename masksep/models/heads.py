@@ -17,15 +17,12 @@ outputs, before the mask activation.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from masksep.models.layers import HIDDEN_ACTIVATIONS, MASK_ACTIVATIONS
-
-if TYPE_CHECKING:  # masksep.config imports the registries, so not at run time
-    from masksep.config import HeadConfig
+from masksep.models.spec import HeadConfig
 
 # Weight of an output's own source in the initial learned grouping (see
 # _initial_group_logits).

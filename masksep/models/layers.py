@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from masksep.models.registry import Registry
+from masksep.models.spec import HIDDEN_ACTS, MASK_ACTS
 
 
 class GlobalLayerNorm(nn.Module):
@@ -77,6 +78,7 @@ def _linear(masks: Tensor) -> Tensor:
 HIDDEN_ACTIVATIONS: Registry[Callable[[], nn.Module]] = Registry(
     "head.hidden_act",
     {"tanh": nn.Tanh, "relu": nn.ReLU, "prelu": nn.PReLU, "sigmoid": nn.Sigmoid, "gelu": nn.GELU},
+    names=HIDDEN_ACTS,
 )
 
 # On the masks (B, K, N, frames): plain functions, not modules, so a head's
@@ -84,4 +86,5 @@ HIDDEN_ACTIVATIONS: Registry[Callable[[], nn.Module]] = Registry(
 MASK_ACTIVATIONS: Registry[Callable[[Tensor], Tensor]] = Registry(
     "head.mask_act",
     {"sigmoid": torch.sigmoid, "relu": torch.relu, "softmax": _softmax_over_outputs, "linear": _linear},
+    names=MASK_ACTS,
 )

@@ -2,8 +2,9 @@
 
 One type for every choice the model makes (``encoder.kind``, ``backbone.kind``,
 ``head.kind``, ``head.hidden_act``, ``head.mask_act``), after Asteroid's
-``activations.get``. The config's ``Literal`` choices are read from the
-registries, so a name exists in both places or in neither.
+``activations.get``. The config's ``Literal`` choices are the name tuples of
+masksep.models.spec (torch-free); a registry made with ``names`` refuses to
+exist unless it builds exactly those, so a name is in both places or in neither.
 """
 
 from __future__ import annotations
@@ -20,14 +21,16 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """Names -> builders for the config field ``field`` (e.g. ``"head.kind"``).
 
-    Fixed once built: the config's Literal choices are taken from
-    :meth:`names` when masksep.config is imported, so a name added later
-    could be built but never configured.
+    Fixed once built. ``names``: the names the config accepts for ``field``
+    (masksep.models.spec); the entries must be exactly those, in that order.
     """
 
-    def __init__(self, field: str, entries: Mapping[str, T]):
+    def __init__(self, field: str, entries: Mapping[str, T], names: tuple[str, ...] | None = None):
         self.field = field
         self._entries = MappingProxyType(dict(entries))
+        if names is not None and tuple(self._entries) != tuple(names):
+            raise RuntimeError(f"{field}: the registry builds {list(self._entries)} but the config "
+                               f"accepts {list(names)} (masksep/models/spec.py)")
 
     def names(self) -> tuple[str, ...]:
         """The names, in the order they were listed (the config's error messages use it)."""

@@ -4,8 +4,9 @@ As in Asteroid's ``BaseEncoderMaskerDecoder`` every step is a named method that
 can be replaced alone; Asteroid's masker is split in two (backbone and head)
 because the head is what this study varies.
 
-The registries below name every front end, backbone and head that a config can
-ask for; masksep.config takes its ``kind`` choices from them.
+The registries below build every front end, backbone and head that a config can
+ask for; the names a config may give are in masksep.models.spec, and each
+registry is checked against them when it is made.
 """
 
 from __future__ import annotations
@@ -15,14 +16,16 @@ from typing import TYPE_CHECKING
 
 from torch import Tensor, nn
 
+from masksep.models import spec
 from masksep.models.dprnn import DPRNN
 from masksep.models.encoders import ConvFrontEnd, FrontEnd, STFTFrontEnd
 from masksep.models.heads import MaskHead
 from masksep.models.registry import Registry
+from masksep.models.spec import BackboneConfig, EncoderConfig, HeadConfig
 from masksep.models.tcn import TCN
 
-if TYPE_CHECKING:  # masksep.config imports these registries, so not at run time
-    from masksep.config import BackboneConfig, Config, EncoderConfig, HeadConfig
+if TYPE_CHECKING:
+    from masksep.config import Config
 
 # encoder.kind -> builder(cfg.encoder): a FrontEnd.
 ENCODERS: Registry[Callable[[EncoderConfig], FrontEnd]] = Registry(
@@ -31,6 +34,7 @@ ENCODERS: Registry[Callable[[EncoderConfig], FrontEnd]] = Registry(
         "conv": lambda enc: ConvFrontEnd(enc.n_filters, enc.kernel_size, enc.stride),
         "stft": lambda enc: STFTFrontEnd(enc.kernel_size, enc.stride),
     },
+    names=spec.ENCODER_KINDS,
 )
 
 # backbone.kind -> builder(N, cfg.backbone): a module (B, N, frames) -> (B, F, frames)
@@ -41,6 +45,7 @@ BACKBONES: Registry[Callable[[int, BackboneConfig], nn.Module]] = Registry(
         "tcn": lambda n_bins, bb: TCN(n_bins, bb.tcn),
         "dprnn": lambda n_bins, bb: DPRNN(n_bins, bb.dprnn),
     },
+    names=spec.BACKBONE_KINDS,
 )
 
 # head.kind -> builder(F, N, C, cfg.head): a module (B, F, frames) -> masks
@@ -53,6 +58,7 @@ HEADS: Registry[Callable[[int, int, int, HeadConfig], nn.Module]] = Registry(
         "deep": MaskHead,
         "og": MaskHead,
     },
+    names=spec.HEAD_KINDS,
 )
 
 

@@ -8,14 +8,10 @@ its own 1x1 convolution.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from torch import Tensor, nn
 
 from masksep.models.layers import DepthwiseConv1d, GlobalLayerNorm
-
-if TYPE_CHECKING:  # masksep.config imports the registries, so not at run time
-    from masksep.config import TCNConfig
+from masksep.models.spec import TCNConfig
 
 
 class Conv1DBlock(nn.Module):
