@@ -37,15 +37,6 @@ LAST = "checkpoints/last.pt"
 BEST = "checkpoints/best.pt"
 SUMMARY = "summary.json"
 ATTEMPTS = "attempts.json"
-# Tests only: pause a trial at a named point so that a test can kill the driver
-# there, deterministically. "summary" (summary.json is in storage, the final
-# report not sent yet), "checkpoint:N" (last.pt of epoch N is in storage, its
-# report not sent), "mid-epoch:N" (half-way through epoch N). A marker file
-# <MASKSEP_TEST_PAUSE_DIR>/<trial_id>.paused says the trial got there. With the
-# prefix "fail-once:" the trial raises there instead of pausing, the first time
-# only (the marker says it did), so that Tune retries it.
-PAUSE_ENV = "MASKSEP_TEST_PAUSE"
-PAUSE_DIR_ENV = "MASKSEP_TEST_PAUSE_DIR"
 
 
 class TrialFolder:
@@ -189,45 +180,12 @@ def final_result(summary: dict[str, Any], last: dict[str, Any]) -> dict[str, Any
     return {**complexity, **last, **final, "epoch": summary["epochs"], "final": True}
 
 
-class PauseForTest(Reporter):
-    """Tests only (see PAUSE_ENV): stops the trial at a named point until it is
-    killed, or fails it there once."""
-
-    def __init__(self, point: str, marker_dir: str, trial_id: str):
-        self.point, self.marker = point, Path(marker_dir) / f"{trial_id}.paused"
-        self._wait = False
-
-    def _pause(self, where: str) -> None:
-        fail = self.point.startswith("fail-once:")
-        if where != self.point.removeprefix("fail-once:") or (fail and self.marker.exists()):
-            return
-        tmp = self.marker.with_suffix(".tmp")
-        tmp.write_text(where)
-        os.replace(tmp, self.marker)
-        if fail:
-            raise RuntimeError(f"test failure at {where} (MASKSEP_TEST_PAUSE)")
-        while True:  # until the test kills the driver and its Ray
-            time.sleep(1)
-
-    def progress(self, epoch, step, n_steps, loss):
-        if step == max(1, n_steps // 2):
-            self._pause(f"mid-epoch:{epoch}")
-
-    def epoch(self, metrics, checkpoint_dir):
-        self._pause(f"checkpoint:{metrics['epoch']}")
-
-    def end(self, summary):
-        self._pause("summary")
-
-
 def trial_reporters(folder: TrialFolder, trial_id: str, tune_reporter: Reporter) -> Reporter:
     """Files first, so that what Tune hears is already in storage."""
-    pause = os.environ.get(PAUSE_ENV)
-    parts = [TrialFiles(folder)]
-    if pause:
-        parts.append(PauseForTest(pause, os.environ[PAUSE_DIR_ENV], trial_id))
-    parts.append(tune_reporter)
-    return MultiReporter(*parts)
+    from masksep.testing import fault_point
+
+    fault = fault_point(trial_id)  # None unless a fault test asked for one
+    return MultiReporter(*[r for r in (TrialFiles(folder), fault, tune_reporter) if r is not None])
 
 
 def describe(folder: TrialFolder, spec: SweepSpec, config: dict[str, Any]) -> None:
