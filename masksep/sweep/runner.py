@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from masksep.errors import UserError
+from masksep.sweep import ray_compat
 from masksep.sweep import spec as spec_mod
 from masksep.sweep.spec import COST, METRIC, SweepSpec
 from masksep.sweep.state import STATE_FILE, experiment_path, read_state, write_state
@@ -107,7 +108,7 @@ def _exporting_optuna_search():
             super().on_trial_complete(trial_id, result=result, error=error)
             if getattr(self, "_export", None) is None:  # once per driver session
                 self._export = StudyExport(Path(self.export_path))
-            self._export.update(self._ot_study)
+            self._export.update(ray_compat.optuna_study(self))
 
         def save(self, checkpoint_path: str):
             export, self._export = getattr(self, "_export", None), None  # not pickled
@@ -167,7 +168,7 @@ class MultiRepeater:
 
         class _MultiRepeater(Repeater):
             def on_trial_complete(self, trial_id, result=None, **kwargs):
-                group = self._trial_id_to_group[trial_id]
+                group = ray_compat.repeater_group(self, trial_id)
                 metrics = self.searcher.metric
                 score = ([result.get(m, math.nan) for m in metrics]
                          if result else [math.nan] * len(metrics))
@@ -294,8 +295,8 @@ def _start_ray(address: str | None, dashboard: bool, num_cpus: int | None) -> bo
     # and a private one keeps concurrent sweeps (and tests) out of each other's way.
     base = os.environ.get("RAY_TMPDIR") or ("/tmp" if os.path.isdir("/tmp") else None)
     temp_dir = tempfile.mkdtemp(prefix="msray-", dir=base)
-    ray.init(num_cpus=num_cpus, include_dashboard=dashboard, dashboard_host="127.0.0.1",
-             _temp_dir=temp_dir, **quiet)
+    ray_compat.init_local(temp_dir, num_cpus=num_cpus, include_dashboard=dashboard,
+                          dashboard_host="127.0.0.1", **quiet)
     return True
 
 

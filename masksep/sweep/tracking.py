@@ -165,7 +165,9 @@ def _run_trial_log(queue: Queue, kwargs: dict[str, Any]) -> None:
     """One trial's W&B run, fed from ``queue`` until END: Ray's logging actor's
     loop with masksep's init (offline fallback, a new id) and its items:
     {"log": metrics} stepped by epoch, {"config": ...}, {"summary": ...}."""
-    from ray.air.integrations.wandb import _QueueItem
+    from masksep.sweep.ray_compat import wandb_queue_item
+
+    _QueueItem = wandb_queue_item()
 
     kwargs = dict(kwargs)
     run = init_run(kwargs.pop("target"), **kwargs)
@@ -193,7 +195,11 @@ def _run_trial_log(queue: Queue, kwargs: dict[str, Any]) -> None:
 
 def wandb_callback(spec, out: Path, sweep_uid: str):
     """The sweep's W&B callback (inert when this invocation's sweep.json says W&B is off)."""
-    from ray.air.integrations.wandb import WandbLoggerCallback, _QueueItem
+    from ray.air.integrations.wandb import WandbLoggerCallback
+
+    from masksep.sweep.ray_compat import wandb_queue_item
+
+    _QueueItem = wandb_queue_item()
 
     class SweepWandb(WandbLoggerCallback):
         # Ray starts two worker processes per trial (its logging actor and the actor
@@ -201,7 +207,7 @@ def wandb_callback(spec, out: Path, sweep_uid: str):
         # trial, taken from the trials. Here each trial's run is a thread of the driver
         # instead, fed by a queue.Queue; W&B runs several runs in one process
         # (reinit="create_new") through one service. The callback's own bookkeeping
-        # (_trial_queues, _trial_logging_futures, ...) is kept, so Ray's log_trial_end,
+        # (ray_compat.WANDB_CALLBACK_PRIVATE, checked by the tests) is kept, so Ray's log_trial_end,
         # on_experiment_end and __del__ work unchanged.
 
         def __init__(self):
