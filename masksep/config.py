@@ -93,6 +93,9 @@ class TrainConfig:
     # CPUs the run uses (torch threads, plus a data worker from 2 CPUs); 0 = auto
     # (masksep/cpu.py): the CPUs it was given, fewer torch threads when others are busy
     threads: int = 0
+    # Optimizer steps at which the best-on-validation weights so far are also scored on
+    # the test split (a study's budget milestones); each a multiple of the steps per epoch.
+    milestones: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -395,6 +398,32 @@ def validate(cfg: Config, source: str | None = None) -> None:
     for name in ("plateau_patience", "early_stop", "max_steps_per_epoch", "threads"):
         value = getattr(tr, name)
         c(value >= 0, f"train.{name}", f"must be >= 0, got {value}", source)
+    ms = tr.milestones
+    c(all(m >= 1 for m in ms), "train.milestones", f"must be optimizer steps >= 1, got {ms}", source)
+    c(all(a < b for a, b in zip(ms, ms[1:])), "train.milestones",
+      f"must be strictly increasing, got {ms}", source)
+    if dc.kind in ("synthetic", "dynamic"):  # items per epoch known now; corpora: at setup
+        check_milestones(cfg, steps_per_epoch(cfg, dc.train_items), source)
+
+
+def steps_per_epoch(cfg: Config, train_items: int) -> int:
+    """Optimizer steps in one epoch over ``train_items`` (the loader drops the last
+    partial batch; ``train.max_steps_per_epoch`` caps it)."""
+    steps = train_items // cfg.train.batch_size
+    return min(steps, cfg.train.max_steps_per_epoch) if cfg.train.max_steps_per_epoch else steps
+
+
+def check_milestones(cfg: Config, per_epoch: int, source: str | None = None) -> None:
+    """Milestones are scored after an epoch's validation, so each must fall on an
+    epoch's end, within the budget (epochs x steps per epoch)."""
+    ms, budget = cfg.train.milestones, cfg.train.epochs * per_epoch
+    off = [m for m in ms if per_epoch < 1 or m % per_epoch]
+    _check(not off, "train.milestones",
+           f"{off[0] if off else ''} is not a multiple of the {per_epoch} steps per epoch", source)
+    late = [m for m in ms if m > budget]
+    _check(not late, "train.milestones",
+           f"{late[0] if late else ''} is beyond the budget ({cfg.train.epochs} epochs x "
+           f"{per_epoch} steps = {budget})", source)
 
 
 # --------------------------------------------------------------------------- what a trial is

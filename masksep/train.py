@@ -195,6 +195,7 @@ class Run:
     train_set: Dataset
     valid_set: Dataset
     data_cache: Path | None = None  # where data made on the fly is shared (masksep/data/cache.py)
+    test_set: Dataset | None = None  # built on first use (a milestone, or the end)
 
     @property
     def ckpt_dir(self) -> Path:
@@ -215,6 +216,7 @@ class Progress:
     wall_s: float = 0.0  # training time of the earlier sessions of this run
     train_steps: int = 0
     train_audio_s: float = 0.0  # seconds of training audio processed (all ranks)
+    milestones: list[dict[str, Any]] = field(default_factory=list)  # test scores at train.milestones
 
     def patience_spent(self, cfg: Config) -> bool:
         return bool(cfg.train.early_stop) and self.bad_epochs >= cfg.train.early_stop
@@ -249,6 +251,7 @@ def setup(cfg: Config, out_dir: Path, dist: Dist, data_cache: Path | None = None
     cached = isinstance(train_set, CachedMixtures) and cfg.data.num_workers < 0
     threads, workers = cpu.plan(fixed or cpu.cpus_given(), 0 if cached else cfg.data.num_workers)
     governor = cpu.ThreadGovernor(limit=threads, adapt=not fixed)
+    config_mod.check_milestones(cfg, config_mod.steps_per_epoch(cfg, len(train_set) // dist.world_size))
     device = pick_device(cfg.train.device, dist)
     model = initial_model(cfg)
     complexity = count_complexity(model, cfg.sample_rate)
@@ -280,7 +283,8 @@ def restore(run: Run, source: str | Path) -> Progress:
         # checkpoints from before best weights travelled in last.pt: the last weights
         best_model=ckpt.get("best_model", ckpt["model"]), bad_epochs=ckpt["bad_epochs"],
         history=list(ckpt["history"]), wall_s=ckpt.get("wall_s", 0.0),
-        train_steps=ckpt.get("train_steps", 0), train_audio_s=ckpt.get("train_audio_s", 0.0))
+        train_steps=ckpt.get("train_steps", 0), train_audio_s=ckpt.get("train_audio_s", 0.0),
+        milestones=list(ckpt.get("milestones", [])))
 
 
 def start_files(run: Run, progress: Progress) -> None:
@@ -364,11 +368,39 @@ def save(run: Run, progress: Progress, improved: bool) -> None:
         "best_model": progress.best_model, "bad_epochs": progress.bad_epochs,
         "history": progress.history, "wall_s": progress.wall_s,
         "train_steps": progress.train_steps, "train_audio_s": progress.train_audio_s,
+        "milestones": progress.milestones,
     }))
     if improved:
         _write_best(run, progress)
     with open(run.out_dir / "metrics.jsonl", "a") as f:
         f.write(json.dumps(progress.history[-1]) + "\n")
+
+
+def _test_set(run: Run) -> Dataset:
+    if run.test_set is None:
+        run.test_set = build_dataset(run.cfg, "test", run.data_cache)
+    return run.test_set
+
+
+def score_milestone(run: Run, progress: Progress) -> dict[str, Any] | None:
+    """At a step of ``train.milestones``: the best-on-validation weights so far
+    (the rule the end of the run uses) on the test split, kept in the progress
+    (and so in last.pt: a resumed run never scores a milestone twice). The
+    training weights are put back after."""
+    steps = progress.train_steps
+    if steps not in run.cfg.train.milestones or any(m["steps"] == steps for m in progress.milestones):
+        return None
+    current = copy.deepcopy(run.model.state_dict())
+    if progress.best_model is not None:
+        run.model.load_state_dict(progress.best_model)
+    scores, _ = evaluate(run.model, _test_set(run), run.device, run.cfg.train.batch_size,
+                         with_sdr=True, dist=run.dist)
+    run.model.load_state_dict(current)
+    mark = {"steps": steps, "epoch": progress.epoch, "best_epoch": progress.best_epoch,
+            "best_val_si_snri": progress.best_val, "test_si_snr": scores["si_snr"],
+            "test_si_snri": scores["si_snri"], "test_sdri": scores["sdri"]}
+    progress.milestones.append(mark)
+    return mark
 
 
 def test(run: Run, progress: Progress) -> dict[str, Any]:
@@ -378,7 +410,7 @@ def test(run: Run, progress: Progress) -> dict[str, Any]:
     cfg, model = run.cfg, run.model
     if progress.best_model is not None:
         model.load_state_dict(progress.best_model)
-    test_set = build_dataset(cfg, "test", run.data_cache)
+    test_set = _test_set(run)
     scores, _ = evaluate(model, test_set, run.device, cfg.train.batch_size, with_sdr=True,
                          dist=run.dist)
     summary = {
@@ -394,6 +426,8 @@ def test(run: Run, progress: Progress) -> dict[str, Any]:
         "data_workers": run.workers, "thread_changes": run.governor.changes,
         "data_cache": _cache_files(run.train_set, run.valid_set, test_set), "git_sha": git_sha(),
     }
+    if cfg.train.milestones:
+        summary["milestones"] = progress.milestones
     if run.dist.is_main:
         atomic_write(run.out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
@@ -435,6 +469,9 @@ def fit(cfg: Config, out_dir: str | Path, reporter: Reporter | None = None, *,
         metrics.update(val_si_snr=val["si_snr"], val_si_snri=val["si_snri"],
                        epoch_s=time.monotonic() - t_epoch)
         improved = progress.record(run, metrics, val["si_snri"])
+        mark = score_milestone(run, progress)
+        if mark is not None:
+            metrics["milestone_test_si_snri"] = mark["test_si_snri"]
         progress.wall_s = wall_before + time.monotonic() - t0
         save(run, progress, improved)
         reporter.epoch(metrics, run.ckpt_dir if dist.is_main else None)

@@ -37,6 +37,7 @@ from masksep.report.tables import (
     EPOCHS_FILE,
     HEAD_COLUMNS,
     METRIC_COLUMNS,
+    MILESTONES_FILE,
     STUDY_FILE,
     TRIALS_FILE,
     csv_text,
@@ -136,12 +137,14 @@ def render(out: Path, inputs: Inputs) -> dict[str, Any]:
         files[TRIALS_FILE] = csv_text(trials)
         if inputs.epochs is not None:
             files[EPOCHS_FILE] = csv_text(inputs.epochs)
+        if inputs.milestones is not None:
+            files[MILESTONES_FILE] = csv_text(inputs.milestones)
         if inputs.study is not None:
             files[STUDY_FILE] = json.dumps(study_file(inputs.state), indent=2) + "\n"
     summary: dict[str, Any] = {}
     study_lines = None
     if design is not None:
-        study_lines, tables = study.sections(trials, inputs.epochs, design)
+        study_lines, tables = study.sections(trials, inputs.epochs, design, inputs.milestones)
         study_lines += _analysis_lines(out)
         files.update({name: csv_text(table) for name, table in tables.items()})
         cells = tables["study_cells.csv"]
@@ -151,6 +154,14 @@ def render(out: Path, inputs: Inputs) -> dict[str, Any]:
         files["paired_differences.png"] = plots.plot_paired(
             tables["study_comparisons.csv"], claims, design.reference, design.margin_db)
         summary["claims"] = dict(zip(claims["claim"], claims["verdict"], strict=True))
+        if "claims_by_budget.csv" in tables:
+            by_budget = tables["claims_by_budget.csv"]
+            files["claims_by_budget.png"] = plots.plot_claims_by_x(
+                by_budget, "steps", "optimizer steps (log)", design.margin_db,
+                "Claims by training budget: paired difference and CI at each milestone")
+            summary["claims_by_budget"] = {
+                int(steps): dict(zip(rows["claim"], rows["verdict"], strict=True))
+                for steps, rows in by_budget.groupby("steps")}
     front = pareto_front(trials)
     files["pareto.csv"] = csv_text(front)
     files["summary.md"] = summary_markdown(trials, inputs.sweep, study_lines,

@@ -18,6 +18,7 @@ when the sweep finished, else interrupted.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -32,10 +33,13 @@ from masksep.report.tables import (
     EPOCH_COLUMNS,
     EPOCHS_FILE,
     HEAD_COLUMNS,
+    MILESTONE_COLUMNS,
+    MILESTONES_FILE,
     STUDY_FILE,
     TRIALS_FILE,
     csv_text,
     load_epochs,
+    load_milestones,
     load_trials,
     parse_trials,
     trials_frame,
@@ -142,7 +146,7 @@ def _status(ray: dict[str, Any] | None, summary: dict, error: str, state: dict[s
 
 
 def _trial_row(store: _Store, name: str, ray: dict[str, Any] | None, state: dict[str, Any],
-               driver_alive: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+               driver_alive: bool) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
     from masksep import config as config_mod
 
     searched = dict(_json(store.read(name, "searched.json")) or {})
@@ -181,26 +185,31 @@ def _trial_row(store: _Store, name: str, ray: dict[str, Any] | None, state: dict
     by_epoch = {int(e["epoch"]): e for e in epochs}  # a retried epoch counts once: its last run
     curve = [{"trial_id": row["trial_id"], **{k: e.get(k) for k in EPOCH_COLUMNS[1:]}}
              for _, e in sorted(by_epoch.items())]
-    return row, curve
+    marks = [{"trial_id": row["trial_id"], **{k: m.get(k) for k in MILESTONE_COLUMNS[1:]}}
+             for m in summary.get("milestones") or [] if isinstance(m, dict)]
+    return row, curve, marks
 
 
-def collect(out: Path, state: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def collect(out: Path, state: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """The trials of the sweep whose sweep.json is ``state``: (one row per
-    trial, one row per trial and epoch), the rows of trials.csv and epochs.csv."""
+    trial, one row per trial and epoch, one row per trial and milestone of a
+    completed trial), the rows of trials.csv, epochs.csv and milestones.csv."""
     if not isinstance(state, dict) or "storage" not in state or "name" not in state:
         raise UserError(f"{out / STATE_FILE}: not a masksep sweep state (no name or storage)")
     store = _Store(experiment_path(state))
     ray_trials = _ray_trials(store)
     driver_alive = state.get("status") == "running" and _pid_alive(state.get("pid"))
-    rows, curves = [], []
+    rows, curves, marks = [], [], []
     for name, is_dir in sorted(store.listdir()):
         if not (is_dir and name.startswith("trial_")):
             continue
         ray = ray_trials.get(name, {}) if ray_trials is not None else None
-        row, curve = _trial_row(store, name, ray, state, driver_alive)
+        row, curve, mark = _trial_row(store, name, ray, state, driver_alive)
         rows.append(row)
         curves.extend(curve)
-    return trials_frame(rows), pd.DataFrame(curves, columns=EPOCH_COLUMNS)
+        marks.extend(mark)
+    return (trials_frame(rows), pd.DataFrame(curves, columns=EPOCH_COLUMNS),
+            pd.DataFrame(marks, columns=MILESTONE_COLUMNS))
 
 
 @dataclass
@@ -217,6 +226,7 @@ class Inputs:
     sweep: dict[str, Any] | None
     study: dict[str, Any] | None
     study_source: str = ""
+    milestones: pd.DataFrame | None = None  # test scores at a study's budget milestones
 
 
 # What study.json keeps of sweep.json for a results folder without it: the
@@ -236,18 +246,22 @@ def load_folder(out: Path, *, fresh: bool = False) -> Inputs:
     study.json alone)."""
     state = read_state(out) if (out / STATE_FILE).is_file() else None
     if state is not None and (fresh or not (out / TRIALS_FILE).is_file()):
-        trials, epochs = collect(out, state)
+        trials, epochs, marks = collect(out, state)
         # Typed through the CSV text, so that a fresh report and one rebuilt
         # from trials.csv render the same values.
         trials = parse_trials(csv_text(trials), out / TRIALS_FILE)
+        marks = None if marks.empty else pd.read_csv(io.StringIO(csv_text(marks)),
+                                                     dtype={"trial_id": str})
     else:
         trials = load_trials(out / TRIALS_FILE)
         epochs = load_epochs(out / EPOCHS_FILE)
+        marks = load_milestones(out / MILESTONES_FILE)
     if state is not None:
-        return Inputs(trials, epochs, state, state, state.get("study"), str(out / STATE_FILE))
+        return Inputs(trials, epochs, state, state, state.get("study"), str(out / STATE_FILE),
+                      marks)
     path = out / STUDY_FILE
     if not path.is_file():
-        return Inputs(trials, epochs, None, None, None)
+        return Inputs(trials, epochs, None, None, None, milestones=marks)
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -255,4 +269,4 @@ def load_folder(out: Path, *, fresh: bool = False) -> Inputs:
     if not isinstance(data, dict) or not isinstance(data.get("study"), dict):
         raise UserError(f"{path}: not a masksep study.json (no study block)")
     sweep = data.get("sweep") if isinstance(data.get("sweep"), dict) else None
-    return Inputs(trials, epochs, None, sweep, data["study"], str(path))
+    return Inputs(trials, epochs, None, sweep, data["study"], str(path), marks)

@@ -289,3 +289,38 @@ def plot_paired(comparisons: pd.DataFrame, claims: pd.DataFrame, reference: str,
     ax.grid(True, axis="x", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _png(fig)
+
+
+def plot_claims_by_x(table: pd.DataFrame, x: str, xlabel: str, margin_db: float,
+                     title: str, series: str | None = None) -> bytes:
+    """Each claim's paired difference with its CI (the CI its verdict used) against
+    ``x`` (log axis), one panel per claim, 0 marked and claim 3's margin shaded;
+    ``series``: a column whose values are drawn as separate lines (e.g. data source)."""
+    names = list(dict.fromkeys(table["claim"]))
+    fig = _figure(figsize=(4.2 * max(len(names), 1), 3.6))
+    axes = np.atleast_1d(fig.subplots(1, max(len(names), 1), squeeze=False)[0])
+    groups = list(table.groupby(series, sort=False)) if series else [("", table)]
+    for ax, name in zip(axes, names, strict=False):
+        for i, (label, rows) in enumerate(groups):
+            rows = rows[(rows["claim"] == name) & np.isfinite(rows["estimate"].astype(float))]
+            rows = rows.sort_values(x)
+            if rows.empty:
+                continue
+            xs = rows[x].to_numpy(float) * (1 + 0.03 * i)  # side by side, not on top
+            est = rows["estimate"].to_numpy(float)
+            lo, hi = rows["ci_low"].to_numpy(float), rows["ci_high"].to_numpy(float)
+            err = np.vstack([np.where(np.isfinite(lo), est - lo, 0), np.where(np.isfinite(hi), hi - est, 0)])
+            ax.errorbar(xs, est, yerr=err, marker="o", capsize=3, lw=1.2, label=label or None)
+        ax.axhline(0.0, color="black", lw=1)
+        if name.startswith("3"):
+            ax.axhspan(-margin_db, 0.0, color="grey", alpha=0.2, lw=0,
+                       label=f"within claim 3's margin (-{margin_db:g} dB)")
+        _log_x(ax)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.grid(True, alpha=0.3)
+        if series or name.startswith("3"):
+            ax.legend(fontsize=7)
+    axes[0].set_ylabel("paired difference, test SI-SNRi (dB)\nestimate and its CI", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    return _png(fig)

@@ -51,13 +51,14 @@ class Design:
     variants: list[str] = field(default_factory=list)
     pooled: list[tuple[str, list[str]]] = field(default_factory=list)
     repeats: int | None = None
+    milestones: list[int] = field(default_factory=list)  # optimizer steps (train.milestones)
 
     def as_dict(self) -> dict[str, Any]:
         return {"reference": self.reference, "margin_db": self.margin_db,
                 "claims": {"deep": self.deep} if self.deep else {},
                 "variants": {name: {} for name in self.variants},
                 "pooled": [{"name": n, "variants": v} for n, v in self.pooled],
-                "repeats": self.repeats}
+                "repeats": self.repeats, "milestones": list(self.milestones)}
 
 
 def design_from(block: Any, source: str) -> Design:
@@ -98,8 +99,13 @@ def design_from(block: Any, source: str) -> Design:
     repeats = block.get("repeats")
     if repeats is not None and (isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1):
         raise bad("repeats", f"expected an integer >= 1, got {repeats!r}")
+    milestones = block.get("milestones") or []
+    if not isinstance(milestones, list) or not all(
+            isinstance(m, int) and not isinstance(m, bool) and m >= 1 for m in milestones) or any(
+            a >= b for a, b in zip(milestones, milestones[1:])):
+        raise bad("milestones", f"expected increasing optimizer steps, got {milestones!r}")
     return Design(reference=reference, margin_db=float(margin), deep=deep, variants=names,
-                  pooled=pooled, repeats=repeats)
+                  pooled=pooled, repeats=repeats, milestones=list(milestones))
 
 
 # --------------------------------------------------------------------------- per variant
@@ -300,6 +306,71 @@ def resolution(comparisons_df: pd.DataFrame, design: Design, target: float = TAR
             "target": target, "seeds_needed": stats.seeds_needed(sd, target)}
 
 
+# --------------------------------------------------------------------------- budget milestones
+
+
+def at_milestone(trials: pd.DataFrame, milestones: pd.DataFrame, steps: int) -> pd.DataFrame:
+    """The trials as they stood at ``steps``: their test scores (and the best
+    validation and epoch behind them) replaced by the milestone's. A completed
+    trial without that milestone has no test score there (NaN), so it drops out
+    of the pairs instead of lending its end-of-run score."""
+    marks = milestones[milestones["steps"] == steps].drop_duplicates("trial_id", keep="last")
+    marks = marks.set_index("trial_id")
+    cols = ["best_epoch", "best_val_si_snri", "test_si_snr", "test_si_snri", "test_sdri"]
+    out = trials.copy()
+    for col in cols:
+        out[col] = out["trial_id"].map(marks[col]).astype(float)
+    out["train_steps"] = float(steps)
+    return out
+
+
+def claims_by_budget(trials: pd.DataFrame, milestones: pd.DataFrame, design: Design
+                     ) -> pd.DataFrame:
+    """Every claim at every budget milestone: the claims table, computed exactly
+    as at the end, on the test scores each trial had at that step."""
+    steps = design.milestones or sorted(int(s) for s in milestones["steps"].unique())
+    frames = [claims(at_milestone(trials, milestones, s), design).assign(steps=s) for s in steps]
+    columns = ["steps", "claim", "comparison", "n", "estimate", "ci_low", "ci_high", "ci_level",
+               "verdict", "note"]
+    return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+
+
+def convergence(trials: pd.DataFrame, epochs: pd.DataFrame, design: Design,
+                steps: list[int]) -> pd.DataFrame:
+    """Was validation still improving at each budget? Per trial, the least-squares
+    slope of validation SI-SNRi against optimizer steps over the last quarter of
+    the epochs up to the budget (at least three); per variant, the mean slope
+    over seeds (dB per 1,000 steps) with its t CI: *still improving* when the CI
+    lies above 0, *declining* below it, else *no trend resolved*."""
+    done = trials[trials["status"] == "completed"]
+    per_epoch = (done.set_index("trial_id")["train_steps"] / done.set_index("trial_id")["epochs"])
+    curves = epochs[epochs["trial_id"].isin(done["trial_id"])]
+    rows = []
+    for budget_steps in steps:
+        for name in _variant_order(trials, design):
+            slopes = []
+            for trial_id in done.loc[done["variant"] == name, "trial_id"]:
+                spe = per_epoch.get(trial_id, math.nan)
+                if not (math.isfinite(spe) and spe > 0):
+                    continue
+                last = int(round(budget_steps / spe))
+                window = max(3, math.ceil(last / 4))
+                curve = curves[(curves["trial_id"] == trial_id) & (curves["epoch"] <= last)
+                               & (curves["epoch"] > last - window)]
+                curve = curve[np.isfinite(curve["val_si_snri"].astype(float))]
+                if len(curve) >= 3:
+                    x = curve["epoch"].to_numpy(float) * spe / 1000
+                    slopes.append(float(np.polyfit(x, curve["val_si_snri"].to_numpy(float), 1)[0]))
+            d = stats.describe(slopes)
+            trend = {stats.HOLDS: "still improving", stats.DOES_NOT_HOLD: "declining"}.get(
+                stats.verdict(d["ci_low"], d["ci_high"]), "no trend resolved")
+            rows.append({"steps": budget_steps, "variant": name, "n": d["n"],
+                         "slope_db_per_kstep": d["mean"], "ci_low": d["ci_low"],
+                         "ci_high": d["ci_high"], "trend": trend})
+    return pd.DataFrame(rows, columns=["steps", "variant", "n", "slope_db_per_kstep", "ci_low",
+                                       "ci_high", "trend"])
+
+
 # --------------------------------------------------------------------------- the ASHA check
 
 
@@ -382,8 +453,8 @@ def _variant_label(row: pd.Series | dict) -> str:
     return f"{name} (oracle grouping)" if row.get("grouping") == "oracle" else name
 
 
-def sections(trials: pd.DataFrame, epochs: pd.DataFrame | None, design: Design
-             ) -> tuple[list[str], dict[str, pd.DataFrame]]:
+def sections(trials: pd.DataFrame, epochs: pd.DataFrame | None, design: Design,
+             milestones: pd.DataFrame | None = None) -> tuple[list[str], dict[str, pd.DataFrame]]:
     """summary.md's study sections and the tables written beside it as CSV."""
     cell = cells(trials, design)
     comp = comparisons(trials, design)
@@ -474,11 +545,59 @@ def sections(trials: pd.DataFrame, epochs: pd.DataFrame | None, design: Design
 
     tables = {"study_cells.csv": cell, "study_comparisons.csv": comp, "study_claims.csv": claim,
               "study_budget.csv": spend}
+    if milestones is not None and not milestones.empty:
+        by_budget = claims_by_budget(trials, milestones, design)
+        tables["claims_by_budget.csv"] = by_budget
+        steps = sorted(int(s) for s in by_budget["steps"].unique())
+        trend = (convergence(trials, epochs, design, steps) if epochs is not None
+                 and not epochs.empty else None)
+        if trend is not None:
+            tables["convergence.csv"] = trend
+        lines += budget_section(by_budget, trend, design)
     if epochs is not None and not epochs.empty:
         check = asha_rank_check(trials, epochs)
         tables["asha_check.csv"] = check
         lines += asha_section(check)
     return lines, tables
+
+
+def budget_section(by_budget: pd.DataFrame, trend: pd.DataFrame | None, design: Design
+                   ) -> list[str]:
+    """The claims at every budget milestone, and whether validation still rose there."""
+    lines = ["## Claims by training budget", "",
+             "Every trial was also scored on the test set at each milestone (optimizer steps), "
+             "with the weights that were best on validation up to that step: the rule the end "
+             "of the run uses, the same for every variant, so a milestone is the run that "
+             "stopped there (the learning-rate schedule is on validation plateaus and does not "
+             "know the budget). Each claim is computed at each milestone as in *Claims*. "
+             "Plot: [claims_by_budget.png](claims_by_budget.png).", ""]
+    lines += markdown(pd.DataFrame({
+        "steps": by_budget["steps"].map(lambda v: f"{int(v):,}"),
+        "claim": by_budget["claim"], "comparison": by_budget["comparison"],
+        "n": by_budget["n"].astype(int),
+        "estimate (dB)": by_budget["estimate"].map(lambda v: f"{v:+.2f}" if math.isfinite(v) else "-"),
+        "CI": [f"{lvl:.1%}".replace(".0%", "%") + " " + _ci(lo, hi) for lvl, lo, hi in
+               zip(by_budget["ci_level"], by_budget["ci_low"], by_budget["ci_high"], strict=True)],
+        "verdict": by_budget["verdict"].map(lambda v: f"**{v}**"),
+    }))
+    lines.append("")
+    if trend is not None and not trend.empty:
+        lines += ["### Was validation still improving?", "",
+                  "Per trial, the least-squares slope of validation SI-SNRi against optimizer "
+                  "steps over the last quarter of the epochs up to the budget (at least three "
+                  "epochs); per variant, the mean over seeds with its 95% t CI. *still improving*: "
+                  "the CI lies above 0; *declining*: below; else *no trend resolved*.", ""]
+        lines += markdown(pd.DataFrame({
+            "steps": trend["steps"].map(lambda v: f"{int(v):,}"), "variant": trend["variant"],
+            "n": trend["n"].astype(int),
+            "slope (dB / 1k steps)": trend["slope_db_per_kstep"].map(
+                lambda v: f"{v:+.3f}" if math.isfinite(v) else "-"),
+            "95% CI": [f"[{lo:+.3f}, {hi:+.3f}]" if math.isfinite(lo) else "no CI"
+                       for lo, hi in zip(trend["ci_low"], trend["ci_high"], strict=True)],
+            "trend": trend["trend"],
+        }))
+        lines.append("")
+    return lines
 
 
 def asha_section(check: pd.DataFrame) -> list[str]:

@@ -28,6 +28,7 @@ from masksep.errors import UserError
 
 TRIALS_FILE = "trials.csv"
 EPOCHS_FILE = "epochs.csv"
+MILESTONES_FILE = "milestones.csv"  # a study's test scores at its budget milestones
 STUDY_FILE = "study.json"  # the study block beside trials.csv, for a folder without sweep.json
 HEAD_COLUMNS = ["head", "depth", "width", "oversep", "grouping", "backbone", "n_src"]
 METRIC_COLUMNS = [
@@ -37,6 +38,8 @@ METRIC_COLUMNS = [
 ]
 EPOCH_COLUMNS = ["trial_id", "epoch", "train_loss", "val_si_snr", "val_si_snri",
                  "best_val_si_snri", "lr", "epoch_s", "steps"]
+MILESTONE_COLUMNS = ["trial_id", "steps", "epoch", "best_epoch", "best_val_si_snri",
+                     "test_si_snr", "test_si_snri", "test_sdri"]
 NUMERIC = [*METRIC_COLUMNS, "depth", "width", "oversep", "n_src", "retries"]
 TEXT = ["trial_id", "status", "variant", "head", "grouping", "backbone", "error"]
 REQUIRED = ("trial_id", "status", "head", "best_val_si_snri")
@@ -126,6 +129,22 @@ def load_epochs(path: str | Path) -> pd.DataFrame | None:
     if "trial_id" not in df.columns or "epoch" not in df.columns:
         raise UserError(f"{path}: not a masksep epochs.csv (no trial_id or epoch column)")
     return df.reindex(columns=[*EPOCH_COLUMNS, *[c for c in df.columns if c not in EPOCH_COLUMNS]])
+
+
+def load_milestones(path: str | Path) -> pd.DataFrame | None:
+    """milestones.csv, or None when the folder has none (a study without milestones)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        df = pd.read_csv(path, dtype={"trial_id": str})
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError,
+            ValueError) as exc:
+        raise UserError(f"{path}: unreadable ({type(exc).__name__})") from None
+    missing = [c for c in MILESTONE_COLUMNS if c not in df.columns]
+    if missing:
+        raise UserError(f"{path}: not a masksep milestones.csv (no {missing[0]} column)")
+    return df[MILESTONE_COLUMNS]
 
 
 def markdown(df: pd.DataFrame) -> list[str]:

@@ -152,11 +152,15 @@ class StudySpec:
     margin_db: float = 0.3  # non-inferiority margin of claim 3 (deep is an efficient OG)
     claims: dict[str, str] = field(default_factory=dict)  # {deep: NAME}: the deep variant of claims 1, 3
     pooled: list[PooledRow] = field(default_factory=list)  # rows that pool variants, labelled as such
+    # Optimizer steps at which every trial's best-on-validation weights so far are
+    # scored on test too (train.milestones): the claims at each budget, from one run.
+    milestones: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"variants": self.variants, "reference": self.reference,
                 "margin_db": self.margin_db, "claims": dict(self.claims),
-                "pooled": [{"name": p.name, "variants": list(p.variants)} for p in self.pooled]}
+                "pooled": [{"name": p.name, "variants": list(p.variants)} for p in self.pooled],
+                "milestones": list(self.milestones)}
 
 
 @dataclass
@@ -237,6 +241,8 @@ class SweepSpec:
         # Threads = the CPUs Ray gives each trial (or DDP worker): two 1-CPU trials
         # on two cores must not each start two threads (that made a step 15x slower).
         values["train.threads"] = max(1, math.floor(self.resources.cpus))
+        if self.study is not None and self.study.milestones:
+            values["train.milestones"] = list(self.study.milestones)
         return config_mod.merge(base, values, str(self.path))
 
     def grid_points(self) -> list[dict[str, Any]]:
@@ -464,6 +470,12 @@ def _validate_study(spec: SweepSpec, study: StudySpec) -> None:
     if len(study.variants) < 2:
         _fail(path, "study.variants", "a study needs at least two variants to compare")
     fields = set(config_mod.flatten(next(iter(spec.bases.values()))))
+    if study.milestones:
+        try:
+            config_mod.merge(next(iter(spec.bases.values())),
+                             {"train.milestones": list(study.milestones)}, str(path))
+        except ConfigError as exc:
+            _fail(path, "study.milestones", exc.message)
     for name, overrides in study.variants.items():
         where = f"study.variants.{name}"
         if not all(ch.isalnum() or ch in "-_." for ch in name):
