@@ -201,8 +201,15 @@ def _complexity(args: argparse.Namespace) -> int:
 
 def _sweep(args: argparse.Namespace) -> int:
     from masksep.sweep.runner import run_sweep
+    from masksep.sweep.spec import load_spec
 
-    summary = run_sweep(
+    spec = load_spec(args.spec)
+    run = run_sweep
+    if spec.study is not None and spec.study.tuning is not None:
+        from masksep.tuned import run_tuned_study  # each variant tuned first, then the study
+
+        run = run_tuned_study
+    summary = run(
         args.spec, args.out, resume=args.resume, address=args.address,
         use_wandb=not args.no_wandb, storage_path=args.storage_path, dashboard=args.dashboard,
         num_cpus=args.num_cpus,
@@ -228,6 +235,15 @@ def _report(args: argparse.Namespace) -> int:
     summary = write_report(args.dir)
     print(json.dumps(summary))
     print(f"masksep: report written to {args.dir / 'summary.md'}", file=sys.stderr)
+    return 0
+
+
+def _overview(args: argparse.Namespace) -> int:
+    from masksep.report.overview import overview
+
+    summary = overview(args.manifest)
+    print(json.dumps(summary))
+    print(f"masksep: overview written to {args.manifest.parent / 'overview.md'}", file=sys.stderr)
     return 0
 
 
@@ -386,6 +402,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="tables and plots of a sweep folder (or of its trials.csv)")
     p.add_argument("dir", type=Path, help="sweep folder, e.g. results/quick")
     p.set_defaults(func=_report)
+
+    p = sub.add_parser(
+        "overview", help="one claims table over several study folders (data x backbone x budget x tuned)",
+        description="Reads MANIFEST (YAML: runs: [{folder, data, backbone, tuned}]) and writes "
+                    "overview.csv, overview.md, overview.png and claims_by_size.png beside it.")
+    p.add_argument("manifest", type=Path, help="e.g. results/scale/runs.yaml")
+    p.set_defaults(func=_overview)
 
     p = sub.add_parser(
         "analyze", help="look inside deep and og mask heads: do they group like OG?",

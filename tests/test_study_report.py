@@ -274,3 +274,66 @@ def test_the_analysis_section_joins_when_masksep_analyze_provides_it(tmp_path):
     if study_analysis_section is not None:
         with pytest.raises(UserError, match="analysis.json: unreadable"):
             R.write_report(folder)
+
+
+def plant_milestones(folder, at_steps):
+    """milestones.csv for a planted folder: at each step, every trial's test score
+    is its end-of-run score + ``at_steps[step][variant]`` (dB)."""
+    trials = pd.read_csv(folder / "trials.csv", dtype={"trial_id": str})
+    rows = []
+    for steps, shift in at_steps.items():
+        for _, t in trials.iterrows():
+            test = t["test_si_snri"] + shift.get(t["variant"], 0.0)
+            rows.append({"trial_id": t["trial_id"], "steps": steps, "epoch": steps // 100,
+                         "best_epoch": steps // 100, "best_val_si_snri": test + 1,
+                         "test_si_snr": test - 3, "test_si_snri": test, "test_sdri": test + 0.7})
+    (folder / tables.MILESTONES_FILE).write_text(tables.csv_text(pd.DataFrame(rows)))
+
+
+def test_claims_by_budget_follow_the_scores_at_each_milestone(tmp_path):
+    effects = {"shallow": 0.0, "deep-d3": 2.0, "og-p4-learned": 1.5, "og-p8-learned": 2.0}
+    folder = plant(tmp_path / "s", effects, seeds=5, milestones=[200, 600])
+    # at 200 steps the deep head is 2 dB behind the shallow one (its planted +2 minus 4)
+    plant_milestones(folder, {200: {"deep-d3": -4.0}, 600: {}})
+    summary = R.write_report(folder)
+    by = pd.read_csv(folder / "claims_by_budget.csv")
+    assert list(by["steps"].unique()) == [200, 600]
+    one = by[by["claim"].str.startswith("1.")].set_index("steps")
+    assert one.loc[200, "verdict"] == "does not hold" and one.loc[600, "verdict"] == "holds"
+    assert one.loc[200, "estimate"] == pytest.approx(-2.0, abs=0.15)
+    assert one.loc[200, "n"] == 5
+    # the last milestone is the end of the run: the same claims as study_claims.csv
+    end = pd.read_csv(folder / "study_claims.csv")
+    assert list(by[by["steps"] == 600]["verdict"]) == list(end["verdict"])
+    assert summary["claims_by_budget"][200]["1. deep > shallow"] == "does not hold"
+    assert (folder / "claims_by_budget.png").read_bytes()[:4] == b"\x89PNG"
+    text = (folder / "summary.md").read_text()
+    assert "## Claims by training budget" in text and "### Was validation still improving?" in text
+
+    trend = pd.read_csv(folder / "convergence.csv").set_index(["steps", "variant"])
+    # planted curves rise as -2/epoch: still improving over epochs 4-6 (600 steps);
+    # at 200 steps there are only two epochs, too few for a slope
+    assert trend.loc[(600, "shallow"), "trend"] == "still improving"
+    assert trend.loc[(600, "shallow"), "slope_db_per_kstep"] > 0
+    assert trend.loc[(200, "shallow"), "trend"] == "no trend resolved"
+    assert trend.loc[(200, "shallow"), "n"] == 0
+
+
+def test_a_trial_missing_a_milestone_drops_out_of_that_budgets_pairs(tmp_path):
+    effects = {"shallow": 0.0, "deep-d3": 2.0, "og-p4-learned": 1.5, "og-p8-learned": 2.0}
+    folder = plant(tmp_path / "s", effects, seeds=4, milestones=[200, 600])
+    plant_milestones(folder, {200: {}, 600: {}})
+    marks = pd.read_csv(folder / tables.MILESTONES_FILE, dtype={"trial_id": str})
+    marks = marks[~((marks["trial_id"] == "deep-d3-0") & (marks["steps"] == 200))]
+    (folder / tables.MILESTONES_FILE).write_text(tables.csv_text(marks))
+    R.write_report(folder)
+    by = pd.read_csv(folder / "claims_by_budget.csv")
+    one = by[by["claim"].str.startswith("1.")].set_index("steps")
+    assert one.loc[200, "n"] == 3 and one.loc[600, "n"] == 4
+
+
+@pytest.mark.parametrize("value", [[600, 200], [0], "200", [True]])
+def test_a_study_json_with_bad_milestones_names_the_field(tmp_path, value):
+    folder = plant(tmp_path / "s", {"shallow": 0.0, "deep-d3": 1.0}, seeds=2, milestones=value)
+    with pytest.raises(UserError, match="study.milestones"):
+        R.write_report(folder)

@@ -143,7 +143,7 @@ def test_optuna_asha_sweep_with_wandb_offline(tmp_path, ray_env):
 def test_a_study_makes_each_seeds_data_once_and_drops_it_when_done(tmp_path, ray_env):
     spec = write_spec(
         tmp_path / "spec.yaml", num_samples=None, repeats=2,
-        study={"reference": "shallow", "claims": {"deep": "deep-d3"},
+        study={"reference": "shallow", "claims": {"deep": "deep-d3"}, "milestones": [4, 12],
                "variants": {"shallow": {"head.kind": "shallow"},
                             "deep-d3": {"head.kind": "deep", "head.depth": 3, "head.width": 16},
                             "og-p3": {"head.kind": "og", "head.oversep": 3}}},
@@ -153,6 +153,13 @@ def test_a_study_makes_each_seeds_data_once_and_drops_it_when_done(tmp_path, ray
     assert done.returncode == 0, done.stderr[-3000:]
     summaries = [json.loads((d / "summary.json").read_text()) for d in trial_dirs(out)]
     assert len(summaries) == 6
+    # budget milestones: every trial scored at 4 and 12 steps, collected and reported
+    assert all([m["steps"] for m in s["milestones"]] == [4, 12] for s in summaries)
+    marks = (out / "milestones.csv").read_text().splitlines()
+    assert len(marks) == 1 + 6 * 2
+    by_budget = (out / "claims_by_budget.csv").read_text()
+    assert by_budget.count("1. deep > shallow") == 2
+    assert (out / "claims_by_budget.png").is_file() and (out / "convergence.csv").is_file()
     files = TINY_BASE["train"]["epochs"] + 2  # the training epochs, validation and test
     for seed in (0, 1):
         at_seed = [s["data_cache"] for s in summaries if s["seed"] == seed]
@@ -160,6 +167,43 @@ def test_a_study_makes_each_seeds_data_once_and_drops_it_when_done(tmp_path, ray
         assert sum(c["made"] for c in at_seed) == files  # each file made by one trial only
         assert all(c["made"] + c["read"] == files for c in at_seed)  # and read by the others
     assert not (out / "ray" / "t" / "data-cache").exists()  # not a result: dropped at the end
+
+
+def test_a_tuned_study_tunes_each_variant_on_its_own_seeds_then_runs_the_study(tmp_path, ray_env):
+    spec = write_spec(
+        tmp_path / "spec.yaml", num_samples=None, repeats=2,
+        study={"reference": "shallow", "claims": {"deep": "deep-d3"},
+               "variants": {"shallow": {"head.kind": "shallow"},
+                            "deep-d3": {"head.kind": "deep", "head.depth": 3, "head.width": 16}},
+               "tuning": {"search_space": {"train.lr": {"loguniform": [3.0e-4, 3.0e-3]}},
+                          "by_head": {"deep": {"head.width": {"choice": [8, 16, 32]}}},
+                          "trials": 3, "seed": 50, "asha": {"grace_period": 1}}},
+    )
+    out = tmp_path / "out"
+    done = sweep(ray_env, spec, "--out", out, "--num-cpus", 2, "--no-wandb", timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    tuned = json.loads((out / "tuned.json").read_text())
+    assert set(tuned) == {"shallow", "deep-d3"}
+    assert set(tuned["shallow"]) == {"train.lr"} and set(tuned["deep-d3"]) == {"train.lr", "head.width"}
+    for variant in tuned:  # the same number of tuning trials per variant, on the tuning seed only
+        folder = out / "tuning" / variant
+        rows, _ = read_trials(folder / "trials.csv")
+        assert len(rows) == 3 and {r["seed"] for r in rows} == {50}
+        # the chosen point is the tuning trial best on validation among those that finished
+        done_rows = [r for r in rows if r["status"] == "completed"]
+        best = max(done_rows, key=lambda r: r["best_val_si_snri"])
+        assert tuned[variant]["train.lr"] == pytest.approx(best["searched.train.lr"])
+    # the study: every variant at its tuned setting, on the test seeds 0 and 1
+    rows, _ = read_trials(out / "trials.csv")
+    assert len(rows) == 4 and {r["seed"] for r in rows} == {0, 1}
+    for d in trial_dirs(out):
+        cfg = yaml.safe_load((d / "config.yaml").read_text())
+        variant = json.loads((d / "searched.json").read_text())["variant"]
+        assert cfg["train"]["lr"] == pytest.approx(tuned[variant]["train.lr"])
+        if variant == "deep-d3":
+            assert cfg["head"]["width"] == tuned[variant]["head.width"]
+    text = (out / "summary.md").read_text()
+    assert "## Tuned settings" in text and "## Claims" in text
 
 
 def test_a_failing_trial_is_recorded_and_the_others_finish(tmp_path, ray_env):

@@ -52,13 +52,15 @@ class Design:
     pooled: list[tuple[str, list[str]]] = field(default_factory=list)
     repeats: int | None = None
     milestones: list[int] = field(default_factory=list)  # optimizer steps (train.milestones)
+    tuned: dict[str, dict[str, Any]] = field(default_factory=dict)  # variant -> its tuned values
 
     def as_dict(self) -> dict[str, Any]:
         return {"reference": self.reference, "margin_db": self.margin_db,
                 "claims": {"deep": self.deep} if self.deep else {},
                 "variants": {name: {} for name in self.variants},
                 "pooled": [{"name": n, "variants": v} for n, v in self.pooled],
-                "repeats": self.repeats, "milestones": list(self.milestones)}
+                "repeats": self.repeats, "milestones": list(self.milestones),
+                **({"tuned": self.tuned} if self.tuned else {})}
 
 
 def design_from(block: Any, source: str) -> Design:
@@ -104,8 +106,11 @@ def design_from(block: Any, source: str) -> Design:
             isinstance(m, int) and not isinstance(m, bool) and m >= 1 for m in milestones) or any(
             a >= b for a, b in zip(milestones, milestones[1:])):
         raise bad("milestones", f"expected increasing optimizer steps, got {milestones!r}")
+    tuned = block.get("tuned") or {}
+    if not isinstance(tuned, dict) or not all(isinstance(v, dict) for v in tuned.values()):
+        raise bad("tuned", "expected a mapping of variant -> its tuned values")
     return Design(reference=reference, margin_db=float(margin), deep=deep, variants=names,
-                  pooled=pooled, repeats=repeats, milestones=list(milestones))
+                  pooled=pooled, repeats=repeats, milestones=list(milestones), tuned=tuned)
 
 
 # --------------------------------------------------------------------------- per variant
@@ -471,6 +476,8 @@ def sections(trials: pd.DataFrame, epochs: pd.DataFrame | None, design: Design,
              "variant gets the budget below. Metric: test SI-SNRi (dB over the mixture) of the "
              "completed trials; test SDRi beside it.", ""]
 
+    if design.tuned:
+        lines += tuned_section(design)
     lines += ["## Budget", "", *markdown(pd.DataFrame({
         "variant": spend["variant"], "completed": spend["completed"],
         "epochs": spend["epochs"].map(lambda v: fmt(v, 1)),
@@ -559,6 +566,26 @@ def sections(trials: pd.DataFrame, epochs: pd.DataFrame | None, design: Design,
         tables["asha_check.csv"] = check
         lines += asha_section(check)
     return lines, tables
+
+
+def tuned_section(design: Design) -> list[str]:
+    """The tuned study's settings: what each variant's own search chose."""
+    keys = list(dict.fromkeys(k for values in design.tuned.values() for k in values))
+    rows = {"variant": list(design.tuned)}
+    for key in keys:
+        rows[key] = [_setting(design.tuned[v].get(key)) for v in design.tuned]
+    return ["## Tuned settings", "",
+            "Each variant ran at its own setting, chosen by its own search before the study "
+            "(Optuna TPE, ASHA on validation, the same number of tuning trials per variant, on "
+            "tuning seeds the study does not test on): the best mean validation SI-SNRi over the "
+            "tuning trials that trained to the end. Test scores played no part. The searches are "
+            "in `tuning/`.", "", *markdown(pd.DataFrame(rows)), ""]
+
+
+def _setting(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def budget_section(by_budget: pd.DataFrame, trend: pd.DataFrame | None, design: Design

@@ -144,6 +144,21 @@ class PooledRow:
 
 
 @dataclass
+class TuningSpec:
+    """A tuned study (``study.tuning``): before the study, each variant's own setting
+    is searched (Optuna TPE, ASHA on validation, ``trials`` per variant) on tuning
+    seeds ``seed``, ``seed + 1``, ... that the study's test seeds never use; the study
+    then runs every variant at its tuned setting (masksep/tuned.py)."""
+
+    search_space: dict[str, Any] = field(default_factory=dict)  # searched for every variant
+    by_head: dict[str, dict[str, Any]] = field(default_factory=dict)  # head kind -> its own dims
+    trials: int = 8  # tuning trials per variant, the same for every variant
+    seed: int = 1000  # the first tuning seed
+    repeats: int = 1  # tuning seeds per point
+    asha: AshaSpec = field(default_factory=lambda: AshaSpec(grace_period=2))
+
+
+@dataclass
 class StudySpec:
     """The design of a study: head variants x ``repeats`` seeds, compared with ``reference``."""
 
@@ -155,12 +170,18 @@ class StudySpec:
     # Optimizer steps at which every trial's best-on-validation weights so far are
     # scored on test too (train.milestones): the claims at each budget, from one run.
     milestones: list[int] = field(default_factory=list)
+    tuning: TuningSpec | None = None  # a tuned study: masksep/tuned.py runs it
+    # What the tuning chose, per variant (written by masksep/tuned.py into the study it runs)
+    tuned: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"variants": self.variants, "reference": self.reference,
-                "margin_db": self.margin_db, "claims": dict(self.claims),
-                "pooled": [{"name": p.name, "variants": list(p.variants)} for p in self.pooled],
-                "milestones": list(self.milestones)}
+        out = {"variants": self.variants, "reference": self.reference,
+               "margin_db": self.margin_db, "claims": dict(self.claims),
+               "pooled": [{"name": p.name, "variants": list(p.variants)} for p in self.pooled],
+               "milestones": list(self.milestones)}
+        if self.tuned:
+            out["tuned"] = self.tuned
+        return out
 
 
 @dataclass
@@ -511,6 +532,43 @@ def _validate_study(spec: SweepSpec, study: StudySpec) -> None:
         unknown = [v for v in row.variants if v not in study.variants]
         if not row.name or len(row.variants) < 2 or unknown:
             _fail(path, f"study.pooled[{i}]", "needs a name and at least two of the study's variants")
+    if study.tuning is not None:
+        _validate_tuning(spec, study.tuning, fields, {h.kind for h in heads.values()})
+
+
+def _validate_tuning(spec: SweepSpec, tuning: TuningSpec, fields: set[str], kinds: set[str]) -> None:
+    path = spec.path
+    where = "study.tuning"
+    if not tuning.search_space and not any(tuning.by_head.values()):
+        _fail(path, f"{where}.search_space", "a tuned study needs a search space (e.g. train.lr)")
+    spaces = [("search_space", tuning.search_space),
+              *((f"by_head.{kind}", dims) for kind, dims in tuning.by_head.items())]
+    for kind in tuning.by_head:
+        if kind not in kinds:
+            _fail(path, f"{where}.by_head.{kind}", f"no variant has head kind {kind!r} "
+                                                   f"(the study's: {', '.join(sorted(kinds))})")
+    for prefix, dims in spaces:
+        for name, raw in dims.items():
+            at = f"{where}.{prefix}.{name}"
+            if name not in fields:
+                _fail(path, at, "is not a trial config field (use dotted names like train.lr)")
+            if name == "seed" or name.startswith("data."):
+                _fail(path, at, "variants share the seed and the data (common random numbers)")
+            try:
+                _parse_dim(name, raw, path)
+            except ConfigError as exc:
+                _fail(path, at, exc.message)
+    if tuning.trials < 2:
+        _fail(path, f"{where}.trials", f"a search needs at least 2 trials per variant, got {tuning.trials}")
+    if tuning.repeats < 1:
+        _fail(path, f"{where}.repeats", f"must be >= 1, got {tuning.repeats}")
+    first = next(iter(spec.bases.values())).seed
+    test = set(range(first, first + spec.repeats))
+    tune_seeds = set(range(tuning.seed, tuning.seed + tuning.repeats))
+    if test & tune_seeds:
+        _fail(path, f"{where}.seed", f"the tuning seeds {tuning.seed}-{tuning.seed + tuning.repeats - 1} "
+                                     f"overlap the study's test seeds {first}-{first + spec.repeats - 1}: "
+                                     "tune on seeds the study never tests on")
 
 
 def count_trials(spec: SweepSpec) -> int:

@@ -1,0 +1,183 @@
+"""One table over several study folders: claim x (data, backbone, budget, tuned) ->
+n, difference, CI, verdict (issue 26, results/scale).
+
+A manifest (YAML) names the folders and what each one is: the data source, the
+backbone and whether its variants were tuned are facts of how the run was set
+up, declared there; everything else is computed from the folders' own files.
+A folder with budget milestones (milestones.csv) gives a row per claim and
+milestone; one without gives its end-of-run claims at its budget (the median
+optimizer steps of its completed trials)::
+
+    title: The answer across scale
+    runs:
+      - folder: ../study          # relative to the manifest
+        data: synthetic
+        backbone: study-tcn
+        tuned: false
+
+``masksep overview MANIFEST`` writes overview.csv, overview.md and the plots
+(claims against backbone MACs and against training compute) beside it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+import masksep.report.plots as plots
+import masksep.report.study as study
+from masksep.errors import UserError
+from masksep.files import atomic_write
+from masksep.report.collect import load_folder
+from masksep.report.tables import csv_text, markdown
+
+COLUMNS = ["claim", "data", "backbone", "backbone_macs_per_s", "steps", "tuned", "train_macs",
+           "n", "estimate", "ci_low", "ci_high", "ci_level", "verdict", "reference_si_snri",
+           "comparison", "folder"]
+
+
+@dataclass
+class Entry:
+    folder: Path
+    data: str
+    backbone: str
+    tuned: bool
+
+
+def read_manifest(path: Path) -> tuple[str, list[Entry]]:
+    """The manifest's title and runs; a bad field is one UserError naming it."""
+    from masksep.config import read_yaml
+
+    raw = read_yaml(path)
+    runs = raw.get("runs")
+    if not isinstance(runs, list) or not runs:
+        raise UserError(f"{path}: runs: expected a list of {{folder, data, backbone, tuned}}")
+    entries = []
+    for i, run in enumerate(runs):
+        where = f"{path}: runs[{i}]"
+        if not isinstance(run, dict):
+            raise UserError(f"{where}: expected a mapping")
+        unknown = sorted(set(run) - {"folder", "data", "backbone", "tuned"})
+        if unknown:
+            raise UserError(f"{where}.{unknown[0]}: unknown field (known: backbone, data, folder, tuned)")
+        for key in ("folder", "data", "backbone"):
+            if not isinstance(run.get(key), str) or not run[key]:
+                raise UserError(f"{where}.{key}: expected a string")
+        if not isinstance(run.get("tuned", False), bool):
+            raise UserError(f"{where}.tuned: expected true or false")
+        folder = (path.parent / run["folder"]).resolve()
+        if not (folder / "trials.csv").is_file():
+            raise UserError(f"{where}.folder: {run['folder']} holds no trials.csv")
+        entries.append(Entry(folder, run["data"], run["backbone"], bool(run.get("tuned", False))))
+    title = raw.get("title", "Claims across scale")
+    return str(title), entries
+
+
+def rows_of(entry: Entry, relative_to: Path) -> pd.DataFrame:
+    """The claims of one folder, at each of its milestones or at its end."""
+    inputs = load_folder(entry.folder)
+    if inputs.study is None:
+        raise UserError(f"{entry.folder}: not a study (no study.json)")
+    design = study.design_from(inputs.study, inputs.study_source)
+    trials = inputs.trials
+    done = trials[trials["status"] == "completed"]
+    if inputs.milestones is not None and not inputs.milestones.empty:
+        table = study.claims_by_budget(trials, inputs.milestones, design)
+        at = {int(s): study.at_milestone(trials, inputs.milestones, int(s)) for s in table["steps"]}
+    else:
+        steps = int(done["train_steps"].median()) if len(done) else 0
+        table = study.claims(trials, design).assign(steps=steps)
+        at = {steps: trials}
+    ref = done[done["variant"] == design.reference]
+    macs = float(ref["macs_per_s"].median()) if len(ref) else math.nan
+    # forward MACs over the training audio at a budget: MACs/s x seconds of audio a step x steps
+    audio_per_step = float((done["train_audio_s"] / done["train_steps"]).median()) if len(done) else math.nan
+    reference_score = {s: frame.loc[(frame["variant"] == design.reference)
+                                    & (frame["status"] == "completed"), "test_si_snri"].mean()
+                       for s, frame in at.items()}
+    shown = os.path.relpath(entry.folder, relative_to.resolve())
+    return table.assign(
+        data=entry.data, backbone=entry.backbone, backbone_macs_per_s=macs, tuned=entry.tuned,
+        train_macs=table["steps"] * audio_per_step * macs,
+        reference_si_snri=table["steps"].map(reference_score), folder=shown)[COLUMNS]
+
+
+def overview(manifest: str | Path) -> dict[str, Any]:
+    """Read the manifest's folders; write overview.csv, overview.md and the plots beside it."""
+    manifest = Path(manifest)
+    title, entries = read_manifest(manifest)
+    table = pd.concat([rows_of(e, manifest.parent) for e in entries], ignore_index=True)
+    order = {c: i for i, c in enumerate(dict.fromkeys(table["claim"]))}  # the claims' own order
+    table = table.assign(_order=table["claim"].map(order)).sort_values(
+        ["_order", "data", "tuned", "backbone_macs_per_s", "steps"], kind="stable"
+    ).drop(columns="_order").reset_index(drop=True)
+    margin = _margin(entries)
+    out = manifest.parent
+    files: dict[str, str | bytes] = {"overview.csv": csv_text(table)}
+    files["overview.md"] = _markdown(title, table, margin)
+    series = table.assign(series=[f"{d}, tuned" if t else d
+                                  for d, t in zip(table["data"], table["tuned"], strict=True)])
+    files["overview.png"] = plots.plot_claims_by_x(
+        series, "train_macs", "training compute: forward MACs (log)",
+        margin, "Claims across scale: paired difference and its CI", series="series")
+    common = _common_budget(table)
+    if common is not None:
+        by_size = series[series["steps"] == common]
+        files["claims_by_size.png"] = plots.plot_claims_by_x(
+            by_size, "backbone_macs_per_s", "backbone: MACs per second of audio (log)", margin,
+            f"Claims by backbone size at {common:,} steps", series="series")
+    for name, data in files.items():
+        atomic_write(out / name, data)
+    return {"runs": len(entries), "rows": len(table),
+            "verdicts": table["verdict"].value_counts().to_dict(), "files": sorted(files)}
+
+
+def _margin(entries: list[Entry]) -> float:
+    margins = {study.design_from(load_folder(e.folder).study, str(e.folder)).margin_db for e in entries}
+    if len(margins) != 1:
+        raise UserError("overview: the runs use different claim-3 margins "
+                        f"({', '.join(f'{m:g}' for m in sorted(margins))} dB); compare like with like")
+    return margins.pop()
+
+
+def _common_budget(table: pd.DataFrame) -> int | None:
+    """The budget shared by the most backbones (the size ladder's), if two or more share one."""
+    counts = table.groupby("steps")["backbone"].nunique()
+    counts = counts[counts >= 2]
+    return int(counts.idxmax()) if len(counts) else None
+
+
+def _markdown(title: str, table: pd.DataFrame, margin: float) -> str:
+    def ci(lo: float, hi: float) -> str:
+        return f"[{lo:+.2f}, {hi:+.2f}]" if math.isfinite(lo) and math.isfinite(hi) else "no CI"
+
+    lines = [f"# {title}", "",
+             "Each row: one claim of Li, Hu & Luo (2022) in one study folder at one training "
+             "budget; the paired difference in test SI-SNRi (dB) over seeds, its CI and the "
+             "verdict computed from it (as in each folder's summary.md; claim 2's CI is "
+             "Bonferroni-adjusted for the og variants it picks from; claim 3's margin is "
+             f"-{margin:g} dB). *shallow* is the reference's own test SI-SNRi there: the regime.",
+             ""]
+    for claim, rows in table.groupby("claim", sort=False):
+        lines += [f"## {claim}", ""]
+        lines += markdown(pd.DataFrame({
+            "data": rows["data"], "backbone": rows["backbone"],
+            "MACs/s": rows["backbone_macs_per_s"].map(lambda v: f"{v / 1e6:.1f} M" if np.isfinite(v) else "-"),
+            "steps": rows["steps"].map(lambda v: f"{int(v):,}"),
+            "tuned": rows["tuned"].map(lambda v: "yes" if v else "no"),
+            "shallow (dB)": rows["reference_si_snri"].map(lambda v: f"{v:.2f}" if np.isfinite(v) else "-"),
+            "comparison": rows["comparison"], "n": rows["n"].astype(int),
+            "difference (dB)": rows["estimate"].map(lambda v: f"{v:+.2f}" if np.isfinite(v) else "-"),
+            "CI": [f"{lvl:.1%}".replace(".0%", "%") + " " + ci(lo, hi) for lvl, lo, hi in
+                   zip(rows["ci_level"], rows["ci_low"], rows["ci_high"], strict=True)],
+            "verdict": rows["verdict"].map(lambda v: f"**{v}**"),
+            "folder": rows["folder"],
+        }))
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,72 @@
+"""masksep overview: one claims table over planted study folders (issue 26)."""
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from masksep.cli import main
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_study_report import plant, plant_milestones  # noqa: E402
+
+EFFECTS = {"shallow": 0.0, "deep-d3": 2.0, "og-p4-learned": 1.5, "og-p8-learned": 2.0}
+
+
+def manifest(folder, runs):
+    path = folder / "runs.yaml"
+    path.write_text(yaml.safe_dump({"title": "Planted scale", "runs": runs}))
+    return path
+
+
+def test_overview_has_a_row_per_claim_folder_and_milestone(tmp_path, capsys):
+    small = plant(tmp_path / "small", EFFECTS, seeds=4)
+    budget = plant(tmp_path / "budget", EFFECTS, seeds=4, milestones=[200, 600], rng_seed=1)
+    plant_milestones(budget, {200: {"deep-d3": -4.0}, 600: {}})
+    big = plant(tmp_path / "big", {**EFFECTS, "deep-d3": -2.0}, seeds=4, rng_seed=2)
+    trials = pd.read_csv(big / "trials.csv")
+    trials["macs_per_s"] *= 10  # a backbone ten times the size
+    (big / "trials.csv").write_text(trials.to_csv(index=False))
+    out = tmp_path / "scale"
+    out.mkdir()
+    path = manifest(out, [
+        {"folder": "../small", "data": "synthetic", "backbone": "small", "tuned": False},
+        {"folder": "../budget", "data": "synthetic", "backbone": "small", "tuned": False},
+        {"folder": "../big", "data": "synthetic", "backbone": "big", "tuned": False},
+    ])
+    assert main(["overview", str(path)]) == 0
+    table = pd.read_csv(out / "overview.csv")
+    one = table[table["claim"].str.startswith("1.")]
+    assert len(one) == 4  # small (its end), budget at 200 and 600, big
+    verdicts = {(r.backbone, r.steps, r.folder): r.verdict for r in one.itertuples()}
+    assert verdicts[("small", 600, "../budget")] == "holds"
+    assert verdicts[("small", 200, "../budget")] == "does not hold"
+    assert verdicts[("big", 600, "../big")] == "does not hold"
+    assert verdicts[("small", 600, "../small")] == "holds"
+    big_row = one[one["backbone"] == "big"].iloc[0]
+    assert big_row["backbone_macs_per_s"] == pytest.approx(10 * one[one["folder"] == "../small"].iloc[0][
+        "backbone_macs_per_s"])
+    assert list(dict.fromkeys(table["claim"].str.split(".").str[0])) == ["1", "2", "3"]  # the claims' own order
+    text = (out / "overview.md").read_text()
+    assert text.startswith("# Planted scale") and "## 1. deep > shallow" in text
+    for name in ("overview.png", "claims_by_size.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("runs, words", [
+    ([], "runs: expected a list"),
+    ([{"folder": "../nowhere", "data": "x", "backbone": "y"}], "runs[0].folder: ../nowhere holds no trials.csv"),
+    ([{"folder": "../small", "data": "x"}], "runs[0].backbone: expected a string"),
+    ([{"folder": "../small", "data": "x", "backbone": "y", "tuned": "no"}], "runs[0].tuned"),
+    ([{"folder": "../small", "data": "x", "backbone": "y", "size": 3}], "runs[0].size: unknown field"),
+])
+def test_a_bad_manifest_is_one_line_naming_the_field_and_exit_2(tmp_path, capsys, runs, words):
+    plant(tmp_path / "small", EFFECTS, seeds=2)
+    out = tmp_path / "scale"
+    out.mkdir()
+    code = main(["overview", str(manifest(out, runs))])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and words in err, err
+    assert not (out / "overview.csv").exists()
