@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # a bare `pip install torch` would pull a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install test sweep study study-speech lint bench clean
+.PHONY: install test sweep study study-speech scale lint bench clean
 
 $(BIN)/masksep: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,16 @@ study-speech: install
 	MASKSEP_SPEECH_DATA=$(SPEECH_DATA) $(BIN)/masksep sweep sweeps/study-speech.yaml --out $(SPEECH_OUT)
 	MASKSEP_SPEECH_DATA=$(SPEECH_DATA) $(BIN)/masksep analyze $(SPEECH_OUT)
 	$(BIN)/masksep report $(SPEECH_OUT)
+
+# The answer across scale (issue 26, results/scale): the budget rung (4x the steps, claims
+# at every milestone), the tuned rung (each variant at its own learning rate) and the two
+# larger backbones of the size ladder, one sweep each into SCALE_OUT/<rung>. About 2.5 hours
+# on 2 cores in all (each rung under 75 minutes: results/scale/README.md). The table over
+# them: masksep overview results/scale/runs.yaml (the committed runs).
+SCALE_OUT ?= runs/scale-$(shell date +%Y%m%d-%H%M%S)
+scale: install
+	for rung in budget tuned size-medium size-convtasnet; do \
+	  $(BIN)/masksep sweep sweeps/scale-$$rung.yaml --out $(SCALE_OUT)/$$rung || exit 1; done
 
 lint: install
 	$(BIN)/ruff check masksep tests

@@ -200,11 +200,11 @@ def _complexity(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from masksep.sweep.runner import run_sweep
+    from masksep.pipeline import sweep_and_report
     from masksep.sweep.spec import load_spec
 
     spec = load_spec(args.spec)
-    run = run_sweep
+    run = sweep_and_report
     if spec.study is not None and spec.study.tuning is not None:
         from masksep.tuned import run_tuned_study  # each variant tuned first, then the study
 

@@ -400,7 +400,7 @@ def validate(cfg: Config, source: str | None = None) -> None:
         c(value >= 0, f"train.{name}", f"must be >= 0, got {value}", source)
     ms = tr.milestones
     c(all(m >= 1 for m in ms), "train.milestones", f"must be optimizer steps >= 1, got {ms}", source)
-    c(all(a < b for a, b in zip(ms, ms[1:])), "train.milestones",
+    c(all(a < b for a, b in zip(ms, ms[1:], strict=False)), "train.milestones",
       f"must be strictly increasing, got {ms}", source)
     if dc.kind in ("synthetic", "dynamic"):  # items per epoch known now; corpora: at setup
         check_milestones(cfg, steps_per_epoch(cfg, dc.train_items), source)

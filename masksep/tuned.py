@@ -120,7 +120,7 @@ def _finished(folder: Path) -> bool:
 def run_tuned_study(spec_path: str | Path, out: str | Path, *, resume: bool = False,
                     **sweep_kwargs: Any) -> dict[str, Any] | None:
     """Tune every variant, then run the study at the tuned settings into ``out``."""
-    from masksep.sweep.runner import run_sweep
+    from masksep.pipeline import sweep_and_report  # each stage gets its report
 
     spec = spec_mod.load_spec(spec_path)
     if spec.study is None or spec.study.tuning is None:
@@ -148,7 +148,7 @@ def run_tuned_study(spec_path: str | Path, out: str | Path, *, resume: bool = Fa
             _line(f"tuning {variant} ({i}/{len(paths)}): {spec.study.tuning.trials} trials on seed "
                   f"{spec.study.tuning.seed}" + (f"+{spec.study.tuning.repeats - 1}"
                                                  if spec.study.tuning.repeats > 1 else ""))
-            run_sweep(path, folder, resume=(folder / STATE_FILE).is_file(), **sweep_kwargs)
+            sweep_and_report(path, folder, resume=(folder / STATE_FILE).is_file(), **sweep_kwargs)
         chosen[variant] = best_setting(folder, list(tuning_dims(spec, variant)))
         _line(f"tuned  {variant}: " + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
                                                for k, v in chosen[variant].items()))
@@ -164,4 +164,4 @@ def run_tuned_study(spec_path: str | Path, out: str | Path, *, resume: bool = Fa
     text = yaml.safe_dump(study_raw, sort_keys=False)
     if not path.is_file() or path.read_text() != text:
         atomic_write(path, text)
-    return run_sweep(path, out, resume=(out / STATE_FILE).is_file(), **sweep_kwargs)
+    return sweep_and_report(path, out, resume=(out / STATE_FILE).is_file(), **sweep_kwargs)

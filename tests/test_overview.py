@@ -22,7 +22,7 @@ def manifest(folder, runs):
 
 
 def test_overview_has_a_row_per_claim_folder_and_milestone(tmp_path, capsys):
-    small = plant(tmp_path / "small", EFFECTS, seeds=4)
+    plant(tmp_path / "small", EFFECTS, seeds=4)
     budget = plant(tmp_path / "budget", EFFECTS, seeds=4, milestones=[200, 600], rng_seed=1)
     plant_milestones(budget, {200: {"deep-d3": -4.0}, 600: {}})
     big = plant(tmp_path / "big", {**EFFECTS, "deep-d3": -2.0}, seeds=4, rng_seed=2)

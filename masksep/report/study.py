@@ -104,7 +104,7 @@ def design_from(block: Any, source: str) -> Design:
     milestones = block.get("milestones") or []
     if not isinstance(milestones, list) or not all(
             isinstance(m, int) and not isinstance(m, bool) and m >= 1 for m in milestones) or any(
-            a >= b for a, b in zip(milestones, milestones[1:])):
+            a >= b for a, b in zip(milestones, milestones[1:], strict=False)):
         raise bad("milestones", f"expected increasing optimizer steps, got {milestones!r}")
     tuned = block.get("tuned") or {}
     if not isinstance(tuned, dict) or not all(isinstance(v, dict) for v in tuned.values()):

@@ -1,4 +1,7 @@
-"""Run a sweep: spec -> Ray Tune (Optuna search, ASHA) -> trials (sweep/trial.py) -> report.
+"""Run a sweep: spec -> Ray Tune (Optuna search, ASHA) -> trials (sweep/trial.py).
+
+It ends at ``tuner.fit``: the report and W&B's summary run come after it, one level
+up (masksep/pipeline.py), so that this package knows nothing of the report.
 
 The whole Tune set-up is in :func:`build_tuner`. One source of truth for each
 kind of state:
@@ -399,9 +402,8 @@ def run_sweep(
     dashboard: bool = False,
     num_cpus: int | None = None,
 ) -> dict[str, Any] | None:
-    """Run (or resume) the sweep of ``spec_path`` into ``out``; returns the report
-    summary (None when a resume finds the sweep already finished)."""
-    from masksep import report as report_mod
+    """Run (or resume) the sweep of ``spec_path`` into ``out`` to its end; returns
+    its state (sweep.json's contents), or None when a resume finds it already finished."""
     from masksep.sweep import tracking
 
     spec = spec_mod.load_spec(spec_path)  # every spec error surfaces before anything is written
@@ -485,13 +487,4 @@ def run_sweep(
             import ray
 
             ray.shutdown()
-
-    summary = report_mod.write_report(out)
-    _line(f"report: {out / 'summary.md'}")
-    if target is not None:
-        tracking.log_sweep_run(target, out / "trials.csv", {"sweep": spec.name, **summary},
-                               state["uid"])
-        offline = tracking.offline_runs(out)
-        if offline:
-            _line(f"W&B runs are offline; upload them with: wandb sync {out / 'wandb'}/offline-run-*")
-    return summary
+    return state
