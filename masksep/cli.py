@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from masksep import runfolder
 from masksep.errors import UserError
 
 
@@ -27,7 +28,7 @@ def _train(args: argparse.Namespace) -> int:
         args.set = list(args.set) + [f"train.threads={args.threads}"]
     out = Path(args.out)
     if args.resume:
-        last = out / "checkpoints" / "last.pt"
+        last = out / runfolder.LAST
         if args.config is None:
             ckpt = train.load_checkpoint(last)
             cfg = config_mod.from_dict(ckpt["config"], str(last))
@@ -38,7 +39,7 @@ def _train(args: argparse.Namespace) -> int:
             train.load_checkpoint(last)  # a missing or bad checkpoint fails before any work
     else:
         cfg = config_mod.load_config(args.config, args.set)  # no --config: the defaults
-        if (out / "checkpoints" / "last.pt").exists() or (out / "summary.json").exists():
+        if (out / runfolder.LAST).exists() or (out / runfolder.SUMMARY).exists():
             raise UserError(f"{out}: already holds a run; pass --resume to continue it or pick another --out")
     try:
         summary = train.fit(cfg, out, TerminalReporter(), resume=args.resume,

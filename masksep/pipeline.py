@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from masksep import runfolder
+
 
 def _line(text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
@@ -35,7 +37,7 @@ def report_and_track(out: Path, state: dict[str, Any]) -> dict[str, Any]:
     _line(f"report: {out / 'summary.md'}")
     if state.get("wandb"):
         target = tracking.WandbTarget(**state["wandb"])
-        tracking.log_sweep_run(target, out / "trials.csv", {"sweep": state["name"], **summary},
+        tracking.log_sweep_run(target, out / runfolder.TRIALS, {"sweep": state["name"], **summary},
                                state["uid"])
         if tracking.offline_runs(out):
             _line(f"W&B runs are offline; upload them with: wandb sync {out / 'wandb'}/offline-run-*")

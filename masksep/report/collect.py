@@ -28,6 +28,7 @@ from typing import Any
 
 import pandas as pd
 
+from masksep import runfolder
 from masksep.errors import UserError
 from masksep.report.tables import (
     EPOCH_COLUMNS,
@@ -47,37 +48,6 @@ from masksep.report.tables import (
 from masksep.sweep.state import STATE_FILE, experiment_path, read_state
 
 log = logging.getLogger(__name__)
-
-
-class _Store:
-    """Read-only access to a local folder or an s3:// / gs:// URI (pyarrow's filesystems)."""
-
-    def __init__(self, uri: str):
-        from pyarrow import fs
-
-        if "://" in uri:
-            self.fs, self.root = fs.FileSystem.from_uri(uri)
-        else:
-            self.fs, self.root = fs.LocalFileSystem(), str(Path(uri).resolve())
-
-    def path(self, *parts: str) -> str:
-        return "/".join([self.root.rstrip("/"), *parts])
-
-    def listdir(self, *parts: str) -> list[tuple[str, bool]]:
-        from pyarrow import fs
-
-        try:
-            infos = self.fs.get_file_info(fs.FileSelector(self.path(*parts)))
-        except (FileNotFoundError, OSError):
-            return []
-        return [(Path(i.path).name, i.type == fs.FileType.Directory) for i in infos]
-
-    def read(self, *parts: str) -> str | None:
-        try:
-            with self.fs.open_input_stream(self.path(*parts)) as f:
-                return f.read().decode("utf-8", errors="replace")
-        except (FileNotFoundError, OSError):
-            return None
 
 
 def _json(text: str | None) -> Any:
@@ -109,7 +79,7 @@ def _pid_alive(pid: Any) -> bool:
     return True
 
 
-def _ray_trials(store: _Store) -> dict[str, dict[str, Any]] | None:
+def _ray_trials(store: runfolder.Store) -> dict[str, dict[str, Any]] | None:
     """Trial folder name -> {status, retries, last_result} from Ray's own
     experiment state, or None when the folder has none (a copy without it)."""
     if not any(n.startswith("experiment_state") for n, is_dir in store.listdir() if not is_dir):
@@ -117,7 +87,7 @@ def _ray_trials(store: _Store) -> dict[str, dict[str, Any]] | None:
     from ray.tune import ExperimentAnalysis
 
     try:
-        analysis = ExperimentAnalysis(store.root, storage_filesystem=store.fs)
+        analysis = ExperimentAnalysis(store.path, storage_filesystem=store.fs)
     except Exception as exc:  # noqa: BLE001 - a snapshot being rewritten: the files still tell
         log.warning("masksep: Ray's experiment state is unreadable (%s); reading trial folders alone",
                     type(exc).__name__)
@@ -145,21 +115,21 @@ def _status(ray: dict[str, Any] | None, summary: dict, error: str, state: dict[s
     return "interrupted" if ray_status in ("RUNNING", "PENDING", "PAUSED", "") else ray_status.lower()
 
 
-def _trial_row(store: _Store, name: str, ray: dict[str, Any] | None, state: dict[str, Any],
+def _trial_row(store: runfolder.Store, name: str, ray: dict[str, Any] | None, state: dict[str, Any],
                driver_alive: bool) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
     from masksep import config as config_mod
 
-    searched = dict(_json(store.read(name, "searched.json")) or {})
+    searched = dict(_json(store.read_text(name, runfolder.SEARCHED)) or {})
     variant = searched.pop("variant", None)  # a study's design, not a searched value
-    summary = _json(store.read(name, "summary.json")) or {}
-    epochs = [e for e in _json_lines(store.read(name, "metrics.jsonl")) if "epoch" in e]
+    summary = _json(store.read_text(name, runfolder.SUMMARY)) or {}
+    epochs = [e for e in _json_lines(store.read_text(name, runfolder.METRICS)) if "epoch" in e]
     last = {**(ray or {}).get("last_result", {}), **(epochs[-1] if epochs else {})}
     row: dict[str, Any] = {"trial_id": name.removeprefix("trial_")}
     if variant is not None:
         row["variant"] = variant
     row.update({f"searched.{k}": v for k, v in searched.items()})
 
-    cfg_text = store.read(name, "config.yaml")
+    cfg_text = store.read_text(name, runfolder.CONFIG)
     if cfg_text:
         import yaml
 
@@ -169,7 +139,7 @@ def _trial_row(store: _Store, name: str, ray: dict[str, Any] | None, state: dict
                        seed=cfg.seed)
         except Exception:  # noqa: BLE001 - a half-written config is reported, not fatal
             pass
-    for key in ("params", "head_params", "macs_per_s", "head_macs_per_s", "best_val_si_snri"):
+    for key in (*runfolder.COMPLEXITY_KEYS, "best_val_si_snri"):
         row[key] = summary.get(key, last.get(key))
     for key in ("best_epoch", "test_si_snr", "test_si_snri", "test_sdri", "train_steps",
                 "train_audio_s"):
@@ -178,7 +148,7 @@ def _trial_row(store: _Store, name: str, ray: dict[str, Any] | None, state: dict
     row["wall_s"] = summary.get("wall_s", last.get("time_total_s"))
     row.update({k: summary[k] for k in [*HEAD_COLUMNS, "seed"] if k in summary})
 
-    error = _error_line(store.read(name, "error.txt"))
+    error = _error_line(store.read_text(name, runfolder.ERROR))
     row["status"] = _status(ray, summary, error, state, driver_alive)
     row["retries"] = (ray or {}).get("retries", 0)
     row["error"] = error if row["status"] == "failed" else ""
@@ -196,7 +166,7 @@ def collect(out: Path, state: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFram
     completed trial), the rows of trials.csv, epochs.csv and milestones.csv."""
     if not isinstance(state, dict) or "storage" not in state or "name" not in state:
         raise UserError(f"{out / STATE_FILE}: not a masksep sweep state (no name or storage)")
-    store = _Store(experiment_path(state))
+    store = runfolder.Store.of_uri(experiment_path(state))
     ray_trials = _ray_trials(store)
     driver_alive = state.get("status") == "running" and _pid_alive(state.get("pid"))
     rows, curves, marks = [], [], []

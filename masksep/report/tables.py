@@ -24,18 +24,15 @@ import numpy as np
 import pandas as pd
 
 import masksep.stats as stats
+from masksep import runfolder
 from masksep.errors import UserError
 
-TRIALS_FILE = "trials.csv"
-EPOCHS_FILE = "epochs.csv"
-MILESTONES_FILE = "milestones.csv"  # a study's test scores at its budget milestones
-STUDY_FILE = "study.json"  # the study block beside trials.csv, for a folder without sweep.json
+TRIALS_FILE = runfolder.TRIALS
+EPOCHS_FILE = runfolder.EPOCHS
+MILESTONES_FILE = runfolder.MILESTONES
+STUDY_FILE = runfolder.STUDY
 HEAD_COLUMNS = ["head", "depth", "width", "oversep", "grouping", "backbone", "n_src"]
-METRIC_COLUMNS = [
-    "params", "head_params", "macs_per_s", "head_macs_per_s", "best_val_si_snri", "best_epoch",
-    "test_si_snr", "test_si_snri", "test_sdri", "epochs", "train_steps", "train_audio_s",
-    "wall_s", "seed",
-]
+METRIC_COLUMNS = [*runfolder.COMPLEXITY_KEYS, *runfolder.RESULT_KEYS]
 EPOCH_COLUMNS = ["trial_id", "epoch", "train_loss", "val_si_snr", "val_si_snri",
                  "best_val_si_snri", "lr", "epoch_s", "steps"]
 MILESTONE_COLUMNS = ["trial_id", "steps", "epoch", "best_epoch", "best_val_si_snri",

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import shutil
 import tempfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from masksep.sweep.spec import SweepSpec
@@ -69,7 +69,7 @@ def _worker_loop(loop: dict[str, Any]) -> None:
     # fit's own folder on this worker's node; what must last goes to storage.
     work = Path(tempfile.mkdtemp(prefix=f"masksep-ddp{dist.rank}-"))
     try:
-        resume_from = folder.fetch(LAST, work / "restore" / "last.pt")
+        resume_from = folder.fetch(LAST, work / "restore" / PurePosixPath(LAST).name)
         reporter = trial_reporters(folder, loop["trial_id"], WorkerReporter(loop["trial_id"]))
         fit(cfg, work / "run", reporter, resume_from=resume_from, dist=dist)
     finally:

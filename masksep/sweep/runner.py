@@ -43,6 +43,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from masksep import runfolder
 from masksep.errors import UserError
 from masksep.sweep import ray_compat
 from masksep.sweep import spec as spec_mod
@@ -228,7 +229,7 @@ def build_tuner(spec: SweepSpec, out: Path, storage: str, callbacks: list):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    searcher = build_searcher(spec, out / "optuna.db")
+    searcher = build_searcher(spec, out / runfolder.OPTUNA_DB)
     if spec.search == "grid":
         # The seed index first: a study cut short by its time budget still has
         # every variant at the seeds it reached.
@@ -333,7 +334,7 @@ def _check_same_spec(spec: SweepSpec, out: Path) -> None:
     """A resume runs the sweep that was started: the same spec, base configs included."""
     import yaml
 
-    saved = out / "spec.yaml"
+    saved = out / runfolder.SPEC
     if not saved.is_file():
         return
     old = yaml.safe_load(saved.read_text())
@@ -350,11 +351,8 @@ def _check_same_spec(spec: SweepSpec, out: Path) -> None:
 
 def _set_orphans_aside(experiment: str, out: Path) -> list[str]:
     """Trial folders the newest snapshot does not know -> OUT/orphaned/. Returns their names."""
-    from pyarrow import fs
     from ray.tune import ExperimentAnalysis
 
-    filesystem, root = fs.FileSystem.from_uri(experiment) if "://" in experiment else (
-        fs.LocalFileSystem(), experiment)
     tune_log = logging.getLogger("ray.tune")
     level = tune_log.level
     tune_log.setLevel(logging.ERROR)  # it warns about every trial whose result.json a kill lost
@@ -364,22 +362,12 @@ def _set_orphans_aside(experiment: str, out: Path) -> list[str]:
         known = set()
     finally:
         tune_log.setLevel(level)
-    infos = filesystem.get_file_info(fs.FileSelector(root, allow_not_found=True))
+    store = runfolder.Store.of_uri(experiment)
     moved = []
-    for info in infos:
-        name = info.base_name
-        if info.type != fs.FileType.Directory or not name.startswith("trial_"):
+    for name, is_dir in store.listdir():
+        if not is_dir or not name.startswith("trial_") or name[len("trial_"):] in known:
             continue
-        if name[len("trial_"):] in known:
-            continue
-        target = out / "orphaned" / f"{name}-{uuid.uuid4().hex[:6]}"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(filesystem, fs.LocalFileSystem):
-            shutil.move(info.path, target)  # a rename on one disk
-        else:
-            fs.copy_files(info.path, str(target), source_filesystem=filesystem,
-                          destination_filesystem=fs.LocalFileSystem())
-            filesystem.delete_dir(info.path)
+        store.move_out(name, out / runfolder.ORPHANED / f"{name}-{uuid.uuid4().hex[:6]}")
         moved.append(name)
     return moved
 
@@ -443,7 +431,7 @@ def run_sweep(
         _check_resources(spec, started)
         out.mkdir(parents=True, exist_ok=True)
         if not resume:
-            (out / "spec.yaml").write_text(spec_mod.self_contained_yaml(spec))
+            (out / runfolder.SPEC).write_text(spec_mod.self_contained_yaml(spec))
         # This invocation's W&B target: the callback pickled in Tune's state reads it
         # from here at set-up, so a resume honours --no-wandb and changed settings.
         target = tracking.resolve_target(spec.wandb, spec.name, out) if (

@@ -8,10 +8,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from masksep import runfolder
 from masksep.errors import UserError
 from masksep.files import atomic_write
 
-STATE_FILE = "sweep.json"
+STATE_FILE = runfolder.STATE
 
 
 def write_state(out: Path, state: dict[str, Any]) -> None:

@@ -27,24 +27,18 @@ import shutil
 import socket
 import tempfile
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
+from masksep import runfolder
 from masksep.progress import MultiReporter, Reporter
 from masksep.sweep.spec import FINAL_KEYS, SweepSpec
 
-LAST = "checkpoints/last.pt"
-BEST = "checkpoints/best.pt"
-SUMMARY = "summary.json"
-ATTEMPTS = "attempts.json"
+LAST, BEST, SUMMARY, ATTEMPTS = runfolder.LAST, runfolder.BEST, runfolder.SUMMARY, runfolder.ATTEMPTS
 
 
-class TrialFolder:
-    """The Tune trial's folder in storage, through pyarrow's filesystem."""
-
-    def __init__(self, filesystem, path: str):
-        self.fs = filesystem
-        self.path = path.rstrip("/")
+class TrialFolder(runfolder.Store):
+    """The Tune trial's folder in storage (masksep/runfolder.py's Store)."""
 
     @classmethod
     def of_this_trial(cls) -> TrialFolder:
@@ -52,51 +46,6 @@ class TrialFolder:
 
         storage = tune.get_context().get_storage()  # DeveloperAPI: the folder and its filesystem
         return cls(storage.storage_filesystem, storage.trial_fs_path)
-
-    def read_bytes(self, name: str) -> bytes | None:
-        try:
-            with self.fs.open_input_stream(f"{self.path}/{name}") as f:
-                return f.read()
-        except (FileNotFoundError, OSError):
-            return None
-
-    def read_json(self, name: str) -> Any:
-        data = self.read_bytes(name)
-        try:
-            return json.loads(data) if data else None
-        except ValueError:
-            return None
-
-    def fetch(self, name: str, local: Path) -> Path | None:
-        """Copy ``name`` to ``local``; None when the folder has no such file."""
-        from pyarrow import fs
-
-        if self.fs.get_file_info(f"{self.path}/{name}").type != fs.FileType.File:
-            return None
-        local.parent.mkdir(parents=True, exist_ok=True)
-        with self.fs.open_input_stream(f"{self.path}/{name}") as src, open(local, "wb") as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
-        return local
-
-    def put_bytes(self, name: str, data: bytes) -> None:
-        self._write(name, lambda f: f.write(data))
-
-    def put_file(self, local: Path, name: str | None = None) -> None:
-        def copy(f):
-            with open(local, "rb") as src:
-                shutil.copyfileobj(src, f, 1 << 20)
-
-        self._write(name or local.name, copy)
-
-    def _write(self, name: str, write) -> None:
-        # Beside, then moved: a resume (or the report) never reads half a file.
-        target = f"{self.path}/{name}"
-        parent, _, base = target.rpartition("/")
-        self.fs.create_dir(parent, recursive=True)
-        tmp = f"{parent}/.{base}.tmp{os.getpid()}"
-        with self.fs.open_output_stream(tmp) as f:
-            write(f)
-        self.fs.move(tmp, target)
 
 
 class TrialFiles(Reporter):
@@ -115,8 +64,8 @@ class TrialFiles(Reporter):
         self.run_dir = Path(info["out_dir"])
         self.active = info.get("rank", 0) == 0
         if self.active:
-            self.folder.put_file(self.run_dir / "config.yaml")
-            self.folder.put_file(self.run_dir / "metrics.jsonl")
+            self.folder.put_file(self.run_dir / runfolder.CONFIG)
+            self.folder.put_file(self.run_dir / runfolder.METRICS)
             earlier = self.folder.read_json(ATTEMPTS)
             self.attempts = [*(earlier if isinstance(earlier, list) else []), {
                 "attempt": len(earlier or []) + 1, "host": socket.gethostname(), "pid": os.getpid(),
@@ -126,7 +75,7 @@ class TrialFiles(Reporter):
     def epoch(self, metrics, checkpoint_dir):
         if self.active:
             self.folder.put_file(self.run_dir / LAST, LAST)
-            self.folder.put_file(self.run_dir / "metrics.jsonl")
+            self.folder.put_file(self.run_dir / runfolder.METRICS)
             # After last.pt: an epoch listed here is one a restart will not train again.
             self.attempts[-1]["epochs"].append(metrics["epoch"])
             self._put_attempts()
@@ -175,7 +124,7 @@ def final_result(summary: dict[str, Any], last: dict[str, Any]) -> dict[str, Any
     (ASHA's time attribute; a trial resumed after its last epoch reports no epoch
     before this one)."""
     final = {k: summary[k] for k in FINAL_KEYS}
-    complexity = {k: summary[k] for k in ("params", "head_params", "macs_per_s", "head_macs_per_s")
+    complexity = {k: summary[k] for k in runfolder.COMPLEXITY_KEYS
                   if k in summary}
     return {**complexity, **last, **final, "epoch": summary["epochs"], "final": True}
 
@@ -193,11 +142,11 @@ def describe(folder: TrialFolder, spec: SweepSpec, config: dict[str, Any]) -> No
     describe a trial that fails early."""
     from masksep import config as config_mod
 
-    folder.put_bytes("searched.json", (json.dumps(spec.searched(config), indent=2) + "\n").encode())
-    folder.put_bytes("config.yaml", config_mod.to_yaml(spec.trial_config(config)).encode())
+    folder.put_bytes(runfolder.SEARCHED, (json.dumps(spec.searched(config), indent=2) + "\n").encode())
+    folder.put_bytes(runfolder.CONFIG, config_mod.to_yaml(spec.trial_config(config)).encode())
 
 
-DATA_CACHE = "data-cache"  # in the experiment folder: the data its trials share
+DATA_CACHE = runfolder.DATA_CACHE
 
 
 def data_cache_dir(storage) -> Path:
@@ -225,7 +174,7 @@ def run_trial(config: dict[str, Any], spec: SweepSpec) -> None:
     run_dir = Path(tune.get_context().get_storage().trial_working_directory)
     restore = Path(tempfile.mkdtemp(prefix="masksep-restore-"))
     try:
-        resume_from = folder.fetch(LAST, restore / "last.pt")
+        resume_from = folder.fetch(LAST, restore / PurePosixPath(LAST).name)
         if resume_from is None:
             describe(folder, spec, config)
         reporter = trial_reporters(folder, tune.get_context().get_trial_id(), tune_reporter)
