@@ -4,8 +4,9 @@ analysis.json alone) and one three-panel PNG per checkpoint."""
 from __future__ import annotations
 
 import io
-import math
 from typing import Any
+
+from masksep import formats
 
 VIEWS_TEXT = """\
 Every number is set against the same head at initialisation, rebuilt from the
@@ -54,20 +55,7 @@ checkpoint's seed (exactly how its training started), on the same test items.
 """
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return "-"
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-def _p(value: Any) -> str:
-    if not isinstance(value, (int, float)) or not math.isfinite(value):
-        return "-"
-    return f"{value:.3f}" if value >= 0.001 else f"{value:.1e}"
+_fmt, _p = formats.text, formats.p_value  # masksep/formats.py
 
 
 def head_label(entry: dict[str, Any]) -> str:
@@ -87,9 +75,7 @@ def _settings_text(analysis: dict[str, Any]) -> str:
             f"random draws seeded with {s['seed']}.")
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return (["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-            + ["| " + " | ".join(r) + " |" for r in rows])
+_table = formats.table
 
 
 def summary_markdown(analysis: dict[str, Any], rerendered: bool = False) -> str:
@@ -190,12 +176,10 @@ def summary_markdown(analysis: dict[str, Any], rerendered: bool = False) -> str:
 
 def figure(entry: dict[str, Any], threshold: float) -> bytes:
     """Weight (or assignment), ablation and function panels of one checkpoint, PNG."""
-    import matplotlib
+    from matplotlib.figure import Figure  # the object API: no pyplot state left behind
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    fig = Figure(figsize=(13, 3.8))
+    axes = fig.subplots(1, 3)
     colours = {"trained": "C0", "init": "C7"}
 
     ax = axes[0]
@@ -271,5 +255,4 @@ def figure(entry: dict[str, Any], threshold: float) -> bytes:
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
     return buf.getvalue()

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from masksep import stats
+from masksep import formats, stats
 
 CONFIDENCE = 0.95
 LOWER, HIGHER, NOT_RESOLVED = "lower", "higher", "not resolved at this n"
@@ -102,17 +102,14 @@ def study_analysis_table(analysis: dict[str, Any]) -> pd.DataFrame:
 
 
 def _num(value: float, digits: int = 3) -> str:
-    return f"{value:.{digits}f}" if math.isfinite(value) else "-"
+    return formats.fmt(value, digits)
 
 
 def _ci(low: float, high: float) -> str:
-    return f"[{_num(low)}, {_num(high)}]" if math.isfinite(low) and math.isfinite(high) else "-"
+    return formats.ci(low, high, 3, sign=False, missing="-")
 
 
-def _pv(value: float) -> str:
-    if not math.isfinite(value):
-        return "-"
-    return f"{value:.3f}" if value >= 0.001 else f"{value:.1e}"
+_pv = formats.p_value  # masksep/formats.py
 
 
 def study_analysis_section(analysis: dict[str, Any],

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 import masksep.stats as stats
+from masksep import formats
 from masksep.errors import UserError
 from masksep.report.tables import fmt, macs, markdown, n_src_values, p_value
 
@@ -447,8 +448,7 @@ def asha_rank_check(source: str | Path | pd.DataFrame, epochs: pd.DataFrame | No
 # --------------------------------------------------------------------------- markdown
 
 
-def _ci(low: float, high: float) -> str:
-    return f"[{low:+.2f}, {high:+.2f}]" if math.isfinite(low) and math.isfinite(high) else "no CI (n < 2)"
+_ci = formats.ci  # masksep/formats.py: [+0.12, +0.30], or "no CI (n < 2)"
 
 
 def _variant_label(row: pd.Series | dict) -> str:

@@ -16,7 +16,6 @@ use the test SI-SNRi of trials that trained to the end.
 from __future__ import annotations
 
 import io
-import math
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 import masksep.stats as stats
-from masksep import runfolder
+from masksep import formats, runfolder
 from masksep.errors import UserError
 
 TRIALS_FILE = runfolder.TRIALS
@@ -146,34 +145,15 @@ def load_milestones(path: str | Path) -> pd.DataFrame | None:
 
 def markdown(df: pd.DataFrame) -> list[str]:
     """A markdown table (pandas' to_markdown needs tabulate, which masksep does not ship)."""
-    header = "| " + " | ".join(str(c) for c in df.columns) + " |"
-    lines = [header, "|" + "---|" * len(df.columns)]
-    for values in df.itertuples(index=False):
-        lines.append("| " + " | ".join(str(v).replace("|", "/") for v in values) + " |")
-    return lines
+    return formats.table([str(c) for c in df.columns],
+                         [[str(v).replace("|", "/") for v in values]
+                          for values in df.itertuples(index=False)])
 
 
 # --------------------------------------------------------------------------- cells and labels
 
 
-def ok(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def fmt(value: Any, digits: int = 2) -> str:
-    return f"{value:.{digits}f}" if ok(value) else "-"
-
-
-def macs(value: Any) -> str:
-    if not ok(value):
-        return "-"
-    return f"{value / 1e9:.2f}G" if value >= 1e9 else f"{value / 1e6:.2f}M"
-
-
-def p_value(value: Any) -> str:
-    if not ok(value):
-        return "-"
-    return f"{value:.3f}" if value >= 0.001 else f"{value:.1e}"
+ok, fmt, macs, p_value = formats.ok, formats.fmt, formats.macs, formats.p_value  # masksep/formats.py
 
 
 def label(row: dict[str, Any] | pd.Series) -> str:
