@@ -32,7 +32,7 @@ import pandas as pd
 
 import masksep.report.plots as plots
 import masksep.report.study as study
-from masksep import runfolder
+from masksep import formats, runfolder
 from masksep.errors import UserError
 from masksep.files import atomic_write
 from masksep.report.collect import load_folder
@@ -155,9 +155,6 @@ def _common_budget(table: pd.DataFrame) -> int | None:
 
 
 def _markdown(title: str, table: pd.DataFrame, margin: float) -> str:
-    def ci(lo: float, hi: float) -> str:
-        return f"[{lo:+.2f}, {hi:+.2f}]" if math.isfinite(lo) and math.isfinite(hi) else "no CI"
-
     lines = [f"# {title}", "",
              "Each row: one claim of Li, Hu & Luo (2022) in one study folder at one training "
              "budget; the paired difference in test SI-SNRi (dB) over seeds, its CI and the "
@@ -174,8 +171,8 @@ def _markdown(title: str, table: pd.DataFrame, margin: float) -> str:
             "tuned": rows["tuned"].map(lambda v: "yes" if v else "no"),
             "shallow (dB)": rows["reference_si_snri"].map(lambda v: f"{v:.2f}" if np.isfinite(v) else "-"),
             "comparison": rows["comparison"], "n": rows["n"].astype(int),
-            "difference (dB)": rows["estimate"].map(lambda v: f"{v:+.2f}" if np.isfinite(v) else "-"),
-            "CI": [f"{lvl:.1%}".replace(".0%", "%") + " " + ci(lo, hi) for lvl, lo, hi in
+            "difference (dB)": rows["estimate"].map(formats.signed),
+            "CI": [formats.level(lvl) + " " + formats.ci(lo, hi, missing="no CI") for lvl, lo, hi in
                    zip(rows["ci_level"], rows["ci_low"], rows["ci_high"], strict=True)],
             "verdict": rows["verdict"].map(lambda v: f"**{v}**"),
             "folder": rows["folder"],

@@ -527,7 +527,7 @@ def sections(trials: pd.DataFrame, epochs: pd.DataFrame | None, design: Design,
     lines += ["## Claims", "", *markdown(pd.DataFrame({
         "claim": claim["claim"], "comparison": claim["comparison"], "n": claim["n"].astype(int),
         "estimate (dB)": claim["estimate"].map(lambda v: f"{v:+.2f}" if math.isfinite(v) else "-"),
-        "CI": [f"{lvl:.1%}".replace(".0%", "%") + " " + _ci(lo, hi) for lvl, lo, hi in
+        "CI": [formats.level(lvl) + " " + _ci(lo, hi) for lvl, lo, hi in
                zip(claim["ci_level"], claim["ci_low"], claim["ci_high"], strict=True)],
         "verdict": claim["verdict"].map(lambda v: f"**{v}**"),
         "how": claim["note"],
@@ -603,7 +603,7 @@ def budget_section(by_budget: pd.DataFrame, trend: pd.DataFrame | None, design: 
         "claim": by_budget["claim"], "comparison": by_budget["comparison"],
         "n": by_budget["n"].astype(int),
         "estimate (dB)": by_budget["estimate"].map(lambda v: f"{v:+.2f}" if math.isfinite(v) else "-"),
-        "CI": [f"{lvl:.1%}".replace(".0%", "%") + " " + _ci(lo, hi) for lvl, lo, hi in
+        "CI": [formats.level(lvl) + " " + _ci(lo, hi) for lvl, lo, hi in
                zip(by_budget["ci_level"], by_budget["ci_low"], by_budget["ci_high"], strict=True)],
         "verdict": by_budget["verdict"].map(lambda v: f"**{v}**"),
     }))
