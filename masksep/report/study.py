@@ -465,19 +465,50 @@ def sections(trials: pd.DataFrame, epochs: pd.DataFrame | None, design: Design,
     comp = comparisons(trials, design)
     claim = claims(trials, design)
     spend = budget(trials, design)
-    res = resolution(comp, design)
+    lines = design_section(cell, design)
+    if design.tuned:
+        lines += tuned_section(design)
+    lines += spend_section(spend)
+    lines += cells_section(cell)
+    lines += comparisons_section(comp, design.reference)
+    lines += claims_section(claim, design.margin_db)
+    lines += resolution_section(resolution(comp, design))
+    tables = {"study_cells.csv": cell, "study_comparisons.csv": comp, "study_claims.csv": claim,
+              "study_budget.csv": spend}
+    if milestones is not None and not milestones.empty:
+        by_budget = claims_by_budget(trials, milestones, design)
+        tables["claims_by_budget.csv"] = by_budget
+        steps = sorted(int(s) for s in by_budget["steps"].unique())
+        trend = (convergence(trials, epochs, design, steps) if epochs is not None
+                 and not epochs.empty else None)
+        if trend is not None:
+            tables["convergence.csv"] = trend
+        lines += budget_section(by_budget, trend, design)
+    if epochs is not None and not epochs.empty:
+        check = asha_rank_check(trials, epochs)
+        tables["asha_check.csv"] = check
+        lines += asha_section(check)
+    return lines, tables
+
+
+def design_section(cell: pd.DataFrame, design: Design) -> list[str]:
+    """The study's design in words."""
+    lines: list[str] = []
     ref = design.reference
     n_text = f"{design.repeats} seeds per variant" if design.repeats else "seeds as run"
-    lines = ["## Study design", "",
+    lines += ["## Study design", "",
              f"{len(design.variants) or cell['head'].ne('pooled').sum()} head variants × {n_text}, "
              f"reference `{ref}`. Common random numbers: at one seed every variant has the same "
              "backbone initialisation, training-data stream and evaluation set, so its difference "
              "from the reference at that seed is a pair. No early stopping between trials: each "
              "variant gets the budget below. Metric: test SI-SNRi (dB over the mixture) of the "
              "completed trials; test SDRi beside it.", ""]
+    return lines
 
-    if design.tuned:
-        lines += tuned_section(design)
+
+def spend_section(spend: pd.DataFrame) -> list[str]:
+    """What each variant's trials were given."""
+    lines: list[str] = []
     lines += ["## Budget", "", *markdown(pd.DataFrame({
         "variant": spend["variant"], "completed": spend["completed"],
         "epochs": spend["epochs"].map(lambda v: fmt(v, 1)),
@@ -489,7 +520,12 @@ def sections(trials: pd.DataFrame, epochs: pd.DataFrame | None, design: Design,
     })), "", "Means per completed trial. Forward MACs over the training audio: the model's "
         "MACs per second of audio × seconds of training audio processed (backward passes not "
         "counted).", ""]
+    return lines
 
+
+def cells_section(cell: pd.DataFrame) -> list[str]:
+    """Each variant's test SI-SNRi: n, mean, std, CI."""
+    lines: list[str] = []
     lines += ["## Cells: test SI-SNRi per variant", "", *markdown(pd.DataFrame({
         "variant": [_variant_label(r) for _, r in cell.iterrows()],
         "n": cell["n"].astype(int),
@@ -501,7 +537,12 @@ def sections(trials: pd.DataFrame, epochs: pd.DataFrame | None, design: Design,
                                                     cell["sdri_ci_high"], strict=True)],
         "head MACs/s": cell["head_macs_per_s"].map(macs),
     })), "", "95% CI: Student t over seeds. n = 1 has no CI: one run, not a result.", ""]
+    return lines
 
+
+def comparisons_section(comp: pd.DataFrame, ref: str) -> list[str]:
+    """Every variant minus the reference, paired by seed."""
+    lines: list[str] = []
     n_most = int(comp["n"].max()) if len(comp) else 0
     lines += [f"## Paired differences from `{ref}` (same seeds)", ""]
     if comp.empty:
@@ -523,7 +564,12 @@ def sections(trials: pd.DataFrame, epochs: pd.DataFrame | None, design: Design,
                   "for the number of comparisons in this table; the claims below correct where "
                   "they pick."]
     lines.append("")
+    return lines
 
+
+def claims_section(claim: pd.DataFrame, margin_db: float) -> list[str]:
+    """The claims table and how its verdicts are computed."""
+    lines: list[str] = []
     lines += ["## Claims", "", *markdown(pd.DataFrame({
         "claim": claim["claim"], "comparison": claim["comparison"], "n": claim["n"].astype(int),
         "estimate (dB)": claim["estimate"].map(lambda v: f"{v:+.2f}" if math.isfinite(v) else "-"),
@@ -532,9 +578,14 @@ def sections(trials: pd.DataFrame, epochs: pd.DataFrame | None, design: Design,
         "verdict": claim["verdict"].map(lambda v: f"**{v}**"),
         "how": claim["note"],
     })), "", "Each verdict is computed from the CI: *holds* when the whole CI lies above 0 "
-        f"(claim 3: above -{design.margin_db:g} dB, with lower head MACs), *does not hold* when "
+        f"(claim 3: above -{margin_db:g} dB, with lower head MACs), *does not hold* when "
         "it lies below, else *not resolved at this n*.", ""]
+    return lines
 
+
+def resolution_section(res: dict[str, Any]) -> list[str]:
+    """The smallest difference the design resolves, and the seeds 0.2 dB needs."""
+    lines: list[str] = []
     lines += ["## What this design resolves", ""]
     if math.isfinite(res["half_width"]):
         need = res["seeds_needed"]
@@ -549,23 +600,7 @@ def sections(trials: pd.DataFrame, epochs: pd.DataFrame | None, design: Design,
         lines.append("Not measurable: no comparison has two or more paired seeds, so the noise "
                      "of a paired difference is unknown.")
     lines.append("")
-
-    tables = {"study_cells.csv": cell, "study_comparisons.csv": comp, "study_claims.csv": claim,
-              "study_budget.csv": spend}
-    if milestones is not None and not milestones.empty:
-        by_budget = claims_by_budget(trials, milestones, design)
-        tables["claims_by_budget.csv"] = by_budget
-        steps = sorted(int(s) for s in by_budget["steps"].unique())
-        trend = (convergence(trials, epochs, design, steps) if epochs is not None
-                 and not epochs.empty else None)
-        if trend is not None:
-            tables["convergence.csv"] = trend
-        lines += budget_section(by_budget, trend, design)
-    if epochs is not None and not epochs.empty:
-        check = asha_rank_check(trials, epochs)
-        tables["asha_check.csv"] = check
-        lines += asha_section(check)
-    return lines, tables
+    return lines
 
 
 def tuned_section(design: Design) -> list[str]:

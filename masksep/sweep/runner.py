@@ -379,6 +379,69 @@ def _drop_data_cache(experiment: str) -> None:
         shutil.rmtree(Path(experiment) / DATA_CACHE, ignore_errors=True)
 
 
+def _resumed_state(spec: SweepSpec, out: Path, storage_path: str | None) -> dict[str, Any] | None:
+    """sweep.json of the sweep a resume continues (None: it has already finished)."""
+    state = read_state(out)
+    if state.get("name") != spec.name:
+        raise UserError(f"{out}: holds sweep {state.get('name')!r}, not {spec.name!r}")
+    _check_same_spec(spec, out)
+    if storage_path and _storage_uri(spec, out, storage_path) != state["storage"]:
+        raise UserError(f"--storage-path {storage_path}: the sweep in {out} keeps its Ray state "
+                        f"at {state['storage']}; resume without --storage-path")
+    if state.get("status") == "finished":
+        _line(f"the sweep in {out} has already finished; nothing to run "
+              f"(its report: {out / runfolder.REPORT})")
+        return None
+    return state
+
+
+def _new_state(spec: SweepSpec, spec_path: str | Path, out: Path, storage_path: str | None
+               ) -> dict[str, Any]:
+    """sweep.json of a sweep about to start."""
+    if (out / STATE_FILE).exists():
+        raise UserError(f"{out}: already holds a sweep; pass --resume to continue it or pick another --out")
+    state = {
+        "name": spec.name,
+        "uid": uuid.uuid4().hex[:8],
+        "spec": str(Path(spec_path).resolve()),
+        "storage": _storage_uri(spec, out, storage_path),
+        "search": spec.search,
+        "scheduler": spec.scheduler,
+        "num_trials": spec_mod.count_trials(spec),
+        "max_concurrent_trials": spec.max_concurrent_trials,
+        "started": time.time(),
+    }
+    if spec.study is not None:
+        state["study"] = {**spec.study.to_dict(), "repeats": spec.repeats}
+    return state
+
+
+def _tuner(spec: SweepSpec, out: Path, state: dict[str, Any], resume: bool):
+    """Tune's Tuner: restored from the experiment's snapshot on a resume, else new."""
+    from ray import tune
+
+    from masksep.sweep import tracking
+
+    experiment = experiment_path(state)
+    if resume and tune.Tuner.can_restore(experiment):
+        orphans = _set_orphans_aside(experiment, out)
+        if orphans:
+            _line(f"moved {len(orphans)} trial folder(s) the last snapshot did not know to "
+                  f"{out / runfolder.ORPHANED}: {', '.join(orphans)}; Tune proposes replacements")
+        tuner = tune.Tuner.restore(
+            experiment, trainable=trainable_with_resources(spec),
+            resume_unfinished=True, resume_errored=False, restart_errored=False)
+        _line(f"resuming {experiment}")
+        return tuner
+    if resume:  # killed before Tune's first snapshot: nothing to resume but the folders
+        orphans = _set_orphans_aside(experiment, out)
+        _line(f"no snapshot of the sweep in {experiment} yet; starting it again"
+              + (f" ({len(orphans)} trial folder(s) moved to {out / runfolder.ORPHANED})" if orphans else ""))
+    callbacks = [progress_callback(spec, state["num_trials"]),
+                 tracking.wandb_callback(spec, out, state["uid"])]
+    return build_tuner(spec, out, state["storage"], callbacks)
+
+
 def run_sweep(
     spec_path: str | Path,
     out: str | Path,
@@ -396,36 +459,10 @@ def run_sweep(
 
     spec = spec_mod.load_spec(spec_path)  # every spec error surfaces before anything is written
     out = Path(out).resolve()
-    if resume:
-        state = read_state(out)
-        if state.get("name") != spec.name:
-            raise UserError(f"{out}: holds sweep {state.get('name')!r}, not {spec.name!r}")
-        _check_same_spec(spec, out)
-        if storage_path and _storage_uri(spec, out, storage_path) != state["storage"]:
-            raise UserError(f"--storage-path {storage_path}: the sweep in {out} keeps its Ray state "
-                            f"at {state['storage']}; resume without --storage-path")
-        if state.get("status") == "finished":
-            _line(f"the sweep in {out} has already finished; nothing to run "
-                  f"(its report: {out / 'summary.md'})")
-            return None
-    else:
-        if (out / STATE_FILE).exists():
-            raise UserError(f"{out}: already holds a sweep; pass --resume to continue it or pick another --out")
-        state = {
-            "name": spec.name,
-            "uid": uuid.uuid4().hex[:8],
-            "spec": str(Path(spec_path).resolve()),
-            "storage": _storage_uri(spec, out, storage_path),
-            "search": spec.search,
-            "scheduler": spec.scheduler,
-            "num_trials": spec_mod.count_trials(spec),
-            "max_concurrent_trials": spec.max_concurrent_trials,
-            "started": time.time(),
-        }
-        if spec.study is not None:
-            state["study"] = {**spec.study.to_dict(), "repeats": spec.repeats}
-    experiment = experiment_path(state)
-
+    state = _resumed_state(spec, out, storage_path) if resume else _new_state(
+        spec, spec_path, out, storage_path)
+    if state is None:
+        return None
     started = _start_ray(address, dashboard, num_cpus)
     try:
         _check_resources(spec, started)
@@ -441,32 +478,14 @@ def run_sweep(
         write_state(out, state)
         _line(spec_mod.spec_summary(spec))
         _line(f"results: {out}"
-              + (f"   optuna: sqlite:///{out / 'optuna.db'}" if spec.search != "grid" else "")
+              + (f"   optuna: sqlite:///{out / runfolder.OPTUNA_DB}" if spec.search != "grid" else "")
               + (f"   W&B: {target.project} ({target.mode})" if target else "   W&B: off"))
         if target is not None and target.note:
             _line(f"W&B: {target.note}")
-        from ray import tune
-
-        if resume and tune.Tuner.can_restore(experiment):
-            orphans = _set_orphans_aside(experiment, out)
-            if orphans:
-                _line(f"moved {len(orphans)} trial folder(s) the last snapshot did not know to "
-                      f"{out / 'orphaned'}: {', '.join(orphans)}; Tune proposes replacements")
-            tuner = tune.Tuner.restore(
-                experiment, trainable=trainable_with_resources(spec),
-                resume_unfinished=True, resume_errored=False, restart_errored=False)
-            _line(f"resuming {experiment}")
-        else:
-            if resume:  # killed before Tune's first snapshot: nothing to resume but the folders
-                orphans = _set_orphans_aside(experiment, out)
-                _line(f"no snapshot of the sweep in {experiment} yet; starting it again"
-                      + (f" ({len(orphans)} trial folder(s) moved to {out / 'orphaned'})" if orphans else ""))
-            callbacks = [progress_callback(spec, state["num_trials"]),
-                         tracking.wandb_callback(spec, out, state["uid"])]
-            tuner = build_tuner(spec, out, state["storage"], callbacks)
+        tuner = _tuner(spec, out, state, resume)
         t0 = time.monotonic()
         tuner.fit()
-        _drop_data_cache(experiment)
+        _drop_data_cache(experiment_path(state))
         state.update(status="finished", finished=time.time(),
                      driver_wall_s=state.get("driver_wall_s", 0.0) + time.monotonic() - t0)
         write_state(out, state)
