@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from masksep import runfolder
+from masksep import rundir
 from masksep.errors import UserError
 
 
@@ -28,7 +28,7 @@ def _train(args: argparse.Namespace) -> int:
         args.set = list(args.set) + [f"train.threads={args.threads}"]
     out = Path(args.out)
     if args.resume:
-        last = out / runfolder.LAST
+        last = out / rundir.LAST
         if args.config is None:
             ckpt = train.load_checkpoint(last)
             cfg = config_mod.from_dict(ckpt["config"], str(last))
@@ -39,7 +39,7 @@ def _train(args: argparse.Namespace) -> int:
             train.load_checkpoint(last)  # a missing or bad checkpoint fails before any work
     else:
         cfg = config_mod.load_config(args.config, args.set)  # no --config: the defaults
-        if (out / runfolder.LAST).exists() or (out / runfolder.SUMMARY).exists():
+        if (out / rundir.LAST).exists() or (out / rundir.SUMMARY).exists():
             raise UserError(f"{out}: already holds a run; pass --resume to continue it or pick another --out")
     try:
         summary = train.fit(cfg, out, TerminalReporter(), resume=args.resume,

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from masksep import runfolder
+from masksep import rundir
 
 
 def _line(text: str) -> None:
@@ -37,7 +37,7 @@ def report_and_track(out: Path, state: dict[str, Any]) -> dict[str, Any]:
     _line(f"report: {out / 'summary.md'}")
     if state.get("wandb"):
         target = tracking.WandbTarget(**state["wandb"])
-        tracking.log_sweep_run(target, out / runfolder.TRIALS, {"sweep": state["name"], **summary},
+        tracking.log_sweep_run(target, out / rundir.TRIALS, {"sweep": state["name"], **summary},
                                state["uid"])
         if tracking.offline_runs(out):
             _line(f"W&B runs are offline; upload them with: wandb sync {out / 'wandb'}/offline-run-*")

@@ -34,7 +34,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from masksep import config as config_mod
-from masksep import cpu, runfolder
+from masksep import cpu, rundir
 from masksep.complexity import count_complexity
 from masksep.config import Config
 from masksep.data import build_dataset
@@ -199,7 +199,7 @@ class Run:
 
     @property
     def ckpt_dir(self) -> Path:
-        return self.out_dir / runfolder.CHECKPOINTS
+        return self.out_dir / rundir.CHECKPOINTS
 
 
 @dataclass
@@ -294,8 +294,8 @@ def start_files(run: Run, progress: Progress) -> None:
     if not run.dist.is_main:
         return
     run.ckpt_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(run.out_dir / runfolder.CONFIG, config_mod.to_yaml(run.cfg))
-    atomic_write(run.out_dir / runfolder.METRICS,
+    atomic_write(run.out_dir / rundir.CONFIG, config_mod.to_yaml(run.cfg))
+    atomic_write(run.out_dir / rundir.METRICS,
                  "".join(json.dumps(h) + "\n" for h in progress.history))
     if progress.best_model is not None:
         _write_best(run, progress)
@@ -348,7 +348,7 @@ def _serialise(state: dict[str, Any]) -> bytes:
 
 def _write_best(run: Run, progress: Progress) -> None:
     """best.pt: the best epoch's weights with their config, for eval and separate."""
-    atomic_write(run.out_dir / runfolder.BEST, _serialise({
+    atomic_write(run.out_dir / rundir.BEST, _serialise({
         "format": CHECKPOINT_FORMAT, "config": config_mod.to_dict(run.cfg),
         "model": progress.best_model, "epoch": progress.best_epoch,
         "best_val": progress.best_val, "best_epoch": progress.best_epoch,
@@ -360,7 +360,7 @@ def save(run: Run, progress: Progress, improved: bool) -> None:
     """last.pt every epoch and best.pt when it improved, each written whole or not at all."""
     if not run.dist.is_main:
         return
-    atomic_write(run.out_dir / runfolder.LAST, _serialise({
+    atomic_write(run.out_dir / rundir.LAST, _serialise({
         "format": CHECKPOINT_FORMAT, "config": config_mod.to_dict(run.cfg),
         "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict(),
@@ -372,7 +372,7 @@ def save(run: Run, progress: Progress, improved: bool) -> None:
     }))
     if improved:
         _write_best(run, progress)
-    with open(run.out_dir / runfolder.METRICS, "a") as f:
+    with open(run.out_dir / rundir.METRICS, "a") as f:
         f.write(json.dumps(progress.history[-1]) + "\n")
 
 
@@ -429,7 +429,7 @@ def test(run: Run, progress: Progress) -> dict[str, Any]:
     if cfg.train.milestones:
         summary["milestones"] = progress.milestones
     if run.dist.is_main:
-        atomic_write(run.out_dir / runfolder.SUMMARY, json.dumps(summary, indent=2) + "\n")
+        atomic_write(run.out_dir / rundir.SUMMARY, json.dumps(summary, indent=2) + "\n")
     return summary
 
 
@@ -452,7 +452,7 @@ def fit(cfg: Config, out_dir: str | Path, reporter: Reporter | None = None, *,
     out_dir = Path(out_dir)
     t0 = time.monotonic()
     run = setup(cfg, out_dir, dist, Path(data_cache) if data_cache else None)
-    source = resume_from or (out_dir / runfolder.LAST if resume else None)
+    source = resume_from or (out_dir / rundir.LAST if resume else None)
     progress = restore(run, source) if source is not None else Progress()
     wall_before = progress.wall_s
     start_files(run, progress)

@@ -29,13 +29,13 @@ from typing import Any
 
 import yaml
 
-from masksep import runfolder
+from masksep import rundir
 from masksep.errors import UserError
 from masksep.files import atomic_write
 from masksep.sweep import spec as spec_mod
 from masksep.sweep.state import STATE_FILE, read_state
 
-TUNED_FILE, TUNING_DIR = runfolder.TUNED, runfolder.TUNING
+TUNED_FILE, TUNING_DIR = rundir.TUNED, rundir.TUNING
 
 
 def _line(text: str) -> None:
@@ -92,7 +92,7 @@ def best_setting(folder: Path, dims: list[str]) -> dict[str, Any]:
     over its tuning trials that trained to the end (trials.csv of the tuning sweep)."""
     from masksep.report import load_trials
 
-    trials = load_trials(folder / runfolder.TRIALS)
+    trials = load_trials(folder / rundir.TRIALS)
     done = trials[(trials["status"] == "completed") & trials["best_val_si_snri"].map(math.isfinite)]
     columns = [f"searched.{d}" for d in dims]
     missing = [c for c in columns if c not in done.columns]

@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from masksep import runfolder
+from masksep import rundir
 from masksep.errors import UserError
 from masksep.files import atomic_write
 
 FORMAT = "masksep-analysis-1"
-ANALYSIS_FILE = PurePosixPath(runfolder.ANALYSIS).name
-SUMMARY_FILE = runfolder.REPORT
+ANALYSIS_FILE = PurePosixPath(rundir.ANALYSIS).name
+SUMMARY_FILE = rundir.REPORT
 DEFAULT_ITEMS = 16
 
 
@@ -59,7 +59,7 @@ def analysable(cfg) -> str | None:
 
 def _checkpoint_name(path: Path, taken: set[str]) -> str:
     """<run>/checkpoints/best.pt -> <run>; other files keep their stem too."""
-    parent = path.parent.parent.name if path.parent.name == runfolder.CHECKPOINTS else path.parent.name
+    parent = path.parent.parent.name if path.parent.name == rundir.CHECKPOINTS else path.parent.name
     base = parent if path.stem == "best" and parent else f"{parent}-{path.stem}" if parent else path.stem
     base = re.sub(r"[^A-Za-z0-9._-]+", "_", base) or "checkpoint"
     name, i = base, 2
@@ -264,7 +264,7 @@ def _run(targets: list[Target], out: Path, source: str, data: Path | None, items
 def analyze_checkpoints(paths: list[Path], out: Path, **kw) -> dict[str, Any]:
     taken: set[str] = set()
     targets = [Target(_checkpoint_name(Path(p), taken), Path(p)) for p in paths]
-    return _run(targets, Path(out), runfolder.CHECKPOINTS, skipped=[], **kw)
+    return _run(targets, Path(out), rundir.CHECKPOINTS, skipped=[], **kw)
 
 
 def analyze_sweep(sweep_dir: Path, out: Path | None = None, **kw) -> dict[str, Any]:
@@ -275,7 +275,7 @@ def analyze_sweep(sweep_dir: Path, out: Path | None = None, **kw) -> dict[str, A
     sweep_dir = Path(sweep_dir)
     out = Path(out) if out is not None else sweep_dir / "analysis"
     trials = sweep_trials(sweep_dir)
-    with_best = [t for t in trials or [] if (t / runfolder.BEST).is_file()]
+    with_best = [t for t in trials or [] if (t / rundir.BEST).is_file()]
     if not with_best:
         if (out / ANALYSIS_FILE).is_file():
             return rerender(out)
@@ -286,7 +286,7 @@ def analyze_sweep(sweep_dir: Path, out: Path | None = None, **kw) -> dict[str, A
     targets, skipped, kinds = [], [], []
     for trial in with_best:
         name = trial.name.removeprefix("trial_")
-        path = trial / runfolder.BEST
+        path = trial / rundir.BEST
         ckpt = train.load_checkpoint(path)
         cfg = config_mod.from_dict(ckpt["config"], str(path))
         summary = config_mod.head_summary(cfg)
@@ -295,9 +295,9 @@ def analyze_sweep(sweep_dir: Path, out: Path | None = None, **kw) -> dict[str, A
         if reason is not None:
             skipped.append({"name": name, "reason": reason})
             continue
-        variant = _read_json(trial / runfolder.SEARCHED).get("variant")
+        variant = _read_json(trial / rundir.SEARCHED).get("variant")
         targets.append(Target(name, path, variant if isinstance(variant, str) else None,
-                              _read_json(trial / runfolder.SUMMARY)))
+                              _read_json(trial / rundir.SUMMARY)))
     for trial in trials or []:
         if trial not in with_best:
             skipped.append({"name": trial.name.removeprefix("trial_"), "reason": "no checkpoints/best.pt"})

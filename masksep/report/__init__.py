@@ -29,7 +29,7 @@ import pandas as pd
 
 import masksep.report.plots as plots
 import masksep.report.study as study
-from masksep import runfolder
+from masksep import rundir
 from masksep.errors import UserError
 from masksep.files import atomic_write
 from masksep.report.collect import Inputs, collect, load_folder, study_file
@@ -54,7 +54,7 @@ __all__ = ["HEAD_COLUMNS", "METRIC_COLUMNS", "STATE_FILE", "asha_rank_check", "c
            "load_trials", "pareto_front", "read_trials", "render", "summary_markdown",
            "sweep_efficiency", "write_report"]
 
-ANALYSIS_FILE = Path(runfolder.ANALYSIS)
+ANALYSIS_FILE = Path(rundir.ANALYSIS)
 
 
 def _analysis_lines(out: Path) -> list[str]:
@@ -165,7 +165,7 @@ def render(out: Path, inputs: Inputs) -> dict[str, Any]:
                 for steps, rows in by_budget.groupby("steps")}
     front = pareto_front(trials)
     files["pareto.csv"] = csv_text(front)
-    files[runfolder.REPORT] = summary_markdown(trials, inputs.sweep, study_lines,
+    files[rundir.REPORT] = summary_markdown(trials, inputs.sweep, study_lines,
                                           has_epochs=inputs.epochs is not None)
     files["tradeoff.png"] = plots.plot_tradeoff(trials)
     files["depth_vs_oversep.png"] = plots.plot_depth_vs_oversep(trials)

@@ -28,7 +28,7 @@ from typing import Any
 
 import pandas as pd
 
-from masksep import runfolder
+from masksep import rundir
 from masksep.errors import UserError
 from masksep.report.tables import (
     EPOCH_COLUMNS,
@@ -79,7 +79,7 @@ def _pid_alive(pid: Any) -> bool:
     return True
 
 
-def _ray_trials(store: runfolder.Store) -> dict[str, dict[str, Any]] | None:
+def _ray_trials(store: rundir.Store) -> dict[str, dict[str, Any]] | None:
     """Trial folder name -> {status, retries, last_result} from Ray's own
     experiment state, or None when the folder has none (a copy without it)."""
     if not any(n.startswith("experiment_state") for n, is_dir in store.listdir() if not is_dir):
@@ -115,21 +115,21 @@ def _status(ray: dict[str, Any] | None, summary: dict, error: str, state: dict[s
     return "interrupted" if ray_status in ("RUNNING", "PENDING", "PAUSED", "") else ray_status.lower()
 
 
-def _trial_row(store: runfolder.Store, name: str, ray: dict[str, Any] | None, state: dict[str, Any],
+def _trial_row(store: rundir.Store, name: str, ray: dict[str, Any] | None, state: dict[str, Any],
                driver_alive: bool) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
     from masksep import config as config_mod
 
-    searched = dict(_json(store.read_text(name, runfolder.SEARCHED)) or {})
+    searched = dict(_json(store.read_text(name, rundir.SEARCHED)) or {})
     variant = searched.pop("variant", None)  # a study's design, not a searched value
-    summary = _json(store.read_text(name, runfolder.SUMMARY)) or {}
-    epochs = [e for e in _json_lines(store.read_text(name, runfolder.METRICS)) if "epoch" in e]
+    summary = _json(store.read_text(name, rundir.SUMMARY)) or {}
+    epochs = [e for e in _json_lines(store.read_text(name, rundir.METRICS)) if "epoch" in e]
     last = {**(ray or {}).get("last_result", {}), **(epochs[-1] if epochs else {})}
     row: dict[str, Any] = {"trial_id": name.removeprefix("trial_")}
     if variant is not None:
         row["variant"] = variant
     row.update({f"searched.{k}": v for k, v in searched.items()})
 
-    cfg_text = store.read_text(name, runfolder.CONFIG)
+    cfg_text = store.read_text(name, rundir.CONFIG)
     if cfg_text:
         import yaml
 
@@ -139,7 +139,7 @@ def _trial_row(store: runfolder.Store, name: str, ray: dict[str, Any] | None, st
                        seed=cfg.seed)
         except Exception:  # noqa: BLE001 - a half-written config is reported, not fatal
             pass
-    for key in (*runfolder.COMPLEXITY_KEYS, "best_val_si_snri"):
+    for key in (*rundir.COMPLEXITY_KEYS, "best_val_si_snri"):
         row[key] = summary.get(key, last.get(key))
     for key in ("best_epoch", "test_si_snr", "test_si_snri", "test_sdri", "train_steps",
                 "train_audio_s"):
@@ -148,7 +148,7 @@ def _trial_row(store: runfolder.Store, name: str, ray: dict[str, Any] | None, st
     row["wall_s"] = summary.get("wall_s", last.get("time_total_s"))
     row.update({k: summary[k] for k in [*HEAD_COLUMNS, "seed"] if k in summary})
 
-    error = _error_line(store.read_text(name, runfolder.ERROR))
+    error = _error_line(store.read_text(name, rundir.ERROR))
     row["status"] = _status(ray, summary, error, state, driver_alive)
     row["retries"] = (ray or {}).get("retries", 0)
     row["error"] = error if row["status"] == "failed" else ""
@@ -166,7 +166,7 @@ def collect(out: Path, state: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFram
     completed trial), the rows of trials.csv, epochs.csv and milestones.csv."""
     if not isinstance(state, dict) or "storage" not in state or "name" not in state:
         raise UserError(f"{out / STATE_FILE}: not a masksep sweep state (no name or storage)")
-    store = runfolder.Store.of_uri(experiment_path(state))
+    store = rundir.Store.of_uri(experiment_path(state))
     ray_trials = _ray_trials(store)
     driver_alive = state.get("status") == "running" and _pid_alive(state.get("pid"))
     rows, curves, marks = [], [], []

@@ -32,7 +32,7 @@ import pandas as pd
 
 import masksep.report.plots as plots
 import masksep.report.study as study
-from masksep import formats, runfolder
+from masksep import formats, rundir
 from masksep.errors import UserError
 from masksep.files import atomic_write
 from masksep.report.collect import load_folder
@@ -73,7 +73,7 @@ def read_manifest(path: Path) -> tuple[str, list[Entry]]:
         if not isinstance(run.get("tuned", False), bool):
             raise UserError(f"{where}.tuned: expected true or false")
         folder = (path.parent / run["folder"]).resolve()
-        if not (folder / runfolder.TRIALS).is_file():
+        if not (folder / rundir.TRIALS).is_file():
             raise UserError(f"{where}.folder: {run['folder']} holds no trials.csv")
         entries.append(Entry(folder, run["data"], run["backbone"], bool(run.get("tuned", False))))
     title = raw.get("title", "Claims across scale")

@@ -23,15 +23,15 @@ import numpy as np
 import pandas as pd
 
 import masksep.stats as stats
-from masksep import formats, runfolder
+from masksep import formats, rundir
 from masksep.errors import UserError
 
-TRIALS_FILE = runfolder.TRIALS
-EPOCHS_FILE = runfolder.EPOCHS
-MILESTONES_FILE = runfolder.MILESTONES
-STUDY_FILE = runfolder.STUDY
+TRIALS_FILE = rundir.TRIALS
+EPOCHS_FILE = rundir.EPOCHS
+MILESTONES_FILE = rundir.MILESTONES
+STUDY_FILE = rundir.STUDY
 HEAD_COLUMNS = ["head", "depth", "width", "oversep", "grouping", "backbone", "n_src"]
-METRIC_COLUMNS = [*runfolder.COMPLEXITY_KEYS, *runfolder.RESULT_KEYS]
+METRIC_COLUMNS = [*rundir.COMPLEXITY_KEYS, *rundir.RESULT_KEYS]
 EPOCH_COLUMNS = ["trial_id", "epoch", "train_loss", "val_si_snr", "val_si_snri",
                  "best_val_si_snri", "lr", "epoch_s", "steps"]
 MILESTONE_COLUMNS = ["trial_id", "steps", "epoch", "best_epoch", "best_val_si_snri",

@@ -43,7 +43,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from masksep import runfolder
+from masksep import rundir
 from masksep.errors import UserError
 from masksep.sweep import ray_compat
 from masksep.sweep import spec as spec_mod
@@ -229,7 +229,7 @@ def build_tuner(spec: SweepSpec, out: Path, storage: str, callbacks: list):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    searcher = build_searcher(spec, out / runfolder.OPTUNA_DB)
+    searcher = build_searcher(spec, out / rundir.OPTUNA_DB)
     if spec.search == "grid":
         # The seed index first: a study cut short by its time budget still has
         # every variant at the seeds it reached.
@@ -334,7 +334,7 @@ def _check_same_spec(spec: SweepSpec, out: Path) -> None:
     """A resume runs the sweep that was started: the same spec, base configs included."""
     import yaml
 
-    saved = out / runfolder.SPEC
+    saved = out / rundir.SPEC
     if not saved.is_file():
         return
     old = yaml.safe_load(saved.read_text())
@@ -362,12 +362,12 @@ def _set_orphans_aside(experiment: str, out: Path) -> list[str]:
         known = set()
     finally:
         tune_log.setLevel(level)
-    store = runfolder.Store.of_uri(experiment)
+    store = rundir.Store.of_uri(experiment)
     moved = []
     for name, is_dir in store.listdir():
         if not is_dir or not name.startswith("trial_") or name[len("trial_"):] in known:
             continue
-        store.move_out(name, out / runfolder.ORPHANED / f"{name}-{uuid.uuid4().hex[:6]}")
+        store.move_out(name, out / rundir.ORPHANED / f"{name}-{uuid.uuid4().hex[:6]}")
         moved.append(name)
     return moved
 
@@ -390,7 +390,7 @@ def _resumed_state(spec: SweepSpec, out: Path, storage_path: str | None) -> dict
                         f"at {state['storage']}; resume without --storage-path")
     if state.get("status") == "finished":
         _line(f"the sweep in {out} has already finished; nothing to run "
-              f"(its report: {out / runfolder.REPORT})")
+              f"(its report: {out / rundir.REPORT})")
         return None
     return state
 
@@ -427,7 +427,7 @@ def _tuner(spec: SweepSpec, out: Path, state: dict[str, Any], resume: bool):
         orphans = _set_orphans_aside(experiment, out)
         if orphans:
             _line(f"moved {len(orphans)} trial folder(s) the last snapshot did not know to "
-                  f"{out / runfolder.ORPHANED}: {', '.join(orphans)}; Tune proposes replacements")
+                  f"{out / rundir.ORPHANED}: {', '.join(orphans)}; Tune proposes replacements")
         tuner = tune.Tuner.restore(
             experiment, trainable=trainable_with_resources(spec),
             resume_unfinished=True, resume_errored=False, restart_errored=False)
@@ -436,7 +436,7 @@ def _tuner(spec: SweepSpec, out: Path, state: dict[str, Any], resume: bool):
     if resume:  # killed before Tune's first snapshot: nothing to resume but the folders
         orphans = _set_orphans_aside(experiment, out)
         _line(f"no snapshot of the sweep in {experiment} yet; starting it again"
-              + (f" ({len(orphans)} trial folder(s) moved to {out / runfolder.ORPHANED})" if orphans else ""))
+              + (f" ({len(orphans)} trial folder(s) moved to {out / rundir.ORPHANED})" if orphans else ""))
     callbacks = [progress_callback(spec, state["num_trials"]),
                  tracking.wandb_callback(spec, out, state["uid"])]
     return build_tuner(spec, out, state["storage"], callbacks)
@@ -468,7 +468,7 @@ def run_sweep(
         _check_resources(spec, started)
         out.mkdir(parents=True, exist_ok=True)
         if not resume:
-            (out / runfolder.SPEC).write_text(spec_mod.self_contained_yaml(spec))
+            (out / rundir.SPEC).write_text(spec_mod.self_contained_yaml(spec))
         # This invocation's W&B target: the callback pickled in Tune's state reads it
         # from here at set-up, so a resume honours --no-wandb and changed settings.
         target = tracking.resolve_target(spec.wandb, spec.name, out) if (
@@ -478,7 +478,7 @@ def run_sweep(
         write_state(out, state)
         _line(spec_mod.spec_summary(spec))
         _line(f"results: {out}"
-              + (f"   optuna: sqlite:///{out / runfolder.OPTUNA_DB}" if spec.search != "grid" else "")
+              + (f"   optuna: sqlite:///{out / rundir.OPTUNA_DB}" if spec.search != "grid" else "")
               + (f"   W&B: {target.project} ({target.mode})" if target else "   W&B: off"))
         if target is not None and target.note:
             _line(f"W&B: {target.note}")

@@ -8,11 +8,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from masksep import runfolder
+from masksep import rundir
 from masksep.errors import UserError
 from masksep.files import atomic_write
 
-STATE_FILE = runfolder.STATE
+STATE_FILE = rundir.STATE
 
 
 def write_state(out: Path, state: dict[str, Any]) -> None:

@@ -44,7 +44,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from masksep import config as config_mod
-from masksep import runfolder
+from masksep import rundir
 
 log = logging.getLogger("masksep.wandb")
 
@@ -58,7 +58,7 @@ RAY_KEYS = {
     "trial_id", "date", "time_this_iter_s", "time_total_s", "pid", "hostname", "node_ip",
     "config", "time_since_restore", "iterations_since_restore", "experiment_tag", "final",
 }
-STATIC_KEYS = runfolder.COMPLEXITY_KEYS
+STATIC_KEYS = rundir.COMPLEXITY_KEYS
 
 
 @dataclass

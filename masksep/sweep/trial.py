@@ -30,15 +30,15 @@ import time
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from masksep import runfolder
+from masksep import rundir
 from masksep.progress import MultiReporter, Reporter
 from masksep.sweep.spec import FINAL_KEYS, SweepSpec
 
-LAST, BEST, SUMMARY, ATTEMPTS = runfolder.LAST, runfolder.BEST, runfolder.SUMMARY, runfolder.ATTEMPTS
+LAST, BEST, SUMMARY, ATTEMPTS = rundir.LAST, rundir.BEST, rundir.SUMMARY, rundir.ATTEMPTS
 
 
-class TrialFolder(runfolder.Store):
-    """The Tune trial's folder in storage (masksep/runfolder.py's Store)."""
+class TrialFolder(rundir.Store):
+    """The Tune trial's folder in storage (masksep/rundir.py's Store)."""
 
     @classmethod
     def of_this_trial(cls) -> TrialFolder:
@@ -64,8 +64,8 @@ class TrialFiles(Reporter):
         self.run_dir = Path(info["out_dir"])
         self.active = info.get("rank", 0) == 0
         if self.active:
-            self.folder.put_file(self.run_dir / runfolder.CONFIG)
-            self.folder.put_file(self.run_dir / runfolder.METRICS)
+            self.folder.put_file(self.run_dir / rundir.CONFIG)
+            self.folder.put_file(self.run_dir / rundir.METRICS)
             earlier = self.folder.read_json(ATTEMPTS)
             self.attempts = [*(earlier if isinstance(earlier, list) else []), {
                 "attempt": len(earlier or []) + 1, "host": socket.gethostname(), "pid": os.getpid(),
@@ -75,7 +75,7 @@ class TrialFiles(Reporter):
     def epoch(self, metrics, checkpoint_dir):
         if self.active:
             self.folder.put_file(self.run_dir / LAST, LAST)
-            self.folder.put_file(self.run_dir / runfolder.METRICS)
+            self.folder.put_file(self.run_dir / rundir.METRICS)
             # After last.pt: an epoch listed here is one a restart will not train again.
             self.attempts[-1]["epochs"].append(metrics["epoch"])
             self._put_attempts()
@@ -124,7 +124,7 @@ def final_result(summary: dict[str, Any], last: dict[str, Any]) -> dict[str, Any
     (ASHA's time attribute; a trial resumed after its last epoch reports no epoch
     before this one)."""
     final = {k: summary[k] for k in FINAL_KEYS}
-    complexity = {k: summary[k] for k in runfolder.COMPLEXITY_KEYS
+    complexity = {k: summary[k] for k in rundir.COMPLEXITY_KEYS
                   if k in summary}
     return {**complexity, **last, **final, "epoch": summary["epochs"], "final": True}
 
@@ -142,11 +142,11 @@ def describe(folder: TrialFolder, spec: SweepSpec, config: dict[str, Any]) -> No
     describe a trial that fails early."""
     from masksep import config as config_mod
 
-    folder.put_bytes(runfolder.SEARCHED, (json.dumps(spec.searched(config), indent=2) + "\n").encode())
-    folder.put_bytes(runfolder.CONFIG, config_mod.to_yaml(spec.trial_config(config)).encode())
+    folder.put_bytes(rundir.SEARCHED, (json.dumps(spec.searched(config), indent=2) + "\n").encode())
+    folder.put_bytes(rundir.CONFIG, config_mod.to_yaml(spec.trial_config(config)).encode())
 
 
-DATA_CACHE = runfolder.DATA_CACHE
+DATA_CACHE = rundir.DATA_CACHE
 
 
 def data_cache_dir(storage) -> Path:
