@@ -1,0 +1,155 @@
+"""summary.md and every other file of a report, from the collected tables (the
+second of the report's two stages; masksep/report/__init__.py runs both)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+import masksep.report.plots as plots
+import masksep.report.study as study
+from masksep import rundir
+from masksep.errors import UserError
+from masksep.files import atomic_write
+from masksep.report.collect import Inputs, study_file
+from masksep.report.study import Design, design_from
+from masksep.report.tables import (
+    EPOCHS_FILE,
+    MILESTONES_FILE,
+    STUDY_FILE,
+    TRIALS_FILE,
+    csv_text,
+    pareto_front,
+    sweep_efficiency,
+    sweep_sections,
+)
+
+ANALYSIS_FILE = Path(rundir.ANALYSIS)
+
+
+def _analysis_lines(out: Path) -> list[str]:
+    """The section masksep.analyze writes for a study, when its analysis.json is
+    there and the module that formats it is importable."""
+    path = out / ANALYSIS_FILE
+    if not path.is_file():
+        return []
+    try:
+        from masksep.analyze import study_analysis_section
+    except ImportError:
+        return []
+    try:
+        analysis = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path}: unreadable ({type(exc).__name__})") from None
+    section = study_analysis_section(analysis)
+    lines = section.splitlines() if isinstance(section, str) else list(section)
+    return [*lines, ""]
+
+
+def summary_markdown(trials: pd.DataFrame, state: dict[str, Any] | None,
+                     study_lines: list[str] | None = None, has_epochs: bool = False) -> str:
+    counts = trials["status"].value_counts()
+    name = (state or {}).get("name", "sweep")
+    title = "Study report" if study_lines is not None else "Sweep report"
+    lines = [f"# {title}: {name}", ""]
+    if state:
+        lines.append(f"Search `{state.get('search', '?')}`, scheduler `{state.get('scheduler', '?')}`, "
+                     f"status `{state.get('status', '?')}`.")
+        if state.get("driver_wall_s"):
+            lines.append(f"Sweep wall time {state['driver_wall_s']:.0f} s.")
+            efficiency = sweep_efficiency(trials, state)
+            if efficiency is not None:
+                lines.append(f"Sweep efficiency {efficiency:.2f} (trial wall times summed, over "
+                             f"{state['max_concurrent_trials']} concurrent slots × the sweep's wall time).")
+    lines.append("Trials: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+                 + f" ({len(trials)} in all).")
+    lines += ["", "SI-SNRi and SDRi are improvements in dB over the mixture. *val* is the best "
+              "validation SI-SNRi (what the search optimises; trials stopped early by ASHA have it "
+              "too); *test* is measured once, after the last epoch, with the best weights. "
+              "Rows marked *(oracle grouping)* group the P outputs with the references "
+              "(MixIT-style) in training and evaluation: an upper bound, not a deployable separator.", ""]
+    if study_lines is not None:
+        lines += study_lines
+        lines += ["# Every trial", "", "The tables of any sweep, over the study's trials: cells "
+                  "of the same depth and P pool the variants that share them.", ""]
+    lines += sweep_sections(trials)
+    plot_names = ["tradeoff.png", "depth_vs_oversep.png"]
+    if study_lines is not None:
+        plot_names = ["paired_differences.png", "si_snri_vs_oversep.png", "si_snri_vs_head_macs.png",
+                      *plot_names]
+    curves = f", every epoch: [{EPOCHS_FILE}]({EPOCHS_FILE})" if has_epochs else ""
+    lines += ["", "Plots: " + ", ".join(f"[{p}]({p})" for p in plot_names) + ". Every trial: "
+              f"[{TRIALS_FILE}]({TRIALS_FILE}){curves}; the front: [pareto.csv](pareto.csv).", ""]
+    return "\n".join(lines)
+
+
+def _design(inputs: Inputs) -> Design | None:
+    if inputs.study is None:
+        return None
+    design = design_from(inputs.study, inputs.study_source)
+    if "variant" not in inputs.trials.columns:
+        raise UserError(f"{inputs.study_source}: a study, but its trials carry no variant column")
+    return design
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready: numpy scalars to Python, NaN to None."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def render(out: Path, inputs: Inputs) -> dict[str, Any]:
+    """Every file of the report, built before any is written; returns the summary."""
+    trials = inputs.trials
+    design = _design(inputs)
+    files: dict[str, str | bytes] = {}
+    if inputs.state is not None:  # a fresh collection: the tables behind everything else
+        files[TRIALS_FILE] = csv_text(trials)
+        if inputs.epochs is not None:
+            files[EPOCHS_FILE] = csv_text(inputs.epochs)
+        if inputs.milestones is not None:
+            files[MILESTONES_FILE] = csv_text(inputs.milestones)
+        if inputs.study is not None:
+            files[STUDY_FILE] = json.dumps(study_file(inputs.state), indent=2) + "\n"
+    summary: dict[str, Any] = {}
+    study_lines = None
+    if design is not None:
+        study_lines, tables = study.sections(trials, inputs.epochs, design, inputs.milestones)
+        study_lines += _analysis_lines(out)
+        files.update({name: csv_text(table) for name, table in tables.items()})
+        cells = tables["study_cells.csv"]
+        files["si_snri_vs_oversep.png"] = plots.plot_vs_oversep(cells)
+        files["si_snri_vs_head_macs.png"] = plots.plot_vs_head_macs(cells)
+        claims = tables["study_claims.csv"]
+        files["paired_differences.png"] = plots.plot_paired(
+            tables["study_comparisons.csv"], claims, design.reference, design.margin_db)
+        summary["claims"] = dict(zip(claims["claim"], claims["verdict"], strict=True))
+        if "claims_by_budget.csv" in tables:
+            by_budget = tables["claims_by_budget.csv"]
+            files["claims_by_budget.png"] = plots.plot_claims_by_x(
+                by_budget, "steps", "optimizer steps (log)", design.margin_db,
+                "Claims by training budget: paired difference and CI at each milestone")
+            summary["claims_by_budget"] = {
+                int(steps): dict(zip(rows["claim"], rows["verdict"], strict=True))
+                for steps, rows in by_budget.groupby("steps")}
+    front = pareto_front(trials)
+    files["pareto.csv"] = csv_text(front)
+    files[rundir.REPORT] = summary_markdown(trials, inputs.sweep, study_lines,
+                                          has_epochs=inputs.epochs is not None)
+    files["tradeoff.png"] = plots.plot_tradeoff(trials)
+    files["depth_vs_oversep.png"] = plots.plot_depth_vs_oversep(trials)
+    for name, data in files.items():
+        atomic_write(out / name, data)
+
+    done = trials[np.isfinite(trials["test_si_snri"])]
+    best = done.loc[done["test_si_snri"].idxmax()] if not done.empty else None
+    counts = {str(k): int(v) for k, v in trials["status"].value_counts().items()}
+    return {"trials": len(trials), **counts, "pareto": len(front),
+            "best_test_si_snri": _plain(best["test_si_snri"]) if best is not None else None,
+            "best_trial": str(best["trial_id"]) if best is not None else None, **summary}
