@@ -20,7 +20,9 @@ Three kinds of folder, each written by one module and read by the others:
       trials.csv  epochs.csv  milestones.csv  study.json  summary.md  *.png
       analysis/analysis.json  analysis/summary.md (masksep analyze)
 
-This module imports nothing of masksep (and no torch): any layer may use it.
+It imports only masksep.errors and masksep.files (and no torch): any layer may
+use it. sweep.json is read and written here too, so that the report and
+analyze read a sweep folder without importing the sweep package.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ import os
 import shutil
 from pathlib import Path, PurePosixPath
 from typing import Any
+
+from masksep.errors import UserError
+from masksep.files import atomic_write
 
 # --------------------------------------------------------------------------- a run
 CONFIG = "config.yaml"  # the resolved trial config
@@ -166,3 +171,30 @@ class Store:
             fs.copy_files(source, str(local), source_filesystem=self.fs,
                           destination_filesystem=fs.LocalFileSystem())
             self.fs.delete_dir(source)
+
+
+# --------------------------------------------------------------------------- sweep.json
+
+
+def write_state(out: Path, state: dict[str, Any]) -> None:
+    """OUT/sweep.json: what ran, where Ray keeps its experiment, whether the driver finished."""
+    atomic_write(Path(out) / STATE, json.dumps(state, indent=2) + "\n")
+
+
+def read_state(out: Path) -> dict[str, Any]:
+    """sweep.json of ``out``; one UserError line when it is missing or unreadable."""
+    path = Path(out) / STATE
+    try:
+        state = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{out}: no sweep here ({STATE} is missing)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path}: unreadable sweep state ({type(exc).__name__})") from None
+    if not isinstance(state, dict) or "name" not in state or "storage" not in state:
+        raise UserError(f"{path}: not a masksep sweep state (no name or storage)")
+    return state
+
+
+def experiment_path(state: dict[str, Any]) -> str:
+    """Ray Tune's experiment folder (a local path or a URI) of a sweep."""
+    return f"{state['storage'].rstrip('/')}/{state['name']}"

@@ -32,8 +32,9 @@ import yaml
 from masksep import rundir
 from masksep.errors import UserError
 from masksep.files import atomic_write
+from masksep.rundir import STATE as STATE_FILE
+from masksep.rundir import read_state
 from masksep.sweep import spec as spec_mod
-from masksep.sweep.state import STATE_FILE, read_state
 
 TUNED_FILE, TUNING_DIR = rundir.TUNED, rundir.TUNING
 

@@ -79,7 +79,8 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def sweep_trials(sweep_dir: Path) -> list[Path] | None:
     """The trial folders of a sweep (None when the folder has no sweep state)."""
-    from masksep.sweep.state import STATE_FILE, experiment_path, read_state
+    from masksep.rundir import STATE as STATE_FILE
+    from masksep.rundir import experiment_path, read_state
 
     if not (sweep_dir / STATE_FILE).is_file():
         return None

@@ -37,7 +37,7 @@ from masksep.report.tables import (
     read_trials,
     sweep_efficiency,
 )
-from masksep.sweep.state import STATE_FILE
+from masksep.rundir import STATE as STATE_FILE
 
 __all__ = ["HEAD_COLUMNS", "METRIC_COLUMNS", "STATE_FILE", "asha_rank_check", "collect",
            "load_trials", "pareto_front", "read_trials", "render", "summary_markdown",

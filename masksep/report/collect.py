@@ -45,7 +45,8 @@ from masksep.report.tables import (
     parse_trials,
     trials_frame,
 )
-from masksep.sweep.state import STATE_FILE, experiment_path, read_state
+from masksep.rundir import STATE as STATE_FILE
+from masksep.rundir import experiment_path, read_state
 
 log = logging.getLogger(__name__)
 

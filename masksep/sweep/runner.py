@@ -45,10 +45,11 @@ from typing import Any
 
 from masksep import rundir
 from masksep.errors import UserError
+from masksep.rundir import STATE as STATE_FILE
+from masksep.rundir import experiment_path, read_state, write_state
 from masksep.sweep import ray_compat
 from masksep.sweep import spec as spec_mod
 from masksep.sweep.spec import COST, METRIC, SweepSpec
-from masksep.sweep.state import STATE_FILE, experiment_path, read_state, write_state
 from masksep.sweep.trial import DATA_CACHE
 
 # --------------------------------------------------------------------------- the search

@@ -217,7 +217,7 @@ def wandb_callback(spec, out: Path, sweep_uid: str):
             self.target: dict[str, Any] | None = None
 
         def setup(self, *args, **kwargs):
-            from masksep.sweep.state import read_state
+            from masksep.rundir import read_state
 
             self.target = read_state(Path(self.out_dir)).get("wandb")
 
