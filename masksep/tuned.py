@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 
 from masksep import rundir
+from masksep.config import set_dotted
 from masksep.errors import UserError
 from masksep.files import atomic_write
 from masksep.rundir import STATE as STATE_FILE
@@ -41,15 +42,6 @@ TUNED_FILE, TUNING_DIR = rundir.TUNED, rundir.TUNING
 
 def _line(text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
-
-
-def _nested(dotted: dict[str, Any]) -> dict[str, Any]:
-    from masksep.config import set_dotted
-
-    out: dict[str, Any] = {}
-    for key, value in dotted.items():
-        set_dotted(out, key, value)
-    return out
 
 
 def tuning_dims(spec: spec_mod.SweepSpec, variant: str) -> dict[str, Any]:
@@ -67,8 +59,6 @@ def tuning_spec(spec: spec_mod.SweepSpec, raw: dict[str, Any], variant: str) -> 
     start = {name: config_value(cfg, name) for name in dims}
     trial = copy.deepcopy(raw.get("trial") or {})
     for key, value in {**spec.study.variants[variant], "seed": tuning.seed}.items():
-        from masksep.config import set_dotted
-
         set_dotted(trial, key, value)
     sub = {k: copy.deepcopy(raw[k]) for k in ("base", "max_concurrent_trials", "resources",
                                                "max_failures", "wandb", "data_cache") if k in raw}
