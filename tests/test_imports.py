@@ -143,10 +143,11 @@ def test_no_import_cycles():
     assert cycle is None, f"import cycle: {' -> '.join(cycle)}"
 
 
-def test_loading_a_config_does_not_import_torch():
-    probe = ("import sys, masksep.config as C;"
+def test_loading_a_config_or_a_study_design_does_not_import_torch():
+    probe = ("import sys, json, masksep.config as C, masksep.design as D;"
              "C.load_config('sweeps/trials/study-tcn.yaml', ['head.kind=og', 'head.grouping=oracle']);"
              "C.load_config('sweeps/trials/dprnn-paper.yaml');"
+             "D.read_design(json.load(open('results/study/study.json'))['study'], 'study.json');"
              "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
     root = PACKAGE.parent
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=root,

@@ -13,7 +13,7 @@ import scipy.stats
 from masksep import report as R
 from masksep.cli import main
 from masksep.errors import UserError
-from masksep.report import plots, tables
+from masksep.report import plots, schema, tables
 
 
 def row(trial_id, head, depth, p, val, macs, test=None, status="completed", grouping=None, seed=0,
@@ -43,7 +43,7 @@ ROWS = [
 
 
 def write_trials(path, rows=ROWS):
-    path.write_text(tables.csv_text(tables.trials_frame(rows)))
+    path.write_text(schema.csv_text(schema.trials_frame(rows)))
 
 
 def test_trials_csv_round_trips_typed_with_none_where_missing(tmp_path):
@@ -64,13 +64,13 @@ def test_trials_csv_round_trips_typed_with_none_where_missing(tmp_path):
 
 
 def test_pareto_front_keeps_only_non_dominated_trials():
-    front = R.pareto_front(tables.trials_frame(ROWS))
+    front = R.pareto_front(schema.trials_frame(ROWS))
     # a, b2: b costs the same and scores higher; e: f likewise; c, d, g: f is cheaper and better
     assert front["trial_id"].tolist() == ["b", "f"]
 
 
 def test_depth_oversep_cells_carry_the_t_interval_and_what_they_pool():
-    cells = tables.depth_oversep_cells(tables.trials_frame(ROWS))
+    cells = tables.depth_oversep_cells(schema.trials_frame(ROWS))
     shallow = cells[(cells["kind"] == "learned") & (cells["depth"] == 1) & (cells["oversep"] == 2)].iloc[0]
     values = [4.8, 5.2, 5.1]
     low, high = scipy.stats.t.interval(0.95, 2, loc=np.mean(values), scale=scipy.stats.sem(values))
@@ -109,7 +109,7 @@ def test_report_from_trials_csv_alone(tmp_path):
 
 
 def test_heatmap_colour_span_is_never_narrower_than_the_noise():
-    cells = tables.depth_oversep_cells(tables.trials_frame(ROWS))
+    cells = tables.depth_oversep_cells(schema.trials_frame(ROWS))
     widths = (cells["ci_high"] - cells["ci_low"]).dropna()
     vmin, vmax, why = plots.colour_scale(cells)
     assert vmax - vmin >= max(widths.median(), plots.MIN_SPAN_DB) - 1e-9
@@ -125,7 +125,7 @@ def test_heatmap_colour_span_is_never_narrower_than_the_noise():
 
 def test_sweep_efficiency_is_trial_time_over_slots_times_sweep_time():
     # 9 trials of 60 s on 2 slots would take 270 s with no gaps; the sweep took 300 s
-    df = tables.trials_frame(ROWS)
+    df = schema.trials_frame(ROWS)
     state = {"max_concurrent_trials": 2, "driver_wall_s": 300.0, "status": "finished"}
     assert R.sweep_efficiency(df, state) == pytest.approx(540 / 2 / 300)
     assert "Sweep efficiency 0.90" in R.summary_markdown(df, state)
@@ -184,7 +184,7 @@ def test_report_cli_on_missing_and_empty_folders(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "neither a sweep" in err and err.count("\n") == 1
-    (tmp_path / "trials.csv").write_text(",".join(tables.trials_frame(ROWS).columns) + "\n")
+    (tmp_path / "trials.csv").write_text(",".join(schema.trials_frame(ROWS).columns) + "\n")
     assert main(["report", str(tmp_path)]) == 2
     assert "holds no trials" in capsys.readouterr().err
     assert not (tmp_path / "summary.md").exists()

@@ -11,8 +11,9 @@ import pytest
 import scipy.stats
 
 from masksep import report as R
+from masksep.design import StudyDesign, read_design
 from masksep.errors import UserError
-from masksep.report import study, tables
+from masksep.report import schema, study
 
 HEADS = {  # name -> (head, depth, width, P, grouping, head MACs/s)
     "shallow": ("shallow", 1, 0, 2, "none", 2.0e6),
@@ -55,8 +56,8 @@ def plant(folder, effects, seeds=4, noise=0.05, macs=None, pooled=(), rng_seed=0
              "pooled": [{"name": n, "variants": v} for n, v in pooled], "repeats": seeds,
              **study_fields}
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "trials.csv").write_text(tables.csv_text(tables.trials_frame(rows)))
-    (folder / "epochs.csv").write_text(tables.csv_text(epochs.reindex(columns=tables.EPOCH_COLUMNS)))
+    (folder / "trials.csv").write_text(schema.csv_text(schema.trials_frame(rows)))
+    (folder / "epochs.csv").write_text(schema.csv_text(epochs.reindex(columns=schema.EPOCH_COLUMNS)))
     (folder / "study.json").write_text(json.dumps({"sweep": {"name": "planted"}, "study": block}))
     return folder
 
@@ -70,7 +71,7 @@ def claims_of(folder, whole_report=False):
         df = pd.read_csv(folder / "study_claims.csv")
     else:
         block = json.loads((folder / "study.json").read_text())["study"]
-        df = study.claims(R.load_trials(folder / "trials.csv"), study.design_from(block, "study.json"))
+        df = study.claims(R.load_trials(folder / "trials.csv"), read_design(block, "study.json"))
     return dict(zip(df["claim"].str.split(".").str[0], df["verdict"], strict=True)), df
 
 
@@ -130,7 +131,7 @@ def test_comparisons_and_bonferroni_are_scipys_on_the_trials_csv(tmp_path):
     low, high = scipy.stats.t.interval(0.95, len(x) - 1, loc=x.mean(), scale=scipy.stats.sem(x))
     assert (cells.loc["deep-d3", "ci_low"], cells.loc["deep-d3", "ci_high"]) == pytest.approx((low, high))
 
-    resolved = study.resolution(pd.read_csv(folder / "study_comparisons.csv"), study.Design("shallow", repeats=6))
+    resolved = study.resolution(pd.read_csv(folder / "study_comparisons.csv"), StudyDesign(reference="shallow", repeats=6))
     diffs = [table[n] - table["shallow"] for n in EFFECTS if n != "shallow"]
     sd = math.sqrt(sum(d.var(ddof=1) * (len(d) - 1) for d in diffs) / sum(len(d) - 1 for d in diffs))
     assert resolved["sd"] == pytest.approx(sd)
@@ -214,14 +215,18 @@ def test_a_study_sweep_folder_writes_study_json_and_rebuilds_from_it(tmp_path):
     experiment = out / "ray" / "st"
     planted = plant(tmp_path / "planted", {"shallow": 0.0, "deep-d3": 1.0, "og-p4-learned": 0.8}, seeds=2)
     block = json.loads((planted / "study.json").read_text())["study"]
-    for r in tables.records(R.load_trials(planted / "trials.csv")):
+    for r in schema.records(R.load_trials(planted / "trials.csv")):
         folder = experiment / f"trial_{r['trial_id']}"
         folder.mkdir(parents=True)
         (folder / "searched.json").write_text(json.dumps({"variant": r["variant"]}))
-        summary = {k: r[k] for k in [*tables.HEAD_COLUMNS, *tables.METRIC_COLUMNS]}
+        summary = {k: r[k] for k in [*schema.HEAD_COLUMNS, *schema.METRIC_COLUMNS]}
         (folder / "summary.json").write_text(json.dumps(summary))
-        (folder / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "val_si_snri": 4.0,
-                                                          "best_val_si_snri": 4.0}) + "\n")
+        # Values with more digits than the CSVs keep: the fresh report must compute
+        # from what the CSVs hold, or the rebuild below would differ in the last digits.
+        curve = [4.0 + epoch / 3 + r["test_si_snri"] / 7 for epoch in range(1, 5)]
+        (folder / "metrics.jsonl").write_text("".join(json.dumps(
+            {"epoch": e, "val_si_snri": v, "best_val_si_snri": max(curve[:e]), "steps": 50})
+            + "\n" for e, v in enumerate(curve, 1)))
     state = {"name": "st", "storage": str(out / "ray"), "search": "grid", "scheduler": "none",
              "num_trials": 6, "max_concurrent_trials": 2, "status": "finished", "pid": 1,
              "driver_wall_s": 400.0, "study": block}
@@ -233,13 +238,15 @@ def test_a_study_sweep_folder_writes_study_json_and_rebuilds_from_it(tmp_path):
     assert saved["study"] == block and saved["sweep"]["name"] == "st" and "storage" not in saved["sweep"]
     assert sorted(R.load_trials(out / "trials.csv")["variant"].unique()) == [
         "deep-d3", "og-p4-learned", "shallow"]
-    summary_md = (out / "summary.md").read_text()
+    written = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != "sweep.json"}
+    assert {"summary.md", "asha_check.csv", "epochs.csv", "study_claims.csv"} <= set(written)
 
     (out / "sweep.json").unlink()  # a committed results folder: no sweep.json, no Ray experiment
     for path in sorted(experiment.rglob("*"), reverse=True):
         path.unlink() if path.is_file() else path.rmdir()
     assert R.write_report(out) == first
-    assert (out / "summary.md").read_text() == summary_md
+    rebuilt = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert rebuilt == written  # byte for byte, every table and plot
 
 
 def test_a_bad_study_block_is_one_line_and_writes_nothing(tmp_path):
@@ -287,7 +294,7 @@ def plant_milestones(folder, at_steps):
             rows.append({"trial_id": t["trial_id"], "steps": steps, "epoch": steps // 100,
                          "best_epoch": steps // 100, "best_val_si_snri": test + 1,
                          "test_si_snr": test - 3, "test_si_snri": test, "test_sdri": test + 0.7})
-    (folder / tables.MILESTONES_FILE).write_text(tables.csv_text(pd.DataFrame(rows)))
+    (folder / schema.MILESTONES_FILE).write_text(schema.csv_text(pd.DataFrame(rows)))
 
 
 def test_claims_by_budget_follow_the_scores_at_each_milestone(tmp_path):
@@ -323,9 +330,9 @@ def test_a_trial_missing_a_milestone_drops_out_of_that_budgets_pairs(tmp_path):
     effects = {"shallow": 0.0, "deep-d3": 2.0, "og-p4-learned": 1.5, "og-p8-learned": 2.0}
     folder = plant(tmp_path / "s", effects, seeds=4, milestones=[200, 600])
     plant_milestones(folder, {200: {}, 600: {}})
-    marks = pd.read_csv(folder / tables.MILESTONES_FILE, dtype={"trial_id": str})
+    marks = pd.read_csv(folder / schema.MILESTONES_FILE, dtype={"trial_id": str})
     marks = marks[~((marks["trial_id"] == "deep-d3-0") & (marks["steps"] == 200))]
-    (folder / tables.MILESTONES_FILE).write_text(tables.csv_text(marks))
+    (folder / schema.MILESTONES_FILE).write_text(schema.csv_text(marks))
     R.write_report(folder)
     by = pd.read_csv(folder / "claims_by_budget.csv")
     one = by[by["claim"].str.startswith("1.")].set_index("steps")

@@ -1,5 +1,6 @@
 """Sweep specs: validation before Ray starts, the Optuna space, grid points, trial configs."""
 
+import json
 from pathlib import Path
 
 import optuna
@@ -7,6 +8,7 @@ import pytest
 import torch
 import yaml
 
+from masksep.design import StudyDesign, read_design
 from masksep.errors import ConfigError
 from masksep.sweep import spec as S
 
@@ -199,6 +201,21 @@ def test_a_study_is_a_grid_of_variants_by_seeds_with_common_seeds(tmp_path):
                         "head.grouping": "oracle"}
 
 
+def test_the_report_reads_back_the_design_the_spec_stores(tmp_path):
+    # One dataclass on both sides: sweep.json's block, read by the report, is the spec's design.
+    spec = S.load_spec(write(tmp_path, {**STUDY, "study": {**STUDY["study"], "milestones": [250],
+                                                           "pooled": [{"name": "any", "variants": [
+                                                               "shallow", "deep-d3"]}]}}))
+    block = json.loads(json.dumps(spec.study.to_dict()))  # as sweep.json holds it
+    assert "tuning" not in block and block["repeats"] == 3
+    design = read_design(block, "sweep.json")
+    assert type(design) is StudyDesign and isinstance(spec.study, StudyDesign)
+    assert design.to_dict() == block and design.deep == "deep-d3" and design.repeats == 3
+    assert design.pooled_members == {"any": ["shallow", "deep-d3"]} and design.milestones == [250]
+    with pytest.raises(ConfigError, match=r"^sweep.json: study.tuning: unknown field"):
+        read_design({**block, "tuning": {"trials": 2}}, "sweep.json")
+
+
 def test_common_random_numbers_give_two_variants_of_a_seed_the_same_first_batches(tmp_path):
     from masksep.data import build_dataset
     from masksep.parallel import Dist
@@ -225,7 +242,7 @@ def test_common_random_numbers_give_two_variants_of_a_seed_the_same_first_batche
         ({"search": "optuna-tpe"}, "search", "a study runs every variant with every seed"),
         ({"scheduler": "asha"}, "scheduler", "no early stopping"),
         ({"study": {"variants": {"a": {"head.kind": "shallow"}}}}, "study.variants", "at least two"),
-        ({"study": {**STUDY["study"], "reference": "nope"}}, "study.reference", "must name one of"),
+        ({"study": {**STUDY["study"], "reference": "nope"}}, "study.reference", "is not one of the variants"),
         ({"study": {**STUDY["study"], "claims": {"deep": "shallow"}}}, "study.claims.deep", "deep variant"),
         ({"study": {**STUDY["study"], "claims": {"og": "x"}}}, "study.claims.og", "unknown claim"),
         ({"study": {**STUDY["study"], "margin_db": -1}}, "study.margin_db", "must be >= 0"),
@@ -237,6 +254,7 @@ def test_common_random_numbers_give_two_variants_of_a_seed_the_same_first_batche
          "study.variants.x.head.colour", "not a trial config field"),
         ({"study": {**STUDY["study"], "pooled": [{"name": "p", "variants": ["shallow"]}]}},
          "study.pooled[0]", "at least two"),
+        ({"study": {**STUDY["study"], "repeats": 4}}, "study.repeats", "top-level repeats"),
     ],
 )
 def test_bad_studies_name_the_field(tmp_path, change, field, words):

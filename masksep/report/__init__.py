@@ -27,16 +27,15 @@ from typing import Any
 from masksep.errors import UserError
 from masksep.report.collect import collect, load_folder
 from masksep.report.render import render, summary_markdown
-from masksep.report.study import asha_rank_check
-from masksep.report.tables import (
+from masksep.report.schema import (
     HEAD_COLUMNS,
     METRIC_COLUMNS,
     TRIALS_FILE,
     load_trials,
-    pareto_front,
     read_trials,
-    sweep_efficiency,
 )
+from masksep.report.study import asha_rank_check
+from masksep.report.tables import pareto_front, sweep_efficiency
 from masksep.rundir import STATE as STATE_FILE
 
 __all__ = ["HEAD_COLUMNS", "METRIC_COLUMNS", "STATE_FILE", "asha_rank_check", "collect",

@@ -30,7 +30,7 @@ import pandas as pd
 
 from masksep import rundir
 from masksep.errors import UserError
-from masksep.report.tables import (
+from masksep.report.schema import (
     EPOCH_COLUMNS,
     EPOCHS_FILE,
     HEAD_COLUMNS,
@@ -42,6 +42,7 @@ from masksep.report.tables import (
     load_epochs,
     load_milestones,
     load_trials,
+    parse_epochs,
     parse_trials,
     trials_frame,
 )
@@ -219,8 +220,9 @@ def load_folder(out: Path, *, fresh: bool = False) -> Inputs:
     if state is not None and (fresh or not (out / TRIALS_FILE).is_file()):
         trials, epochs, marks = collect(out, state)
         # Typed through the CSV text, so that a fresh report and one rebuilt
-        # from trials.csv render the same values.
+        # from its CSVs render the same values (to the last digit).
         trials = parse_trials(csv_text(trials), out / TRIALS_FILE)
+        epochs = parse_epochs(csv_text(epochs), out / EPOCHS_FILE)
         marks = None if marks.empty else pd.read_csv(io.StringIO(csv_text(marks)),
                                                      dtype={"trial_id": str})
     else:

@@ -33,10 +33,12 @@ import pandas as pd
 import masksep.report.plots as plots
 import masksep.report.study as study
 from masksep import formats, rundir
+from masksep.design import read_design
 from masksep.errors import UserError
 from masksep.files import atomic_write
 from masksep.report.collect import load_folder
-from masksep.report.tables import csv_text, markdown
+from masksep.report.schema import csv_text
+from masksep.report.tables import markdown
 
 COLUMNS = ["claim", "data", "backbone", "backbone_macs_per_s", "steps", "tuned", "train_macs",
            "n", "estimate", "ci_low", "ci_high", "ci_level", "verdict", "reference_si_snri",
@@ -85,7 +87,7 @@ def rows_of(entry: Entry, relative_to: Path) -> pd.DataFrame:
     inputs = load_folder(entry.folder)
     if inputs.study is None:
         raise UserError(f"{entry.folder}: not a study (no study.json)")
-    design = study.design_from(inputs.study, inputs.study_source)
+    design = read_design(inputs.study, inputs.study_source)
     trials = inputs.trials
     done = trials[trials["status"] == "completed"]
     if inputs.milestones is not None and not inputs.milestones.empty:
@@ -140,7 +142,7 @@ def overview(manifest: str | Path) -> dict[str, Any]:
 
 
 def _margin(entries: list[Entry]) -> float:
-    margins = {study.design_from(load_folder(e.folder).study, str(e.folder)).margin_db for e in entries}
+    margins = {read_design(load_folder(e.folder).study, str(e.folder)).margin_db for e in entries}
     if len(margins) != 1:
         raise UserError("overview: the runs use different claim-3 margins "
                         f"({', '.join(f'{m:g}' for m in sorted(margins))} dB); compare like with like")

@@ -14,20 +14,12 @@ import pandas as pd
 import masksep.report.plots as plots
 import masksep.report.study as study
 from masksep import rundir
+from masksep.design import StudyDesign, read_design
 from masksep.errors import UserError
 from masksep.files import atomic_write
 from masksep.report.collect import Inputs, study_file
-from masksep.report.study import Design, design_from
-from masksep.report.tables import (
-    EPOCHS_FILE,
-    MILESTONES_FILE,
-    STUDY_FILE,
-    TRIALS_FILE,
-    csv_text,
-    pareto_front,
-    sweep_efficiency,
-    sweep_sections,
-)
+from masksep.report.schema import EPOCHS_FILE, MILESTONES_FILE, STUDY_FILE, TRIALS_FILE, csv_text
+from masksep.report.tables import pareto_front, sweep_efficiency, sweep_sections
 
 ANALYSIS_FILE = Path(rundir.ANALYSIS)
 
@@ -88,10 +80,10 @@ def summary_markdown(trials: pd.DataFrame, state: dict[str, Any] | None,
     return "\n".join(lines)
 
 
-def _design(inputs: Inputs) -> Design | None:
+def _design(inputs: Inputs) -> StudyDesign | None:
     if inputs.study is None:
         return None
-    design = design_from(inputs.study, inputs.study_source)
+    design = read_design(inputs.study, inputs.study_source)
     if "variant" not in inputs.trials.columns:
         raise UserError(f"{inputs.study_source}: a study, but its trials carry no variant column")
     return design

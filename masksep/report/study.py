@@ -23,7 +23,6 @@ hold / not resolved at this n, computed from the CI and never written by hand:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ import pandas as pd
 
 import masksep.stats as stats
 from masksep import formats
+from masksep.design import StudyDesign
 from masksep.errors import UserError
 from masksep.report.tables import fmt, macs, markdown, n_src_values, p_value
 
@@ -39,90 +39,15 @@ METRIC = "test_si_snri"
 TARGET_DB = 0.2  # the difference the seeds-needed line is sized for (issue 9)
 
 
-# --------------------------------------------------------------------------- the design
-
-
-@dataclass
-class Design:
-    """sweep.json's "study" block (the spec's study plus repeats)."""
-
-    reference: str
-    margin_db: float = 0.3
-    deep: str | None = None  # claims.deep; None: the deep variant of depth 3
-    variants: list[str] = field(default_factory=list)
-    pooled: list[tuple[str, list[str]]] = field(default_factory=list)
-    repeats: int | None = None
-    milestones: list[int] = field(default_factory=list)  # optimizer steps (train.milestones)
-    tuned: dict[str, dict[str, Any]] = field(default_factory=dict)  # variant -> its tuned values
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"reference": self.reference, "margin_db": self.margin_db,
-                "claims": {"deep": self.deep} if self.deep else {},
-                "variants": {name: {} for name in self.variants},
-                "pooled": [{"name": n, "variants": v} for n, v in self.pooled],
-                "repeats": self.repeats, "milestones": list(self.milestones),
-                **({"tuned": self.tuned} if self.tuned else {})}
-
-
-def design_from(block: Any, source: str) -> Design:
-    """A Design from a study block; a bad field is one UserError naming it."""
-    def bad(name: str, why: str) -> UserError:
-        return UserError(f"{source}: study.{name}: {why}")
-
-    if not isinstance(block, dict):
-        raise UserError(f"{source}: study: expected a mapping")
-    variants = block.get("variants") or {}
-    if not isinstance(variants, dict):
-        raise bad("variants", "expected a mapping of name -> overrides")
-    names = [str(v) for v in variants]
-    reference = block.get("reference")
-    if not isinstance(reference, str) or not reference:
-        raise bad("reference", "expected the name of a variant")
-    if names and reference not in names:
-        raise bad("reference", f"{reference!r} is not one of the variants ({', '.join(names)})")
-    margin = block.get("margin_db", 0.3)
-    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not margin >= 0:
-        raise bad("margin_db", f"expected a number >= 0, got {margin!r}")
-    claims = block.get("claims") or {}
-    if not isinstance(claims, dict):
-        raise bad("claims", "expected a mapping")
-    deep = claims.get("deep")
-    if deep is not None and (not isinstance(deep, str) or (names and deep not in names)):
-        raise bad("claims.deep", f"{deep!r} is not one of the variants")
-    pooled = []
-    for i, entry in enumerate(block.get("pooled") or []):
-        members = entry.get("variants") if isinstance(entry, dict) else None
-        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or not isinstance(
-                members, list) or len(members) < 2:
-            raise bad(f"pooled[{i}]", "expected {name: ..., variants: [two or more variants]}")
-        unknown = [m for m in members if names and m not in names]
-        if unknown:
-            raise bad(f"pooled[{i}].variants", f"{unknown[0]!r} is not one of the variants")
-        pooled.append((entry["name"], [str(m) for m in members]))
-    repeats = block.get("repeats")
-    if repeats is not None and (isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1):
-        raise bad("repeats", f"expected an integer >= 1, got {repeats!r}")
-    milestones = block.get("milestones") or []
-    if not isinstance(milestones, list) or not all(
-            isinstance(m, int) and not isinstance(m, bool) and m >= 1 for m in milestones) or any(
-            a >= b for a, b in zip(milestones, milestones[1:], strict=False)):
-        raise bad("milestones", f"expected increasing optimizer steps, got {milestones!r}")
-    tuned = block.get("tuned") or {}
-    if not isinstance(tuned, dict) or not all(isinstance(v, dict) for v in tuned.values()):
-        raise bad("tuned", "expected a mapping of variant -> its tuned values")
-    return Design(reference=reference, margin_db=float(margin), deep=deep, variants=names,
-                  pooled=pooled, repeats=repeats, milestones=list(milestones), tuned=tuned)
-
-
 # --------------------------------------------------------------------------- per variant
 
 
-def _variant_order(trials: pd.DataFrame, design: Design) -> list[str]:
+def _variant_order(trials: pd.DataFrame, design: StudyDesign) -> list[str]:
     seen = [v for v in dict.fromkeys(trials["variant"]) if v]
     return [*design.variants, *[v for v in seen if v not in design.variants]]
 
 
-def variants(trials: pd.DataFrame, design: Design) -> pd.DataFrame:
+def variants(trials: pd.DataFrame, design: StudyDesign) -> pd.DataFrame:
     """One row per variant: its head (taken from its trials: one head per
     variant), C, head and model MACs per second, trials planned and completed."""
     out = []
@@ -143,19 +68,19 @@ def variants(trials: pd.DataFrame, design: Design) -> pd.DataFrame:
                  "macs_per_s", "trials", "completed"])
 
 
-def by_seed(trials: pd.DataFrame, design: Design, metric: str = METRIC) -> pd.DataFrame:
+def by_seed(trials: pd.DataFrame, design: StudyDesign, metric: str = METRIC) -> pd.DataFrame:
     """seed x variant table of ``metric`` over completed trials, with a column
     for each pooled row (the mean of its variants at a seed where all have one)."""
     done = trials[(trials["status"] == "completed") & np.isfinite(trials[metric])
                   & np.isfinite(trials["seed"])]
     table = done.pivot_table(index="seed", columns="variant", values=metric, aggfunc="mean")
     table = table.reindex(columns=_variant_order(trials, design))
-    for name, members in design.pooled:
+    for name, members in design.pooled_members.items():
         table[name] = table.reindex(columns=members).mean(axis=1, skipna=False)
     return table
 
 
-def budget(trials: pd.DataFrame, design: Design) -> pd.DataFrame:
+def budget(trials: pd.DataFrame, design: StudyDesign) -> pd.DataFrame:
     """What each variant's trials were given: epochs, optimizer steps, wall time
     and forward MACs over the training audio (model MACs/s x seconds of audio)."""
     out = []
@@ -172,7 +97,7 @@ def budget(trials: pd.DataFrame, design: Design) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def cells(trials: pd.DataFrame, design: Design) -> pd.DataFrame:
+def cells(trials: pd.DataFrame, design: StudyDesign) -> pd.DataFrame:
     """One row per variant and pooled row: test SI-SNRi n, mean, std, 95% CI
     over seeds, and test SDRi mean with its CI."""
     info = variants(trials, design)
@@ -180,7 +105,7 @@ def cells(trials: pd.DataFrame, design: Design) -> pd.DataFrame:
     sd = by_seed(trials, design, "test_sdri")
     out = []
     for name in si.columns:
-        members = dict(design.pooled).get(name)
+        members = design.pooled_members.get(name)
         row = {"variant": name, "pooled": " + ".join(members) if members else ""}
         if members is None and name in info.index:
             row.update(info.loc[name].to_dict())
@@ -193,7 +118,7 @@ def cells(trials: pd.DataFrame, design: Design) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def comparisons(trials: pd.DataFrame, design: Design) -> pd.DataFrame:
+def comparisons(trials: pd.DataFrame, design: StudyDesign) -> pd.DataFrame:
     """Every variant (and pooled row) minus the reference at the same seeds."""
     table = by_seed(trials, design)
     ref = table[design.reference] if design.reference in table.columns else pd.Series(
@@ -202,7 +127,7 @@ def comparisons(trials: pd.DataFrame, design: Design) -> pd.DataFrame:
     for name in table.columns:
         if name == design.reference:
             continue
-        out.append({"variant": name, "pooled": name in dict(design.pooled),
+        out.append({"variant": name, "pooled": name in design.pooled_members,
                     **stats.paired(table[name], ref)})
     return pd.DataFrame(out, columns=["variant", "pooled", "n", "mean", "std", "ci_low", "ci_high",
                                       "p_t", "p_wilcoxon"])
@@ -211,7 +136,7 @@ def comparisons(trials: pd.DataFrame, design: Design) -> pd.DataFrame:
 # --------------------------------------------------------------------------- claims
 
 
-def _deep_variant(info: pd.DataFrame, design: Design) -> tuple[str | None, str]:
+def _deep_variant(info: pd.DataFrame, design: StudyDesign) -> tuple[str | None, str]:
     if design.deep:
         return design.deep, "study.claims.deep"
     depth3 = [v for v, r in info.iterrows() if r["head"] == "deep" and r["depth"] == 3]
@@ -236,7 +161,7 @@ def _best(table: pd.DataFrame, reference: str, names: list[str]) -> str | None:
     return max(means, key=means.get) if means else None
 
 
-def claims(trials: pd.DataFrame, design: Design) -> pd.DataFrame:
+def claims(trials: pd.DataFrame, design: StudyDesign) -> pd.DataFrame:
     """The claims table: one row per claim (and the oracle-grouping upper bound)."""
     info = variants(trials, design)
     table = by_seed(trials, design)
@@ -300,7 +225,7 @@ def claims(trials: pd.DataFrame, design: Design) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def resolution(comparisons_df: pd.DataFrame, design: Design, target: float = TARGET_DB
+def resolution(comparisons_df: pd.DataFrame, design: StudyDesign, target: float = TARGET_DB
                ) -> dict[str, Any]:
     """The smallest difference this design resolves: the 95% CI half-width of
     a paired difference at the design's seeds, from the pooled SD of the paired
@@ -330,7 +255,7 @@ def at_milestone(trials: pd.DataFrame, milestones: pd.DataFrame, steps: int) -> 
     return out
 
 
-def claims_by_budget(trials: pd.DataFrame, milestones: pd.DataFrame, design: Design
+def claims_by_budget(trials: pd.DataFrame, milestones: pd.DataFrame, design: StudyDesign
                      ) -> pd.DataFrame:
     """Every claim at every budget milestone: the claims table, computed exactly
     as at the end, on the test scores each trial had at that step."""
@@ -341,7 +266,7 @@ def claims_by_budget(trials: pd.DataFrame, milestones: pd.DataFrame, design: Des
     return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
 
 
-def convergence(trials: pd.DataFrame, epochs: pd.DataFrame, design: Design,
+def convergence(trials: pd.DataFrame, epochs: pd.DataFrame, design: StudyDesign,
                 steps: list[int]) -> pd.DataFrame:
     """Was validation still improving at each budget? Per trial, the least-squares
     slope of validation SI-SNRi against optimizer steps over the last quarter of
@@ -458,7 +383,7 @@ def _variant_label(row: pd.Series | dict) -> str:
     return f"{name} (oracle grouping)" if row.get("grouping") == "oracle" else name
 
 
-def sections(trials: pd.DataFrame, epochs: pd.DataFrame | None, design: Design,
+def sections(trials: pd.DataFrame, epochs: pd.DataFrame | None, design: StudyDesign,
              milestones: pd.DataFrame | None = None) -> tuple[list[str], dict[str, pd.DataFrame]]:
     """summary.md's study sections and the tables written beside it as CSV."""
     cell = cells(trials, design)
@@ -491,7 +416,7 @@ def sections(trials: pd.DataFrame, epochs: pd.DataFrame | None, design: Design,
     return lines, tables
 
 
-def design_section(cell: pd.DataFrame, design: Design) -> list[str]:
+def design_section(cell: pd.DataFrame, design: StudyDesign) -> list[str]:
     """The study's design in words."""
     lines: list[str] = []
     ref = design.reference
@@ -603,7 +528,7 @@ def resolution_section(res: dict[str, Any]) -> list[str]:
     return lines
 
 
-def tuned_section(design: Design) -> list[str]:
+def tuned_section(design: StudyDesign) -> list[str]:
     """The tuned study's settings: what each variant's own search chose."""
     keys = list(dict.fromkeys(k for values in design.tuned.values() for k in values))
     rows = {"variant": list(design.tuned)}
@@ -623,7 +548,7 @@ def _setting(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-def budget_section(by_budget: pd.DataFrame, trend: pd.DataFrame | None, design: Design
+def budget_section(by_budget: pd.DataFrame, trend: pd.DataFrame | None, design: StudyDesign
                    ) -> list[str]:
     """The claims at every budget milestone, and whether validation still rose there."""
     lines = ["## Claims by training budget", "",

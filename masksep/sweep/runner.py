@@ -413,7 +413,7 @@ def _new_state(spec: SweepSpec, spec_path: str | Path, out: Path, storage_path: 
         "started": time.time(),
     }
     if spec.study is not None:
-        state["study"] = {**spec.study.to_dict(), "repeats": spec.repeats}
+        state["study"] = spec.study.to_dict()
     return state
 
 

@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from masksep import config as config_mod
 from masksep.config import Config
+from masksep.design import StudyDesign
 from masksep.errors import ConfigError
 
 DIM_KINDS = ("choice", "grid", "int", "uniform", "loguniform", "logint")
@@ -138,12 +139,6 @@ class WandbSpec:
 
 
 @dataclass
-class PooledRow:
-    name: str = ""
-    variants: list[str] = field(default_factory=list)
-
-
-@dataclass
 class TuningSpec:
     """A tuned study (``study.tuning``): before the study, each variant's own setting
     is searched (Optuna TPE, ASHA on validation, ``trials`` per variant) on tuning
@@ -159,29 +154,14 @@ class TuningSpec:
 
 
 @dataclass
-class StudySpec:
-    """The design of a study: head variants x ``repeats`` seeds, compared with ``reference``."""
+class StudySpec(StudyDesign):
+    """A spec's ``study:`` block: the design (masksep/design.py, what sweep.json
+    stores and the report reads) and, for a tuned study, how to tune it."""
 
-    variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> dotted overrides
-    reference: str = ""  # default: the shallow variant
-    margin_db: float = 0.3  # non-inferiority margin of claim 3 (deep is an efficient OG)
-    claims: dict[str, str] = field(default_factory=dict)  # {deep: NAME}: the deep variant of claims 1, 3
-    pooled: list[PooledRow] = field(default_factory=list)  # rows that pool variants, labelled as such
-    # Optimizer steps at which every trial's best-on-validation weights so far are
-    # scored on test too (train.milestones): the claims at each budget, from one run.
-    milestones: list[int] = field(default_factory=list)
     tuning: TuningSpec | None = None  # a tuned study: masksep/tuned.py runs it
-    # What the tuning chose, per variant (written by masksep/tuned.py into the study it runs)
-    tuned: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, Any]:
-        out = {"variants": self.variants, "reference": self.reference,
-               "margin_db": self.margin_db, "claims": dict(self.claims),
-               "pooled": [{"name": p.name, "variants": list(p.variants)} for p in self.pooled],
-               "milestones": list(self.milestones)}
-        if self.tuned:
-            out["tuned"] = self.tuned
-        return out
+    def to_dict(self) -> dict[str, Any]:  # the design alone: tuning is the spec's business
+        return StudyDesign.to_dict(self)
 
 
 @dataclass
@@ -510,28 +490,21 @@ def _validate_study(spec: SweepSpec, study: StudySpec) -> None:
                 _fail(path, f"{where}.{key}", "variants share the seed and the data (common random numbers)")
         _check_trial(spec, {VARIANT_KEY: name}, where, name)
     heads = {name: spec.trial_config({VARIANT_KEY: name}).head for name in study.variants}
+    if study.repeats is not None:
+        _fail(path, "study.repeats", "seeds per variant are the spec's top-level repeats")
+    study.repeats = spec.repeats
+    # The defaults come from the trial config: the shallow variant, the deep one of depth 3.
     if not study.reference:
         study.reference = next((n for n, h in heads.items() if h.kind == "shallow"), "")
-    if study.reference not in study.variants:
-        _fail(path, "study.reference", f"must name one of the variants ({', '.join(study.variants)}), "
-                                       f"got {study.reference!r}")
-    for key in study.claims:
-        if key != "deep":
-            _fail(path, f"study.claims.{key}", "unknown claim (known: deep)")
     if "deep" not in study.claims:
         deep3 = [n for n, h in heads.items() if h.kind == "deep" and h.depth == 3]
         deeps = deep3 or [n for n, h in heads.items() if h.kind == "deep" and h.depth > 1]
         if deeps:
             study.claims["deep"] = deeps[0]
-    deep = study.claims.get("deep")
-    if deep is not None and (deep not in heads or heads[deep].kind != "deep" or heads[deep].depth < 2):
+    study.check(str(path))
+    deep = study.deep
+    if deep is not None and (heads[deep].kind != "deep" or heads[deep].depth < 2):
         _fail(path, "study.claims.deep", f"must name a deep variant of depth >= 2, got {deep!r}")
-    if study.margin_db < 0:
-        _fail(path, "study.margin_db", f"must be >= 0, got {study.margin_db}")
-    for i, row in enumerate(study.pooled):
-        unknown = [v for v in row.variants if v not in study.variants]
-        if not row.name or len(row.variants) < 2 or unknown:
-            _fail(path, f"study.pooled[{i}]", "needs a name and at least two of the study's variants")
     if study.tuning is not None:
         _validate_tuning(spec, study.tuning, fields, {h.kind for h in heads.values()})
 
