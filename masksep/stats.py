@@ -40,7 +40,11 @@ def describe(values: Iterable[Any], confidence: float = CONFIDENCE) -> dict[str,
     if out["std"] == 0:  # scipy divides by the std; the interval of identical values is the value
         out["ci_low"] = out["ci_high"] = out["mean"]
         return out
-    ci = stats.ttest_1samp(x, 0.0).confidence_interval(confidence)
+    with warnings.catch_warnings():
+        # Values equal but for rounding (e.g. the same initial weights measured per
+        # seed): scipy warns of precision loss and still gives the (tiny) interval.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ci = stats.ttest_1samp(x, 0.0).confidence_interval(confidence)
     out["ci_low"], out["ci_high"] = float(ci.low), float(ci.high)
     return out
 

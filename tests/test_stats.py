@@ -2,6 +2,7 @@
 nothing (NaN, not resolved) where one value cannot say anything."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -85,3 +86,12 @@ def test_pooled_sd_half_width_and_seeds_needed():
     assert stats.seeds_needed(math.nan) is None
     assert stats.seeds_needed(0.05, 0.2) == 3  # t(0.975, 1) = 12.7 makes two seeds resolve little
     assert stats.seeds_needed(0.02, 0.2) == 2
+
+
+def test_values_equal_but_for_rounding_get_their_interval_without_a_warning():
+    x = [0.1 + 0.2, 0.3, 0.30000000000000004]  # the same number, as three computations give it
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = stats.describe(x)
+    assert out["n"] == 3 and out["ci_low"] <= out["mean"] <= out["ci_high"]
+    assert out["ci_high"] - out["ci_low"] < 1e-12
