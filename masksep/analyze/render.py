@@ -100,65 +100,8 @@ def summary_markdown(analysis: dict[str, Any], rerendered: bool = False) -> str:
     if n >= 2:
         lines += [study_analysis_section(analysis), ""]
 
-    weight = [e for e in entries if e["weight"].get("applicable")]
-    if weight:
-        lines += ["## Weight view", ""]
-        rows = []
-        for e in weight:
-            t, i = e["weight"]["trained"], e["weight"]["init"]
-            rows.append([e["name"], head_label(e), _fmt(e.get("seed")),
-                         f"{_fmt(t['mean_entropy'])} / {_fmt(i['mean_entropy'])} / "
-                         f"{_fmt(t.get('mean_entropy_chance'))}",
-                         f"{_fmt(t['fraction_dominant'], 2)} / {_fmt(i['fraction_dominant'], 2)}",
-                         _fmt(t.get("fraction_dominant_chance"), 2), _p(t.get("p_value")),
-                         _p(i.get("p_value")),
-                         " / ".join(map(str, t["units_per_source"]))])
-        lines += _table(["checkpoint", "head", "seed", "share entropy trained / init / chance",
-                         "fraction dominant trained / init", "chance", "p trained", "p init",
-                         "units per source"], rows) + [""]
-
-    ablation = [e for e in entries if e["ablation"].get("applicable")]
-    if ablation:
-        lines += ["## Ablation view", "", "SI-SNR changes in dB, mean over sources and test items.", ""]
-        rows = []
-        for e in ablation:
-            t, i = e["ablation"]["trained"], e["ablation"]["init"]
-            own = [t["delta_db"][c][c] for c in range(len(t["delta_db"]))]
-            rows.append([e["name"], head_label(e), _fmt(e.get("seed")),
-                         f"{_fmt(t['selectivity_db'], 2)} / {_fmt(t['random_selectivity_db'], 2)}",
-                         f"{_fmt(i['selectivity_db'], 2)} / {_fmt(i['random_selectivity_db'], 2)}",
-                         _fmt(sum(own) / len(own), 2),
-                         " / ".join(map(str, t["group_sizes"]))])
-        lines += _table(["checkpoint", "head", "seed", "selectivity trained: own units / random",
-                         "selectivity init: own / random", "own output's change (trained)",
-                         "units silenced per source"], rows) + [""]
-
-    function = [e for e in entries if e["function"].get("applicable")]
-    if function:
-        lines += ["## Function view", ""]
-        rows = []
-        for e in function:
-            t, i = e["function"]["trained"], e["function"]["init"]
-            rows.append([e["name"], head_label(e), _fmt(e.get("seed")),
-                         f"{_fmt(t['og_rel_mse'])} / {_fmt(i['og_rel_mse'])}",
-                         f"{_fmt(t['shallow_rel_mse'])} / {_fmt(i['shallow_rel_mse'])}",
-                         f"{_fmt(t['head_si_snri'], 2)} / {_fmt(t['og_si_snri'], 2)} / "
-                         f"{_fmt(t['shallow_si_snri'], 2)}"])
-        lines += _table(["checkpoint", "head", "seed", "og fit rel MSE trained / init",
-                         "shallow fit rel MSE trained / init",
-                         "SI-SNRi (dB) head / og fit / shallow fit (trained)"], rows) + [""]
-
-    assignment = [e for e in entries if "assignment" in e]
-    if assignment:
-        lines += ["## Assignment view (oracle grouping)", ""]
-        rows = []
-        for e in assignment:
-            t, i = e["assignment"]["trained"], e["assignment"]["init"]
-            rows.append([e["name"], head_label(e), _fmt(e.get("seed")),
-                         f"{_fmt(t['pair_agreement'])} / {_fmt(i['pair_agreement'])}",
-                         _fmt(t["pair_agreement_chance"]), _p(t["p_value"]), _p(i["p_value"])])
-        lines += _table(["checkpoint", "head", "seed", "pair agreement trained / init", "chance",
-                         "p trained", "p init"], rows) + [""]
+    for section in (weight_section, ablation_section, function_section, assignment_section):
+        lines += section(entries)
 
     not_applicable = sorted({f"{head_label(e)}: {view} view not applicable ({e[view]['reason']})"
                              for e in entries for view in ("weight", "ablation", "function")
@@ -169,6 +112,86 @@ def summary_markdown(analysis: dict[str, Any], rerendered: bool = False) -> str:
         lines += ["## Left out", ""] + [f"- {s['name']}: {s['reason']}" for s in analysis["left_out"]] + [""]
     lines += ["## Figures", ""] + [f"![{e['name']}]({e['figure']})" for e in entries]
     return "\n".join(lines) + "\n"
+
+
+def weight_section(entries: list[dict[str, Any]]) -> list[str]:
+    """The weight view's table: each hidden unit's share of its output weight energy per source."""
+    weight = [e for e in entries if e["weight"].get("applicable")]
+    if not weight:
+        return []
+    lines = ["## Weight view", ""]
+    rows = []
+    for e in weight:
+        t, i = e["weight"]["trained"], e["weight"]["init"]
+        rows.append([e["name"], head_label(e), _fmt(e.get("seed")),
+                     f"{_fmt(t['mean_entropy'])} / {_fmt(i['mean_entropy'])} / "
+                     f"{_fmt(t.get('mean_entropy_chance'))}",
+                     f"{_fmt(t['fraction_dominant'], 2)} / {_fmt(i['fraction_dominant'], 2)}",
+                     _fmt(t.get("fraction_dominant_chance"), 2), _p(t.get("p_value")),
+                     _p(i.get("p_value")),
+                     " / ".join(map(str, t["units_per_source"]))])
+    lines += _table(["checkpoint", "head", "seed", "share entropy trained / init / chance",
+                     "fraction dominant trained / init", "chance", "p trained", "p init",
+                     "units per source"], rows) + [""]
+    return lines
+
+
+def ablation_section(entries: list[dict[str, Any]]) -> list[str]:
+    """The ablation view's table: silencing a source's units, against random units."""
+    ablation = [e for e in entries if e["ablation"].get("applicable")]
+    if not ablation:
+        return []
+    lines = ["## Ablation view", "", "SI-SNR changes in dB, mean over sources and test items.", ""]
+    rows = []
+    for e in ablation:
+        t, i = e["ablation"]["trained"], e["ablation"]["init"]
+        own = [t["delta_db"][c][c] for c in range(len(t["delta_db"]))]
+        rows.append([e["name"], head_label(e), _fmt(e.get("seed")),
+                     f"{_fmt(t['selectivity_db'], 2)} / {_fmt(t['random_selectivity_db'], 2)}",
+                     f"{_fmt(i['selectivity_db'], 2)} / {_fmt(i['random_selectivity_db'], 2)}",
+                     _fmt(sum(own) / len(own), 2),
+                     " / ".join(map(str, t["group_sizes"]))])
+    lines += _table(["checkpoint", "head", "seed", "selectivity trained: own units / random",
+                     "selectivity init: own / random", "own output's change (trained)",
+                     "units silenced per source"], rows) + [""]
+    return lines
+
+
+def function_section(entries: list[dict[str, Any]]) -> list[str]:
+    """The function view's table: how close a fitted og head (and a shallow one) comes."""
+    function = [e for e in entries if e["function"].get("applicable")]
+    if not function:
+        return []
+    lines = ["## Function view", ""]
+    rows = []
+    for e in function:
+        t, i = e["function"]["trained"], e["function"]["init"]
+        rows.append([e["name"], head_label(e), _fmt(e.get("seed")),
+                     f"{_fmt(t['og_rel_mse'])} / {_fmt(i['og_rel_mse'])}",
+                     f"{_fmt(t['shallow_rel_mse'])} / {_fmt(i['shallow_rel_mse'])}",
+                     f"{_fmt(t['head_si_snri'], 2)} / {_fmt(t['og_si_snri'], 2)} / "
+                     f"{_fmt(t['shallow_si_snri'], 2)}"])
+    lines += _table(["checkpoint", "head", "seed", "og fit rel MSE trained / init",
+                     "shallow fit rel MSE trained / init",
+                     "SI-SNRi (dB) head / og fit / shallow fit (trained)"], rows) + [""]
+    return lines
+
+
+def assignment_section(entries: list[dict[str, Any]]) -> list[str]:
+    """The assignment view's table (oracle grouping): how consistently pairs share a group."""
+    assignment = [e for e in entries if "assignment" in e]
+    if not assignment:
+        return []
+    lines = ["## Assignment view (oracle grouping)", ""]
+    rows = []
+    for e in assignment:
+        t, i = e["assignment"]["trained"], e["assignment"]["init"]
+        rows.append([e["name"], head_label(e), _fmt(e.get("seed")),
+                     f"{_fmt(t['pair_agreement'])} / {_fmt(i['pair_agreement'])}",
+                     _fmt(t["pair_agreement_chance"]), _p(t["p_value"]), _p(i["p_value"])])
+    lines += _table(["checkpoint", "head", "seed", "pair agreement trained / init", "chance",
+                     "p trained", "p init"], rows) + [""]
+    return lines
 
 
 # --------------------------------------------------------------------------- figure
