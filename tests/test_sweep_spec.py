@@ -49,6 +49,24 @@ def test_shipped_specs_load():
         assert next(iter(paper.bases.values())).backbone.kind == backbone
 
 
+def test_every_shipped_spec_loads_and_the_size_ladder_spans_8x_in_macs(monkeypatch):
+    monkeypatch.setenv("MASKSEP_SPEECH_DATA", "/nonexistent")  # read by the trials, not the spec
+    specs = {p.stem: S.load_spec(p) for p in sorted((ROOT / "sweeps").glob("*.yaml"))}
+    assert {"quick", "study", "scale-budget", "scale-tuned", "scale-size-medium"} <= set(specs)
+    from masksep.complexity import complexity
+
+    def macs(name):
+        return complexity(next(iter(specs[name].bases.values())))["macs_per_s"]
+
+    ladder = {name: macs(name) / macs("study") for name in specs if name.startswith("scale-size-")}
+    assert len(ladder) >= 4 and max(ladder.values()) >= 8  # study-tcn, medium, reduced Conv-TasNet
+    for name in ladder:  # the speech rungs: the same backbones and design as on the synthetic data
+        if name.endswith("-speech"):
+            twin = name.removesuffix("-speech")
+            assert ladder[name] == ladder[twin] and specs[name].study.variants == specs[twin].study.variants
+            assert specs[name].repeats == specs[twin].repeats
+
+
 def test_define_by_run_skips_inactive_dimensions(tmp_path):
     spec = S.load_spec(write(tmp_path, BASE))
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=1))
