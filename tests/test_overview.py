@@ -53,6 +53,14 @@ def test_overview_has_a_row_per_claim_folder_and_milestone(tmp_path, capsys):
     assert text.startswith("# Planted scale") and "## 1. deep > shallow" in text
     for name in ("overview.png", "claims_by_size.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
+    # At a glance: a row per folder and budget, each claim's verdict in its column, counted
+    glance = text[text.index("## At a glance"):text.index("## 1. deep > shallow")]
+    rows = [line for line in glance.splitlines() if line.startswith("| synthetic")]
+    assert len(rows) == 4  # small, budget at 200 and at 600, big
+    big = next(r for r in rows if "../big" in r).split(" | ")
+    assert big[1].startswith("big (") and "**does not hold**" in big[6]
+    holds = int((one["verdict"] == "holds").sum())
+    assert f"Claim 1 holds in {holds} of 4 and does not hold in 2" in glance
 
 
 @pytest.mark.parametrize("runs, words", [

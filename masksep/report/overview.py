@@ -32,6 +32,7 @@ import pandas as pd
 
 import masksep.report.plots as plots
 import masksep.report.study as study
+import masksep.stats as stats
 from masksep import formats, rundir
 from masksep.design import read_design
 from masksep.errors import UserError
@@ -164,6 +165,7 @@ def _markdown(title: str, table: pd.DataFrame, margin: float) -> str:
              "Bonferroni-adjusted for the og variants it picks from; claim 3's margin is "
              f"-{margin:g} dB). *shallow* is the reference's own test SI-SNRi there: the regime.",
              ""]
+    lines += glance_section(table)
     for claim, rows in table.groupby("claim", sort=False):
         lines += [f"## {claim}", ""]
         lines += markdown(pd.DataFrame({
@@ -181,3 +183,46 @@ def _markdown(title: str, table: pd.DataFrame, margin: float) -> str:
         }))
         lines.append("")
     return "\n".join(lines)
+
+
+RUN_KEYS = ["data", "backbone", "backbone_macs_per_s", "steps", "tuned", "folder"]
+
+
+def glance(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per folder and budget, a column per claim: difference [CI] verdict."""
+    claims = list(dict.fromkeys(table["claim"]))
+    cell = table.assign(text=[
+        f"{formats.signed(e)} {formats.ci(lo, hi, missing='no CI')} **{v.removesuffix(' at this n')}**"
+        for e, lo, hi, v in zip(table["estimate"], table["ci_low"], table["ci_high"], table["verdict"],
+                                strict=True)])
+    runs = cell.drop_duplicates(RUN_KEYS)[[*RUN_KEYS, "reference_si_snri"]]
+    wide = cell.pivot_table(index=RUN_KEYS, columns="claim", values="text", aggfunc="first")
+    n = cell.groupby(RUN_KEYS)["n"].max()
+    out = runs.set_index(RUN_KEYS).join(n).join(wide.reindex(columns=claims)).reset_index()
+    return out.fillna({c: "-" for c in claims})
+
+
+def glance_section(table: pd.DataFrame) -> list[str]:
+    """The whole answer in one table, and where each claim holds, counted."""
+    wide = glance(table)
+    claims = list(dict.fromkeys(table["claim"]))
+    counts = "; ".join(
+        f"claim {c.split('.')[0]} holds in {int((rows['verdict'] == stats.HOLDS).sum())} of {len(rows)}"
+        f" and does not hold in {int((rows['verdict'] == stats.DOES_NOT_HOLD).sum())}"
+        for c, rows in table.groupby("claim", sort=False))
+    lines = ["## At a glance", "",
+             f"A row per study folder and budget ({len(wide)}): each claim's paired difference "
+             f"(dB), its CI and verdict (*not resolved*: at that n). {counts[0].upper()}{counts[1:]}.",
+             ""]
+    lines += markdown(pd.DataFrame({
+        "data": wide["data"],
+        "backbone": [f"{b} ({m / 1e6:.1f} M)" if np.isfinite(m) else b
+                     for b, m in zip(wide["backbone"], wide["backbone_macs_per_s"], strict=True)],
+        "steps": wide["steps"].map(lambda v: f"{int(v):,}"),
+        "tuned": wide["tuned"].map(lambda v: "yes" if v else "no"),
+        "shallow (dB)": wide["reference_si_snri"].map(lambda v: f"{v:.2f}" if np.isfinite(v) else "-"),
+        "n": wide["n"].astype(int),
+        **{c: wide[c] for c in claims},
+        "folder": wide["folder"],
+    }))
+    return [*lines, ""]
