@@ -365,6 +365,20 @@ def load_spec(path: str | Path) -> SweepSpec:
 
 
 def _validate(spec: SweepSpec) -> None:
+    """Every rule of a spec, in the order its errors are best read."""
+    _validate_counts(spec)
+    _validate_resources(spec)
+    _validate_asha(spec)
+    _validate_dims(spec)
+    _validate_values(spec)
+    _validate_initial_points(spec)
+    if spec.search == "grid":
+        n = len(spec.grid_points())
+        if n == 0 or n * spec.repeats * spec.num_samples > 100_000:
+            _fail(spec.path, "search_space", f"the grid has {n} points; that is not a sweep to run")
+
+
+def _validate_counts(spec: SweepSpec) -> None:
     path = spec.path
     if spec.scheduler == "asha" and spec.multi_objective:
         _fail(path, "scheduler", "asha needs a single objective; use scheduler: none with optuna-multi")
@@ -376,6 +390,10 @@ def _validate(spec: SweepSpec) -> None:
         _fail(path, "num_samples", f"must be a multiple of repeats ({spec.repeats}): every configuration runs with each seed")
     if spec.time_budget_s < 0:
         _fail(path, "time_budget_s", f"must be >= 0, got {spec.time_budget_s}")
+
+
+def _validate_resources(spec: SweepSpec) -> None:
+    path = spec.path
     r = spec.resources
     if r.cpus <= 0:
         _fail(path, "resources.cpus", f"must be > 0, got {r.cpus}")
@@ -388,6 +406,10 @@ def _validate(spec: SweepSpec) -> None:
             _fail(path, f"resources.custom.{key}", "must be a positive amount of a custom Ray resource")
     if r.workers_per_trial < 1:
         _fail(path, "resources.workers_per_trial", f"must be >= 1, got {r.workers_per_trial}")
+
+
+def _validate_asha(spec: SweepSpec) -> None:
+    path = spec.path
     if spec.asha.grace_period < 1:
         _fail(path, "asha.grace_period", f"must be >= 1, got {spec.asha.grace_period}")
     if spec.scheduler == "asha" and spec.asha.grace_period > spec.max_epochs:
@@ -395,6 +417,10 @@ def _validate(spec: SweepSpec) -> None:
     if spec.asha.reduction_factor < 2:
         _fail(path, "asha.reduction_factor", f"must be >= 2, got {spec.asha.reduction_factor}")
 
+
+def _validate_dims(spec: SweepSpec) -> None:
+    """Each searched field exists, once, after the dimensions its ``when`` names."""
+    path = spec.path
     fields = set(config_mod.flatten(next(iter(spec.bases.values()))))
     seen: list[str] = []
     for dim in spec.dims:
@@ -420,6 +446,8 @@ def _validate(spec: SweepSpec) -> None:
     if not spec.dims:
         _fail(path, "search_space", "is empty: nothing to sweep")
 
+
+def _validate_values(spec: SweepSpec) -> None:
     # Every value of each dimension, alone and beside every value of each other
     # dimension that can be active with it, must give a valid trial config.
     for dim in spec.dims:
@@ -442,6 +470,10 @@ def _validate(spec: SweepSpec) -> None:
                     for base_name in spec.bases:
                         if BASE_KEY not in params or params[BASE_KEY] == base_name:
                             _check_trial(spec, {BASE_KEY: base_name, **params}, dim.name, value)
+
+
+def _validate_initial_points(spec: SweepSpec) -> None:
+    path = spec.path
     by_name = {d.name: d for d in spec.dims}
     for i, point in enumerate(spec.initial_points):
         where = f"initial_points[{i}]"
@@ -454,10 +486,6 @@ def _validate(spec: SweepSpec) -> None:
             if not dim.contains(value):
                 _fail(path, f"{where}.{key}", f"{value!r} is outside its search space")
         _check_trial(spec, dict(point), where, point)
-    if spec.search == "grid":
-        n = len(spec.grid_points())
-        if n == 0 or n * spec.repeats * spec.num_samples > 100_000:
-            _fail(path, "search_space", f"the grid has {n} points; that is not a sweep to run")
 
 
 def _validate_study(spec: SweepSpec, study: StudySpec) -> None:
