@@ -322,7 +322,15 @@ def validate(cfg: Config, source: str | None = None) -> None:
     c = _check
     c(cfg.n_src >= 1, "n_src", f"must be >= 1, got {cfg.n_src}", source)
     c(cfg.sample_rate >= 1000, "sample_rate", f"must be >= 1000 Hz, got {cfg.sample_rate}", source)
+    _check_encoder(cfg, source)
+    _check_backbone(cfg, source)
+    _check_head(cfg, source)
+    _check_data(cfg, source)
+    _check_train(cfg, source)
 
+
+def _check_encoder(cfg: Config, source: str | None) -> None:
+    c = _check
     e = cfg.encoder
     c(e.kernel_size >= 2, "encoder.kernel_size", f"must be >= 2, got {e.kernel_size}", source)
     c(e.n_filters >= 1, "encoder.n_filters", f"must be >= 1, got {e.n_filters}", source)
@@ -335,6 +343,9 @@ def validate(cfg: Config, source: str | None = None) -> None:
         source,
     )
 
+
+def _check_backbone(cfg: Config, source: str | None) -> None:
+    c = _check
     b = cfg.backbone
     t = b.tcn
     for name in ("bottleneck", "hidden", "layers", "repeats"):
@@ -348,6 +359,9 @@ def validate(cfg: Config, source: str | None = None) -> None:
         c(value >= 1, f"backbone.dprnn.{name}", f"must be >= 1, got {value}", source)
     c(d.chunk_size >= 2, "backbone.dprnn.chunk_size", f"must be >= 2, got {d.chunk_size}", source)
 
+
+def _check_head(cfg: Config, source: str | None) -> None:
+    c = _check
     h = cfg.head
     c(h.depth >= 1, "head.depth", f"must be >= 1, got {h.depth}", source)
     c(h.width >= 1, "head.width", f"must be >= 1, got {h.width}", source)
@@ -360,13 +374,15 @@ def validate(cfg: Config, source: str | None = None) -> None:
         )
         if h.grouping == "oracle":
             # The loss's own limit: og_assign scores all C^P assignments exactly.
-
             c(cfg.n_src**h.oversep <= OG_MAX_ASSIGNMENTS, "head.oversep",
               f"oracle grouping scores all n_src^oversep = {cfg.n_src}^{h.oversep} assignments; "
               f"at most {OG_MAX_ASSIGNMENTS} are allowed (use a smaller oversep or learned grouping)",
               source)
         c(h.oversep <= MAX_OVERSEP, "head.oversep", f"must be <= {MAX_OVERSEP}, got {h.oversep}", source)
 
+
+def _check_data(cfg: Config, source: str | None) -> None:
+    c = _check
     dc = cfg.data
     c(dc.segment_s > 0, "data.segment_s", f"must be > 0, got {dc.segment_s}", source)
     c(dc.eval_seconds > 0, "data.eval_seconds", f"must be > 0, got {dc.eval_seconds}", source)
@@ -389,6 +405,10 @@ def validate(cfg: Config, source: str | None = None) -> None:
         source,
     )
 
+
+def _check_train(cfg: Config, source: str | None) -> None:
+    c = _check
+    dc = cfg.data
     tr = cfg.train
     c(tr.epochs >= 1, "train.epochs", f"must be >= 1, got {tr.epochs}", source)
     c(tr.batch_size >= 1, "train.batch_size", f"must be >= 1, got {tr.batch_size}", source)
