@@ -187,47 +187,61 @@ def og_assign(
         if C == 2:
             return _best_two_grouping(gram, corr, ref_energy, eps)
 
-        L = P // 2
-        energy_low, energy_high, cross, dot_low, dot_high = _half_statistics(gram, corr, L)
+        return _best_assignment(_subset_ratio_table(gram, corr, ref_energy, P, eps), P)
 
-        # ratio[b, m, c]: target / (noise + eps) + eps of the sum of subset m (bit p set =
-        # output p in it) against s_c, whose 10 log10 is its SI-SNR (ratio_db);
-        # m = m_low + 2^L m_high, built in blocks of high-half rows, in place.
-        n_low = 2**L
-        ratio = torch.empty(B, 2**P, C, dtype=torch.float64, device=device)
-        shrink = ref_energy / (ref_energy + eps)  # alpha^2 ||s||^2 = alpha dot shrink
-        rows = max(1, _OG_CHUNK // n_low)
-        for r0 in range(0, 2 ** (P - L), rows):
-            r1 = min(r0 + rows, 2 ** (P - L))
-            energy = energy_high[:, r0:r1, None] + energy_low[:, None, :]
-            energy.add_(cross[:, r0:r1], alpha=2).unsqueeze_(-1)
-            dot = dot_high[:, r0:r1, None, :] + dot_low[:, None, :, :]  # (B, R, 2^L, C)
-            energy, dot = energy.reshape(B, -1, 1), dot.reshape(B, -1, C)
-            u = dot.mul_(dot).div_(ref_energy + eps)  # alpha dot
-            target = u * shrink
-            # ||y - alpha s||^2 expanded; clamp the rounding residue of near-perfect fits.
-            noise = target.sub(u, alpha=2).add_(energy).clamp_min_(0).add_(eps)
-            torch.div(target, noise, out=ratio[:, r0 * n_low : r1 * n_low]).add_(eps)
 
-        score = 10 * torch.log10(ratio)
-        # Assignment a (base-C digit p = group of output p) uses subset code_c(a) for group c.
-        # With a = a_low + C^L a_high, code_c(a) = code_c(a_low) + 2^L code_c(a_high).
-        flat = score.reshape(B, -1)
-        groups = torch.arange(C, device=device)
-        index_low = _subset_codes(L, C, device) * C + groups  # (C^L, C) into flat
-        index_high = (_subset_codes(P - L, C, device) << L) * C  # (C^H, C)
-        n_assign_low = C**L
-        best_total = torch.full((B,), -math.inf, dtype=torch.float64, device=device)
-        best_index = torch.zeros(B, dtype=torch.long, device=device)
-        rows = max(1, _OG_CHUNK // n_assign_low)
-        for r0 in range(0, C ** (P - L), rows):
-            index = index_high[r0 : r0 + rows, None, :] + index_low  # (R, C^L, C)
-            totals = flat[:, index].sum(dim=-1).reshape(B, -1)  # (B, R * C^L)
-            chunk_best, chunk_arg = totals.max(dim=1)
-            better = chunk_best > best_total
-            best_total = torch.where(better, chunk_best, best_total)
-            best_index = torch.where(better, r0 * n_assign_low + chunk_arg, best_index)
-        return (best_index.unsqueeze(1) // C ** torch.arange(P, device=device)) % C
+def _subset_ratio_table(gram: torch.Tensor, corr: torch.Tensor, ref_energy: torch.Tensor, P: int,
+                        eps: float) -> torch.Tensor:
+    """(B, 2^P, C) float64: for every subset of the P outputs (bit p set = output p in
+    it), target / (noise + eps) + eps of its sum against each reference, whose
+    10 log10 is its SI-SNR; from the statistics of the subset's low and high halves."""
+    B, C, device = corr.shape[0], corr.shape[2], corr.device
+    L = P // 2
+    energy_low, energy_high, cross, dot_low, dot_high = _half_statistics(gram, corr, L)
+
+    # Subset m = m_low + 2^L m_high, built in blocks of high-half rows, in place.
+    n_low = 2**L
+    ratio = torch.empty(B, 2**P, C, dtype=torch.float64, device=device)
+    shrink = ref_energy / (ref_energy + eps)  # alpha^2 ||s||^2 = alpha dot shrink
+    rows = max(1, _OG_CHUNK // n_low)
+    for r0 in range(0, 2 ** (P - L), rows):
+        r1 = min(r0 + rows, 2 ** (P - L))
+        energy = energy_high[:, r0:r1, None] + energy_low[:, None, :]
+        energy.add_(cross[:, r0:r1], alpha=2).unsqueeze_(-1)
+        dot = dot_high[:, r0:r1, None, :] + dot_low[:, None, :, :]  # (B, R, 2^L, C)
+        energy, dot = energy.reshape(B, -1, 1), dot.reshape(B, -1, C)
+        u = dot.mul_(dot).div_(ref_energy + eps)  # alpha dot
+        target = u * shrink
+        # ||y - alpha s||^2 expanded; clamp the rounding residue of near-perfect fits.
+        noise = target.sub(u, alpha=2).add_(energy).clamp_min_(0).add_(eps)
+        torch.div(target, noise, out=ratio[:, r0 * n_low : r1 * n_low]).add_(eps)
+    return ratio
+
+
+def _best_assignment(ratio: torch.Tensor, P: int) -> torch.LongTensor:
+    """(B, P): the assignment of outputs to groups whose group sums score the highest
+    total SI-SNR, over all C^P assignments, scored from the subset table in chunks."""
+    B, C, device = ratio.shape[0], ratio.shape[2], ratio.device
+    L = P // 2
+    score = 10 * torch.log10(ratio)
+    # Assignment a (base-C digit p = group of output p) uses subset code_c(a) for group c.
+    # With a = a_low + C^L a_high, code_c(a) = code_c(a_low) + 2^L code_c(a_high).
+    flat = score.reshape(B, -1)
+    groups = torch.arange(C, device=device)
+    index_low = _subset_codes(L, C, device) * C + groups  # (C^L, C) into flat
+    index_high = (_subset_codes(P - L, C, device) << L) * C  # (C^H, C)
+    n_assign_low = C**L
+    best_total = torch.full((B,), -math.inf, dtype=torch.float64, device=device)
+    best_index = torch.zeros(B, dtype=torch.long, device=device)
+    rows = max(1, _OG_CHUNK // n_assign_low)
+    for r0 in range(0, C ** (P - L), rows):
+        index = index_high[r0 : r0 + rows, None, :] + index_low  # (R, C^L, C)
+        totals = flat[:, index].sum(dim=-1).reshape(B, -1)  # (B, R * C^L)
+        chunk_best, chunk_arg = totals.max(dim=1)
+        better = chunk_best > best_total
+        best_total = torch.where(better, chunk_best, best_total)
+        best_index = torch.where(better, r0 * n_assign_low + chunk_arg, best_index)
+    return (best_index.unsqueeze(1) // C ** torch.arange(P, device=device)) % C
 
 
 def _half_statistics(gram: torch.Tensor, corr: torch.Tensor, L: int
