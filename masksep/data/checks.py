@@ -105,35 +105,10 @@ def check_folder(
         log(f"{where}: {len(items)} items, {r.n_files} files, {len(r.problems)} problems")
         report.extend(r, report.n_items)
 
-    if layout == "librimix":
-        for root in roots:
-            csvs = librimix.metadata_files(root)
-            if splits:
-                names = {librimix.split_name(s) for s in splits}
-                csvs = [p for p in csvs if any(p.name.startswith(f"mixture_{s}_") for s in names)]
-            if not csvs:
-                report.problems.append(Problem(str(root / "metadata"), "no mixture_*.csv files to check"))
-            for path in csvs:
-                items, r = librimix.read_csv(path, root, None)
-                add(items, r.problems, path)
-    elif layout in ("wsj0mix", "wham"):
-        for root in roots:
-            names = [wsj0mix.split_name(s) for s in splits] if splits else list(wsj0mix.SPLITS)
-            for name in names:
-                split_dir = root / name
-                if not split_dir.is_dir():
-                    if splits:
-                        report.problems.append(Problem(str(split_dir), "split folder not found"))
-                    continue
-                subs = [s for s in ("mix", "mix_clean", "mix_both", "mix_single") if (split_dir / s).is_dir()]
-                if not subs:
-                    report.problems.append(Problem(str(split_dir), "no mixture folder (mix/, mix_clean/ or mix_both/)"))
-                for sub in subs:
-                    noisy = sub in ("mix_both", "mix_single")
-                    items, problems = wsj0mix.list_items(split_dir, sub, None, noisy=noisy)
-                    if sub == "mix_single":  # WHAM!: the first speaker and the noise
-                        items = [replace(it, sources=it.sources[:1]) for it in items]
-                    add(items, problems, split_dir / sub)
+    if layout in ("librimix", "wsj0mix", "wham"):
+        lists = _librimix_lists if layout == "librimix" else _wsj0mix_lists
+        for items, problems, where in lists(roots, splits, report.problems):
+            add(items, problems, where)
     else:
         names = [n for s in (splits or []) for n in SPLIT_FOLDERS.get(s, (s,))]
         parts = [folder / n for n in names if (folder / n).is_dir()] if splits else [folder]
@@ -146,6 +121,43 @@ def check_folder(
     report.n_files = len(files)
     report.seconds = time.monotonic() - t0
     return report
+
+
+def _librimix_lists(roots: list[Path], splits: list[str] | None, missing: list[Problem]):
+    """(items, problems, metadata CSV) of each LibriMix list asked for; a root with
+    none adds a problem to ``missing``."""
+    for root in roots:
+        csvs = librimix.metadata_files(root)
+        if splits:
+            names = {librimix.split_name(s) for s in splits}
+            csvs = [p for p in csvs if any(p.name.startswith(f"mixture_{s}_") for s in names)]
+        if not csvs:
+            missing.append(Problem(str(root / "metadata"), "no mixture_*.csv files to check"))
+        for path in csvs:
+            items, r = librimix.read_csv(path, root, None)
+            yield items, r.problems, path
+
+
+def _wsj0mix_lists(roots: list[Path], splits: list[str] | None, missing: list[Problem]):
+    """(items, problems, mixture folder) of each wsj0-2mix / WHAM! split asked for; a
+    split or mixture folder asked for and not there adds a problem to ``missing``."""
+    for root in roots:
+        names = [wsj0mix.split_name(s) for s in splits] if splits else list(wsj0mix.SPLITS)
+        for name in names:
+            split_dir = root / name
+            if not split_dir.is_dir():
+                if splits:
+                    missing.append(Problem(str(split_dir), "split folder not found"))
+                continue
+            subs = [s for s in ("mix", "mix_clean", "mix_both", "mix_single") if (split_dir / s).is_dir()]
+            if not subs:
+                missing.append(Problem(str(split_dir), "no mixture folder (mix/, mix_clean/ or mix_both/)"))
+            for sub in subs:
+                noisy = sub in ("mix_both", "mix_single")
+                items, problems = wsj0mix.list_items(split_dir, sub, None, noisy=noisy)
+                if sub == "mix_single":  # WHAM!: the first speaker and the noise
+                    items = [replace(it, sources=it.sources[:1]) for it in items]
+                yield items, problems, split_dir / sub
 
 
 def with_folder(cfg, folder: Path):
