@@ -108,18 +108,7 @@ def synth(
     noise: bool = False,
 ) -> dict:
     """Write ``num`` synthetic mixtures (or utterances); returns what was written."""
-    if layout not in LAYOUTS:
-        raise UserError(f"--layout: must be one of {', '.join(LAYOUTS)}, got {layout!r}")
-    if num < 1:
-        raise UserError(f"--num: must be >= 1, got {num}")
-    if seconds <= 0:
-        raise UserError(f"--seconds: must be > 0, got {seconds}")
-    if sample_rate < 1000:
-        raise UserError(f"--sample-rate: must be >= 1000 Hz, got {sample_rate}")
-    if n_src < 1:
-        raise UserError(f"--n-src: must be >= 1, got {n_src}")
-    if layout == "wsj0mix" and noise:
-        raise UserError("--noise: WSJ0-mix has no noisy mixtures (use --layout wham or librimix)")
+    _check_args(layout, num, n_src, sample_rate, seconds, noise)
     out = Path(out).resolve()
     name, synth_split = layout_split(layout, split)
     lengths = _lengths(seed, synth_split, num, sample_rate, seconds, max_seconds)
@@ -148,15 +137,7 @@ def synth(
         clean = sources.sum(axis=0)
         files = {f"s{c + 1}": sources[c] for c in range(n_src)}
         if noisy:
-            nrng = np.random.default_rng(seed_sequence(seed, SPLITS.index(synth_split), i, 1))
-            speech_rms = float(np.sqrt(np.mean(clean**2)))
-            snr = nrng.uniform(*NOISE_SNR_DB)
-            nz = _noise(nrng, n) * speech_rms * 10 ** (-snr / 20)
-            scale = min(1.0, 0.9 / max(float(np.abs(clean + nz).max()), float(np.abs(nz).max()), 1e-12))
-            files = {k: v * scale for k, v in files.items()}
-            clean, nz = clean * scale, nz * scale
-            files["noise"] = nz
-            files["mix_both"] = clean + nz
+            files, clean = _with_noise(files, clean, seed_sequence(seed, SPLITS.index(synth_split), i, 1))
         files["mix" if layout == "wsj0mix" else "mix_clean"] = clean
         mix_id = f"synth{synth_split[:2]}{i:05d}"
         paths = {sub: split_dir / sub / f"{mix_id}.wav" for sub in files}
@@ -176,6 +157,36 @@ def synth(
         "folders": [str(split_dir / s) for s in subs], "metadata": [str(p) for p in csvs.values()],
         "sample_rate": sample_rate, "n_src": n_src,
     }
+
+
+def _check_args(layout: str, num: int, n_src: int, sample_rate: int, seconds: float,
+                noise: bool) -> None:
+    if layout not in LAYOUTS:
+        raise UserError(f"--layout: must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    if num < 1:
+        raise UserError(f"--num: must be >= 1, got {num}")
+    if seconds <= 0:
+        raise UserError(f"--seconds: must be > 0, got {seconds}")
+    if sample_rate < 1000:
+        raise UserError(f"--sample-rate: must be >= 1000 Hz, got {sample_rate}")
+    if n_src < 1:
+        raise UserError(f"--n-src: must be >= 1, got {n_src}")
+    if layout == "wsj0mix" and noise:
+        raise UserError("--noise: WSJ0-mix has no noisy mixtures (use --layout wham or librimix)")
+
+
+def _with_noise(files: dict[str, np.ndarray], clean: np.ndarray, seeds
+                ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The item's files with noise at a random SNR (and the noisy mixture), all scaled
+    so that nothing clips; and the clean mixture, scaled the same."""
+    nrng = np.random.default_rng(seeds)
+    speech_rms = float(np.sqrt(np.mean(clean**2)))
+    snr = nrng.uniform(*NOISE_SNR_DB)
+    nz = _noise(nrng, clean.shape[-1]) * speech_rms * 10 ** (-snr / 20)
+    scale = min(1.0, 0.9 / max(float(np.abs(clean + nz).max()), float(np.abs(nz).max()), 1e-12))
+    files = {k: v * scale for k, v in files.items()}
+    clean, nz = clean * scale, nz * scale
+    return {**files, "noise": nz, "mix_both": clean + nz}, clean
 
 
 def _utterances(folder: Path, split: str, lengths, rate: int, seed: int, speakers) -> dict:
