@@ -158,10 +158,8 @@ class StudySpec(StudyDesign):
     """A spec's ``study:`` block: the design (masksep/design.py, what sweep.json
     stores and the report reads) and, for a tuned study, how to tune it."""
 
-    tuning: TuningSpec | None = None  # a tuned study: masksep/tuned.py runs it
-
-    def to_dict(self) -> dict[str, Any]:  # the design alone: tuning is the spec's business
-        return StudyDesign.to_dict(self)
+    # A tuned study: masksep/tuned.py runs it. Not part of the design: to_dict leaves it out.
+    tuning: TuningSpec | None = None
 
 
 @dataclass
