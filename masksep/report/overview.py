@@ -125,14 +125,17 @@ def overview(manifest: str | Path) -> dict[str, Any]:
     out = manifest.parent
     files: dict[str, str | bytes] = {"overview.csv": csv_text(table)}
     files["overview.md"] = _markdown(title, table, margin)
-    series = table.assign(series=[f"{d}, tuned" if t else d
-                                  for d, t in zip(table["data"], table["tuned"], strict=True)])
+    # Against compute, a line per backbone (its points are its budgets); by size, a line
+    # per data source (its points are its backbones).
+    tuned = table["tuned"].map(lambda t: ", tuned" if t else "")
+    by_run = table.assign(series=table["data"] + ", " + table["backbone"] + tuned)
     files["overview.png"] = plots.plot_claims_by_x(
-        series, "train_macs", "training compute: forward MACs (log)",
+        by_run, "train_macs", "training compute: forward MACs (log)",
         margin, "Claims across scale: paired difference and its CI", series="series")
     common = _common_budget(table)
     if common is not None:
-        by_size = series[series["steps"] == common]
+        by_size = table.assign(series=table["data"] + tuned)
+        by_size = by_size[by_size["steps"] == common]
         files["claims_by_size.png"] = plots.plot_claims_by_x(
             by_size, "backbone_macs_per_s", "backbone: MACs per second of audio (log)", margin,
             f"Claims by backbone size at {common:,} steps", series="series")

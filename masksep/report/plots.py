@@ -299,7 +299,11 @@ def _fixed_log_x(ax, ticks: list[float]) -> None:
     ax.set_xscale("log")
     if not ticks:
         return
-    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    shown = [ticks[0]]
+    for value in ticks[1:]:  # labels of values within 20 % of each other would overlap
+        if value >= 1.2 * shown[-1]:
+            shown.append(value)
+    ax.xaxis.set_major_locator(FixedLocator(shown))
     ax.xaxis.set_minor_locator(NullLocator())
     ax.xaxis.set_major_formatter(EngFormatter(sep="", places=1) if ticks[-1] >= 1e5
                                  else FuncFormatter(lambda v, _: f"{v:,.0f}"))
