@@ -18,7 +18,6 @@ when the sweep finished, else interrupted.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -43,6 +42,7 @@ from masksep.report.schema import (
     load_milestones,
     load_trials,
     parse_epochs,
+    parse_milestones,
     parse_trials,
     trials_frame,
 )
@@ -223,8 +223,7 @@ def load_folder(out: Path, *, fresh: bool = False) -> Inputs:
         # from its CSVs render the same values (to the last digit).
         trials = parse_trials(csv_text(trials), out / TRIALS_FILE)
         epochs = parse_epochs(csv_text(epochs), out / EPOCHS_FILE)
-        marks = None if marks.empty else pd.read_csv(io.StringIO(csv_text(marks)),
-                                                     dtype={"trial_id": str})
+        marks = None if marks.empty else parse_milestones(csv_text(marks), out / MILESTONES_FILE)
     else:
         trials = load_trials(out / TRIALS_FILE)
         epochs = load_epochs(out / EPOCHS_FILE)

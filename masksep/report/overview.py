@@ -34,10 +34,10 @@ import masksep.report.plots as plots
 import masksep.report.study as study
 import masksep.stats as stats
 from masksep import formats, rundir
-from masksep.design import read_design
+from masksep.design import StudyDesign, read_design
 from masksep.errors import UserError
 from masksep.files import atomic_write
-from masksep.report.collect import load_folder
+from masksep.report.collect import Inputs, load_folder
 from masksep.report.schema import csv_text
 from masksep.report.tables import markdown
 
@@ -83,12 +83,8 @@ def read_manifest(path: Path) -> tuple[str, list[Entry]]:
     return str(title), entries
 
 
-def rows_of(entry: Entry, relative_to: Path) -> pd.DataFrame:
+def rows_of(entry: Entry, inputs: Inputs, design: StudyDesign, relative_to: Path) -> pd.DataFrame:
     """The claims of one folder, at each of its milestones or at its end."""
-    inputs = load_folder(entry.folder)
-    if inputs.study is None:
-        raise UserError(f"{entry.folder}: not a study (no study.json)")
-    design = read_design(inputs.study, inputs.study_source)
     trials = inputs.trials
     done = trials[trials["status"] == "completed"]
     if inputs.milestones is not None and not inputs.milestones.empty:
@@ -116,12 +112,15 @@ def overview(manifest: str | Path) -> dict[str, Any]:
     """Read the manifest's folders; write overview.csv, overview.md and the plots beside it."""
     manifest = Path(manifest)
     title, entries = read_manifest(manifest)
-    table = pd.concat([rows_of(e, manifest.parent) for e in entries], ignore_index=True)
+    studies = [_load_study(e) for e in entries]  # each folder read once
+    table = pd.concat([rows_of(e, inputs, design, manifest.parent)
+                       for e, (inputs, design) in zip(entries, studies, strict=True)],
+                      ignore_index=True)
     order = {c: i for i, c in enumerate(dict.fromkeys(table["claim"]))}  # the claims' own order
     table = table.assign(_order=table["claim"].map(order)).sort_values(
         ["_order", "data", "tuned", "backbone_macs_per_s", "steps"], kind="stable"
     ).drop(columns="_order").reset_index(drop=True)
-    margin = _margin(entries)
+    margin = _margin([design for _, design in studies])
     out = manifest.parent
     files: dict[str, str | bytes] = {"overview.csv": csv_text(table)}
     files["overview.md"] = _markdown(title, table, margin)
@@ -145,8 +144,15 @@ def overview(manifest: str | Path) -> dict[str, Any]:
             "verdicts": table["verdict"].value_counts().to_dict(), "files": sorted(files)}
 
 
-def _margin(entries: list[Entry]) -> float:
-    margins = {read_design(load_folder(e.folder).study, str(e.folder)).margin_db for e in entries}
+def _load_study(entry: Entry) -> tuple[Inputs, StudyDesign]:
+    inputs = load_folder(entry.folder)
+    if inputs.study is None:
+        raise UserError(f"{entry.folder}: not a study (no study.json)")
+    return inputs, read_design(inputs.study, inputs.study_source)
+
+
+def _margin(designs: list[StudyDesign]) -> float:
+    margins = {d.margin_db for d in designs}
     if len(margins) != 1:
         raise UserError("overview: the runs use different claim-3 margins "
                         f"({', '.join(f'{m:g}' for m in sorted(margins))} dB); compare like with like")
@@ -199,8 +205,10 @@ def glance(table: pd.DataFrame) -> pd.DataFrame:
         for e, lo, hi, v in zip(table["estimate"], table["ci_low"], table["ci_high"], table["verdict"],
                                 strict=True)])
     runs = cell.drop_duplicates(RUN_KEYS)[[*RUN_KEYS, "reference_si_snri"]]
-    wide = cell.pivot_table(index=RUN_KEYS, columns="claim", values="text", aggfunc="first")
-    n = cell.groupby(RUN_KEYS)["n"].max()
+    # dropna=False: a folder whose reference never completed (no MACs) keeps its row
+    wide = cell.pivot_table(index=RUN_KEYS, columns="claim", values="text", aggfunc="first",
+                            dropna=False)
+    n = cell.groupby(RUN_KEYS, dropna=False)["n"].max()
     out = runs.set_index(RUN_KEYS).join(n).join(wide.reindex(columns=claims)).reset_index()
     return out.fillna({c: "-" for c in claims})
 

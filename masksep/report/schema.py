@@ -138,9 +138,17 @@ def load_milestones(path: str | Path) -> pd.DataFrame | None:
     if not path.is_file():
         return None
     try:
-        df = pd.read_csv(path, dtype={"trial_id": str})
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError,
-            ValueError) as exc:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: unreadable ({type(exc).__name__})") from None
+    return parse_milestones(text, path)
+
+
+def parse_milestones(text: str, path: str | Path) -> pd.DataFrame:
+    """milestones.csv's text as its table."""
+    try:
+        df = pd.read_csv(io.StringIO(text), dtype={"trial_id": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
         raise UserError(f"{path}: unreadable ({type(exc).__name__})") from None
     missing = [c for c in MILESTONE_COLUMNS if c not in df.columns]
     if missing:
