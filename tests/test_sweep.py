@@ -177,7 +177,8 @@ def test_a_tuned_study_tunes_each_variant_on_its_own_seeds_then_runs_the_study(t
                             "deep-d3": {"head.kind": "deep", "head.depth": 3, "head.width": 16}},
                "tuning": {"search_space": {"train.lr": {"loguniform": [3.0e-4, 3.0e-3]}},
                           "by_head": {"deep": {"head.width": {"choice": [8, 16, 32]}}},
-                          "trials": 3, "seed": 50, "asha": {"grace_period": 1}}},
+                          "search": "optuna-tpe", "trials": 3, "startup_trials": 1, "seed": 50,
+                          "asha": {"grace_period": 1}}},
     )
     out = tmp_path / "out"
     done = sweep(ray_env, spec, "--out", out, "--num-cpus", 2, "--no-wandb", timeout=600)

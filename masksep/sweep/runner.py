@@ -202,7 +202,8 @@ def build_searcher(spec: SweepSpec, optuna_db: Path):
         metric, mode = METRIC, "max"
     searcher = _exporting_optuna_search()(
         space=spec_mod.DefineByRun(spec.dims), metric=metric, mode=mode,
-        sampler=optuna.samplers.TPESampler(seed=spec.seed), study_name=spec.name,
+        sampler=optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=spec.startup_trials),
+        study_name=spec.name,
         points_to_evaluate=[dict(p) for p in spec.initial_points] or None,
         export_path=str(optuna_db.resolve()),
     )
