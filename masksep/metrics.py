@@ -140,6 +140,8 @@ def evaluate(
     oracle_grouping: bool,
     filter_len: int = 512,
     with_sdr: bool = True,
+    grouping: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """:func:`masksep.losses.align` then :func:`improvement_metrics`: est (B, K, T) -> dict of (B,)."""
-    return improvement_metrics(align(est, ref, oracle_grouping), ref, mix, filter_len, with_sdr)
+    return improvement_metrics(align(est, ref, oracle_grouping, grouping), ref, mix, filter_len,
+                               with_sdr)

@@ -71,6 +71,9 @@ COMPLEXITY_KEYS = ("params", "head_params", "macs_per_s", "head_macs_per_s")  # 
 # What a finished trial's summary gives trials.csv beside its complexity (same order).
 RESULT_KEYS = ("best_val_si_snri", "best_epoch", "test_si_snr", "test_si_snri", "test_sdri",
                "epochs", "train_steps", "train_audio_s", "wall_s", "seed")
+# An og head trained with oracle grouping is also scored with a grouping fixed on
+# validation (no references at test): in its summary and trials.csv, absent for others.
+FIXED_KEYS = ("test_si_snri_fixed", "test_sdri_fixed")
 
 
 def parts(name: str) -> tuple[str, ...]:

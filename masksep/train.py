@@ -41,7 +41,7 @@ from masksep.data import build_dataset
 from masksep.data.cache import CachedMixtures
 from masksep.errors import UserError
 from masksep.files import atomic_write
-from masksep.losses import separation_loss
+from masksep.losses import most_common_grouping, og_assign, separation_loss
 from masksep.metrics import evaluate as evaluate_batch
 from masksep.models.separator import Separator, build_model
 from masksep.parallel import SINGLE, Dist
@@ -138,8 +138,13 @@ def evaluate(
     batch_size: int = 1,
     with_sdr: bool = False,
     dist: Dist = SINGLE,
+    grouping: torch.Tensor | None = None,
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Mean and per-item metrics of ``model`` on ``dataset``.
+
+    An og head with oracle grouping is scored with the best assignment of its
+    outputs against the references, or, given ``grouping``, with that fixed
+    grouping (no references; :func:`validation_grouping`).
 
     Items of different lengths are evaluated one at a time; data sets that
     declare ``fixed_length = True`` are batched. Under DDP each rank takes its
@@ -158,7 +163,8 @@ def evaluate(
         for mix, ref in loader:
             mix, ref = mix.to(device), ref.to(device)
             est = model(mix).float()
-            scores = evaluate_batch(est, ref, mix, model.oracle_grouping, with_sdr=with_sdr)
+            scores = evaluate_batch(est, ref, mix, model.oracle_grouping, with_sdr=with_sdr,
+                                    grouping=grouping)
             for b in range(mix.shape[0]):
                 row: dict[str, Any] = {k: float(scores[k][b]) for k in keys}
                 if item_name is not None:
@@ -169,6 +175,26 @@ def evaluate(
     count = max(totals[0], 1)
     means = {k: totals[i + 1] / count for i, k in enumerate(keys)}
     return means, rows
+
+
+def validation_grouping(model: Separator, dataset: Dataset, device: torch.device,
+                        batch_size: int = 1, dist: Dist = SINGLE) -> torch.LongTensor | None:
+    """The reference-free grouping of an og head trained with oracle grouping:
+    the assignment of its P outputs to the C sources that og_assign found best
+    most often over ``dataset`` (validation), fixed for test. None for any
+    other head. Under DDP every rank counts the whole set (the same answer)."""
+    if not model.oracle_grouping:
+        return None
+    batch = batch_size if getattr(dataset, "fixed_length", False) else 1
+    assigns = []
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        for mix, ref in DataLoader(dataset, batch_size=batch, shuffle=False):
+            est = model(mix.to(device)).float()
+            assigns.extend(og_assign(est, ref.to(device)).cpu())
+    model.train(was_training)
+    return most_common_grouping(assigns)
 
 
 # --------------------------------------------------------------------------- the run's parts
@@ -413,13 +439,20 @@ def test(run: Run, progress: Progress) -> dict[str, Any]:
     test_set = _test_set(run)
     scores, _ = evaluate(model, test_set, run.device, cfg.train.batch_size, with_sdr=True,
                          dist=run.dist)
+    fixed = {}
+    grouping = validation_grouping(model, run.valid_set, run.device, cfg.train.batch_size, run.dist)
+    if grouping is not None:  # the same separator without references at test (issue 31)
+        scores_fixed, _ = evaluate(model, test_set, run.device, cfg.train.batch_size,
+                                   with_sdr=True, dist=run.dist, grouping=grouping)
+        fixed = {"test_si_snri_fixed": scores_fixed["si_snri"],
+                 "test_sdri_fixed": scores_fixed["sdri"], "fixed_grouping": grouping.tolist()}
     summary = {
         "name": cfg.name, **config_mod.head_summary(cfg), "backbone": cfg.backbone.kind,
         "encoder": cfg.encoder.kind, "n_src": cfg.n_src,
         "oracle_grouping": bool(model.oracle_grouping), **run.complexity,
         "best_val_si_snri": progress.best_val, "best_epoch": progress.best_epoch,
         "test_si_snr": scores["si_snr"], "test_si_snri": scores["si_snri"],
-        "test_sdri": scores["sdri"], "epochs": progress.epoch,
+        "test_sdri": scores["sdri"], **fixed, "epochs": progress.epoch,
         "stopped_early": progress.patience_spent(cfg), "wall_s": progress.wall_s,
         "train_steps": progress.train_steps, "train_audio_s": progress.train_audio_s,
         "seed": cfg.seed, "device": str(run.device), "threads": run.threads,

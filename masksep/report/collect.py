@@ -146,6 +146,7 @@ def _trial_row(store: rundir.Store, name: str, ray: dict[str, Any] | None, state
     for key in ("best_epoch", "test_si_snr", "test_si_snri", "test_sdri", "train_steps",
                 "train_audio_s"):
         row[key] = summary.get(key)
+    row.update({k: summary[k] for k in rundir.FIXED_KEYS if k in summary})
     row["epochs"] = summary.get("epochs", last.get("epoch", 0))
     row["wall_s"] = summary.get("wall_s", last.get("time_total_s"))
     row.update({k: summary[k] for k in [*HEAD_COLUMNS, "seed"] if k in summary})
