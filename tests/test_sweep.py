@@ -204,7 +204,7 @@ def test_a_tuned_study_tunes_each_variant_on_its_own_seeds_then_runs_the_study(t
         if variant == "deep-d3":
             assert cfg["head"]["width"] == tuned[variant]["head.width"]
     text = (out / "summary.md").read_text()
-    assert "## Tuned settings" in text and "## Claims" in text
+    assert "## Tuned settings" in text and "### What each search saw" in text and "## Claims" in text
 
 
 def test_a_failing_trial_is_recorded_and_the_others_finish(tmp_path, ray_env):

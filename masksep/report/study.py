@@ -686,10 +686,10 @@ def tuned_section(design: StudyDesign) -> list[str]:
         rows[key] = [_setting(design.tuned[v].get(key)) for v in design.tuned]
     return ["## Tuned settings", "",
             "Each variant ran at its own setting, chosen by its own search before the study "
-            "(Optuna TPE, ASHA on validation, the same number of tuning trials per variant, on "
-            "tuning seeds the study does not test on): the best mean validation SI-SNRi over the "
-            "tuning trials that trained to the end. Test scores played no part. The searches are "
-            "in `tuning/`.", "", *markdown(pd.DataFrame(rows)), ""]
+            "(on validation, the same points or trials per variant, on tuning seeds the study "
+            "does not test on; each search's spec is in `tuning/`): the best mean validation "
+            "SI-SNRi over the tuning trials that trained to the end. Test scores played no "
+            "part.", "", *markdown(pd.DataFrame(rows)), ""]
 
 
 def _setting(value: Any) -> str:
