@@ -194,6 +194,9 @@ def test_a_tuned_study_tunes_each_variant_on_its_own_seeds_then_runs_the_study(t
         done_rows = [r for r in rows if r["status"] == "completed"]
         best = max(done_rows, key=lambda r: r["best_val_si_snri"])
         assert tuned[variant]["train.lr"] == pytest.approx(best["searched.train.lr"])
+        # the search said how much of it was random start-up (1 of its 3 points)
+        text = (folder / "summary.md").read_text()
+        assert "TPE's first 1 of 3 configurations were random" in text
     # the study: every variant at its tuned setting, on the test seeds 0 and 1
     rows, _ = read_trials(out / "trials.csv")
     assert len(rows) == 4 and {r["seed"] for r in rows} == {0, 1}

@@ -87,6 +87,9 @@ def summary_markdown(trials: pd.DataFrame, state: dict[str, Any] | None,
     if state:
         lines.append(f"Search `{state.get('search', '?')}`, scheduler `{state.get('scheduler', '?')}`, "
                      f"status `{state.get('status', '?')}`.")
+        if state.get("startup_trials"):
+            lines.append(f"TPE's first {state['startup_trials']} of {state['configurations']} "
+                         "configurations were random (its start-up); it modelled the rest.")
         if state.get("driver_wall_s"):
             lines.append(f"Sweep wall time {state['driver_wall_s']:.0f} s.")
             efficiency = sweep_efficiency(trials, state)

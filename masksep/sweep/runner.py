@@ -413,6 +413,9 @@ def _new_state(spec: SweepSpec, spec_path: str | Path, out: Path, storage_path: 
         "max_concurrent_trials": spec.max_concurrent_trials,
         "started": time.time(),
     }
+    if spec.search.startswith("optuna"):  # the report states the sampler's random start-up
+        state["startup_trials"] = spec.startup_trials
+        state["configurations"] = spec.configurations
     if spec.study is not None:
         state["study"] = spec.study.to_dict()
     return state
