@@ -115,6 +115,10 @@ def test_planted_effects_far_outside_their_ci_hold(tmp_path):
     assert three["non_inferior"] == "holds" and three["cost"] == "does not hold"
     assert "fails on cost" in three["note"] and "non-inferiority" not in three["note"].split(";")[0]
     assert three["sensitivity"] == "0.1 dB: does not hold; 0.3 dB: does not hold; 0.5 dB: does not hold"
+    comp = pd.read_csv(folder / "study_comparisons.csv").set_index("variant")
+    assert comp.loc["og-p4-oracle (fixed grouping)", "mean"] == pytest.approx(0.5, abs=0.15)
+    assert "og-p4-oracle (oracle-trained, grouping fixed on validation)" in (
+        folder / "summary.md").read_text()
 
     text = (folder / "summary.md").read_text()
     assert text.startswith("# Study report: planted")
