@@ -30,13 +30,13 @@ def _train(args: argparse.Namespace) -> int:
     if args.resume:
         last = out / rundir.LAST
         if args.config is None:
-            ckpt = train.load_checkpoint(last)
+            ckpt = train.load_checkpoint(last, resume=True)
             cfg = config_mod.from_dict(ckpt["config"], str(last))
             if args.set:
                 cfg = _with_sets(cfg, args.set)
         else:
             cfg = config_mod.load_config(args.config, args.set)
-            train.load_checkpoint(last)  # a missing or bad checkpoint fails before any work
+            train.load_checkpoint(last, resume=True)  # a missing or bad checkpoint fails before any work
     else:
         cfg = config_mod.load_config(args.config, args.set)  # no --config: the defaults
         if (out / rundir.LAST).exists() or (out / rundir.SUMMARY).exists():

@@ -90,8 +90,16 @@ def git_sha() -> str:
 # --------------------------------------------------------------------------- files
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Load a masksep checkpoint (weights_only); a bad file is one UserError line."""
+# What a checkpoint holds: every one (best.pt too), and what a resume also needs (last.pt).
+CHECKPOINT_KEYS = ("format", "config", "model")
+RESUME_KEYS = ("optimizer", "scheduler", "scaler", "epoch", "best_val", "best_epoch",
+               "bad_epochs", "history")
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
+                    resume: bool = False) -> dict:
+    """Load a masksep checkpoint (weights_only); a bad file is one UserError line.
+    ``resume``: it must also hold what a resume needs (a last.pt, not a best.pt)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: checkpoint not found")
@@ -102,7 +110,60 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise UserError(f"{path}: not a readable checkpoint ({reason})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"{path}: not a masksep checkpoint (no '{CHECKPOINT_FORMAT}' format tag)")
+    missing = [k for k in CHECKPOINT_KEYS + (RESUME_KEYS if resume else ()) if k not in ckpt]
+    if missing:
+        hint = ""
+        if resume and all(k in ckpt for k in CHECKPOINT_KEYS):
+            hint = ("; it holds weights only, as best.pt does: a resume needs the last.pt "
+                    "its run wrote")
+        raise UserError(f"{path}: not a complete checkpoint{' to resume from' if resume else ''}: "
+                        f"no {', '.join(missing)}{hint}")
+    if not isinstance(ckpt["config"], dict) or not isinstance(ckpt["model"], dict):
+        raise UserError(f"{path}: not a masksep checkpoint (its config or model is not a mapping)")
     return ckpt
+
+
+def check_weights(model: torch.nn.Module, weights: dict, source: str, what: str = "model") -> None:
+    """``weights`` fit ``model`` name for name and shape for shape; else one line
+    naming the first weight that is missing, extra or of another shape."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in weights]
+    extra = [k for k in weights if k not in own]
+    if missing or extra:
+        keys, kind = (missing, "no") if missing else (extra, "an unknown")
+        more = f" (and {len(keys) - 1} more)" if len(keys) > 1 else ""
+        raise UserError(f"{source}: weights do not fit the model its config builds: {kind} {what} "
+                        f"weight {keys[0]}{more}")
+    for key, mine in own.items():
+        theirs = weights[key]
+        shape = tuple(theirs.shape) if isinstance(theirs, torch.Tensor) else None
+        if shape != tuple(mine.shape):
+            got = "not a tensor" if shape is None else f"shape {shape}"
+            raise UserError(f"{source}: weights do not fit the model its config builds: {what} "
+                            f"weight {key} is {got} in the checkpoint, shape {tuple(mine.shape)} "
+                            "in the model")
+
+
+def _check_optimizer_state(model: torch.nn.Module, state: Any, source: str) -> None:
+    """Adam's per-parameter state has its parameter's shape (torch checks only the counts)."""
+    named = list(model.named_parameters())
+    try:
+        ids = [i for group in state["param_groups"] for i in group["params"]]
+        per_param = state["state"]
+        if not isinstance(per_param, dict):
+            raise TypeError
+    except (KeyError, TypeError):
+        raise UserError(f"{source}: its optimizer state is not an optimizer's (no param_groups "
+                        "or state)") from None
+    if len(ids) != len(named):
+        raise UserError(f"{source}: its optimizer state holds {len(ids)} parameters, the model "
+                        f"its config builds {len(named)}")
+    for index, (name, param) in zip(ids, named, strict=True):
+        for key, value in (per_param.get(index) or {}).items():
+            if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != param.shape:
+                raise UserError(f"{source}: optimizer state {key} of {name} has shape "
+                                f"{tuple(value.shape)} in the checkpoint, shape "
+                                f"{tuple(param.shape)} in the model")
 
 
 def initial_model(cfg: Config) -> Separator:
@@ -120,11 +181,8 @@ def model_from_checkpoint(ckpt: dict, source: str = "checkpoint") -> tuple[Confi
     """Rebuild the separator a checkpoint was trained as, with its weights."""
     cfg = config_mod.from_dict(ckpt["config"], source)
     model = build_model(cfg)
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0][:160]
-        raise UserError(f"{source}: weights do not fit the model its config builds ({first})") from None
+    check_weights(model, ckpt["model"], source)
+    model.load_state_dict(ckpt["model"])
     return cfg, model
 
 
@@ -272,12 +330,19 @@ def setup(cfg: Config, out_dir: Path, dist: Dist, data_cache: Path | None = None
 
 def restore(run: Run, source: str | Path) -> Progress:
     """Load ``source`` (a last.pt) into the run's parts; its progress."""
-    ckpt = load_checkpoint(source, map_location=run.device)
+    ckpt = load_checkpoint(source, map_location=run.device, resume=True)
     _check_resumable(run.cfg, ckpt, str(source))
+    check_weights(run.model, ckpt["model"], str(source))
+    if ckpt.get("best_model") is not None:
+        check_weights(run.model, ckpt["best_model"], str(source), "best")
+    _check_optimizer_state(run.model, ckpt["optimizer"], str(source))
     run.model.load_state_dict(ckpt["model"])
-    run.optimizer.load_state_dict(ckpt["optimizer"])
-    run.scheduler.load_state_dict(ckpt["scheduler"])
-    run.scaler.load_state_dict(ckpt["scaler"])
+    for part in ("optimizer", "scheduler", "scaler"):
+        try:
+            getattr(run, part).load_state_dict(ckpt[part])
+        except (KeyError, ValueError, TypeError, RuntimeError, AttributeError) as exc:
+            first = (str(exc).splitlines() or [exc.__class__.__name__])[0][:160]
+            raise UserError(f"{source}: its {part} state does not load ({first})") from None
     return Progress(
         epoch=ckpt["epoch"], best_val=ckpt["best_val"], best_epoch=ckpt["best_epoch"],
         # checkpoints from before best weights travelled in last.pt: the last weights
