@@ -40,7 +40,7 @@ from masksep.config import Config
 from masksep.data import build_dataset
 from masksep.data.cache import CachedMixtures
 from masksep.errors import UserError
-from masksep.files import atomic_write
+from masksep.files import append_line, atomic_write, make_folder
 from masksep.losses import separation_loss
 from masksep.metrics import evaluate as evaluate_batch
 from masksep.models.separator import Separator, build_model
@@ -358,7 +358,7 @@ def start_files(run: Run, progress: Progress) -> None:
     killed run would otherwise appear twice)."""
     if not run.dist.is_main:
         return
-    run.ckpt_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(run.ckpt_dir)
     atomic_write(run.out_dir / rundir.CONFIG, config_mod.to_yaml(run.cfg))
     atomic_write(run.out_dir / rundir.METRICS,
                  "".join(json.dumps(h) + "\n" for h in progress.history))
@@ -422,7 +422,9 @@ def _write_best(run: Run, progress: Progress) -> None:
 
 
 def save(run: Run, progress: Progress, improved: bool) -> None:
-    """last.pt every epoch and best.pt when it improved, each written whole or not at all."""
+    """last.pt every epoch and best.pt when it improved, each written whole or not at all,
+    then the epoch's line of metrics.jsonl (whole or not at all: a resume rewrites
+    the file from last.pt's history, so a line lost here comes back)."""
     if not run.dist.is_main:
         return
     atomic_write(run.out_dir / rundir.LAST, _serialise({
@@ -437,8 +439,7 @@ def save(run: Run, progress: Progress, improved: bool) -> None:
     }))
     if improved:
         _write_best(run, progress)
-    with open(run.out_dir / rundir.METRICS, "a") as f:
-        f.write(json.dumps(progress.history[-1]) + "\n")
+    append_line(run.out_dir / rundir.METRICS, json.dumps(progress.history[-1]))
 
 
 def _test_set(run: Run) -> Dataset:
