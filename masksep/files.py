@@ -91,7 +91,7 @@ def make_folder(folder: str | Path) -> Path:
     return folder
 
 
-def check_writable(folder: str | Path, flag: str = "--out") -> None:
+def check_writable(folder: str | Path) -> None:
     """Refuse, before any work, an output folder this process cannot write: the
     folder itself, or the nearest existing folder above it when it is still to
     be made. Nothing is left behind (a probe file is made and removed)."""
@@ -100,13 +100,14 @@ def check_writable(folder: str | Path, flag: str = "--out") -> None:
     while not where.exists() and where != where.parent:
         where = where.parent
     if not where.is_dir():
-        raise UserError(f"{flag} {folder}: {where} is not a folder")
+        raise UserError(f"{folder}: cannot be made a folder ({where} is a file)")
     try:
         fd, probe = tempfile.mkstemp(prefix=".masksep-probe-", dir=where)
     except OSError as exc:
-        shown = "" if where == folder else f" (in {where})"
-        raise UserError(f"{flag} {folder}: cannot write there{shown}: "
-                        f"{exc.strerror or exc}") from None
+        reason = exc.strerror or exc.__class__.__name__
+        if where == folder:
+            raise UserError(f"{folder}: cannot write in this folder ({reason})") from None
+        raise UserError(f"{folder}: cannot be made: cannot write in {where} ({reason})") from None
     os.close(fd)
     os.unlink(probe)
 

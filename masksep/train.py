@@ -22,6 +22,7 @@ import copy
 import io
 import json
 import math
+import os
 import subprocess
 import time
 from contextlib import nullcontext
@@ -57,10 +58,16 @@ class TrainingDiverged(RuntimeError):
 # --------------------------------------------------------------------------- environment
 
 
-def setup_threads(requested: int = 0) -> int:
+def setup_threads(requested: int = 0, flag: str = "--threads") -> int:
     """Torch threads for evaluation and inference: ``requested``, else MASKSEP_THREADS,
     else the CPUs this process was given (training adapts them: masksep/cpu.py).
-    Also keeps freed memory for reuse (:func:`masksep.cpu.keep_freed_memory`)."""
+    Also keeps freed memory for reuse (:func:`masksep.cpu.keep_freed_memory`).
+    ``requested`` past the machine's CPUs is refused (``flag`` names it): more
+    threads than cores only wait at torch's barriers, and torch crashes on huge counts."""
+    most = os.cpu_count() or 1
+    if not 0 <= requested <= most:
+        raise UserError(f"{flag}: must be between 0 (the CPUs given) and {most} (this "
+                        f"machine's CPUs), got {requested}")
     cpu.keep_freed_memory()
     return cpu.ThreadGovernor(requested).threads
 

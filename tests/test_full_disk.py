@@ -173,3 +173,41 @@ def test_atomic_write_replaces_whole_and_syncs(tmp_path, data):
     atomic_write(target, data)
     assert target.read_bytes() == (data if isinstance(data, bytes) else data.encode())
     assert [p.name for p in tmp_path.iterdir()] == ["f"]
+
+
+def test_a_separated_file_that_cannot_be_written_is_one_line_and_no_temp(tmp_path):
+    import numpy as np
+    import soundfile as sf
+    import tiny
+
+    tiny.save_checkpoint(tmp_path / "model.pt")
+    wav = tmp_path / "in.wav"
+    sf.write(str(wav), np.random.default_rng(0).normal(0, 0.1, 8000).astype(np.float32), 8000)
+    out = tmp_path / "out"
+    out.mkdir()
+    # 1 s of 32-bit float at 8 kHz is 32 KB an output; the chunks are written as they come
+    full = masksep("separate", "--checkpoint", str(tmp_path / "model.pt"), str(wav), "--out-dir",
+                   str(out), "--chunk-s", "0.5", "--overlap-s", "0.1", limit=16 << 10)
+    one_line(full, f"{out / 'in_s1.wav'}: cannot be written (File too large)")
+    assert list(out.iterdir()) == []
+
+
+STORE = """
+from pathlib import Path
+from masksep.rundir import Store
+store = Store.of_uri(sys.argv[4])
+try:
+    store.put_bytes("checkpoints/last.pt", b"x" * 100000)
+except OSError as exc:
+    print(type(exc).__name__)
+"""
+
+
+def test_a_trial_folder_write_in_storage_leaves_no_temp(tmp_path):
+    folder = tmp_path / "trial"
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "checkpoints" / "last.pt").write_bytes(b"old")
+    proc = masksep("-c", STORE, str(folder), limit=1000)
+    assert proc.returncode == 0 and proc.stdout.strip(), proc.stderr
+    assert (folder / "checkpoints" / "last.pt").read_bytes() == b"old"
+    assert [p.name for p in (folder / "checkpoints").iterdir()] == ["last.pt"]
