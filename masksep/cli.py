@@ -9,6 +9,7 @@ from pathlib import Path
 
 from masksep import rundir
 from masksep.errors import UserError
+from masksep.files import check_writable
 
 
 def _print_problems(exc: UserError) -> None:
@@ -30,17 +31,18 @@ def _train(args: argparse.Namespace) -> int:
     if args.resume:
         last = out / rundir.LAST
         if args.config is None:
-            ckpt = train.load_checkpoint(last)
+            ckpt = train.load_checkpoint(last, resume=True)
             cfg = config_mod.from_dict(ckpt["config"], str(last))
             if args.set:
                 cfg = _with_sets(cfg, args.set)
         else:
             cfg = config_mod.load_config(args.config, args.set)
-            train.load_checkpoint(last)  # a missing or bad checkpoint fails before any work
+            train.load_checkpoint(last, resume=True)  # a missing or bad checkpoint fails before any work
     else:
         cfg = config_mod.load_config(args.config, args.set)  # no --config: the defaults
         if (out / rundir.LAST).exists() or (out / rundir.SUMMARY).exists():
             raise UserError(f"{out}: already holds a run; pass --resume to continue it or pick another --out")
+    check_writable(out)
     try:
         summary = train.fit(cfg, out, TerminalReporter(), resume=args.resume,
                             data_cache=args.data_cache)
@@ -70,7 +72,7 @@ def _eval(args: argparse.Namespace) -> int:
         from masksep.data.checks import with_folder
 
         cfg = with_folder(cfg, Path(args.data))
-    threads = train.setup_threads(cfg.train.threads)
+    threads = train.setup_threads(cfg.train.threads, "train.threads")
     device = train.pick_device(cfg.train.device)
     model.to(device)
     try:
@@ -78,6 +80,7 @@ def _eval(args: argparse.Namespace) -> int:
     except UserError as exc:
         _print_problems(exc)
         raise
+    _check_eval_lengths(dataset, cfg.sample_rate)
     means, rows = train.evaluate(model, dataset, device, cfg.train.batch_size, with_sdr=True)
     result = {
         "checkpoint": str(args.checkpoint),
@@ -103,6 +106,32 @@ def _eval(args: argparse.Namespace) -> int:
     else:
         print(json.dumps(result))
     return 0
+
+
+# masksep eval passes each file through the model whole (the metrics are of the
+# whole file), so its memory grows with the file: Conv-TasNet (paper config)
+# took 25 MiB a second of 8 kHz audio, DPRNN 64 MiB, i.e. 3 and 8 GB at this
+# limit. Longer files: masksep separate, which works in chunks.
+EVAL_MAX_S = 120.0
+
+
+def _check_eval_lengths(dataset, rate: int) -> None:
+    """Refuse, before any is evaluated, an item longer than :data:`EVAL_MAX_S`."""
+    limit = round(EVAL_MAX_S * rate)
+    lengths = getattr(dataset, "lengths", None)
+    if hasattr(dataset, "items") and lengths is not None:  # files (LibriMix, WSJ0-mix, WHAM!)
+        long = ((str(item.mix), n) for item, n in zip(dataset.items, lengths, strict=True))
+    elif hasattr(dataset, "pick") and lengths is not None:  # dynamic mixing: the shortest utterance
+        long = ((dataset.item_name(i), min(lengths[j] for j in dataset.pick(i)))
+                for i in range(len(dataset)))
+    else:  # synthetic: one length for all
+        long = [("data.eval_seconds", getattr(dataset, "n_samples", 0))]
+    for name, n in long:
+        if n > limit:
+            raise UserError(
+                f"{name}: {n / rate:.1f} s is longer than masksep eval takes ({EVAL_MAX_S:g} s: "
+                "a file goes through the model whole, with memory growing with its length); "
+                "cut it, or separate it in chunks with masksep separate")
 
 
 def _eval_table(result: dict, rows: list[dict]) -> str:
@@ -144,6 +173,12 @@ DEFAULT_SPEECH_VARIANTS = tuple(f"f{i}" for i in range(1, 6)) + tuple(f"m{i}" fo
 def _data_speech(args: argparse.Namespace) -> int:
     from masksep.espeak import MissingExtra
 
+    if not (args.out / "corpus.json").is_file():  # a corpus already made is only read
+        # The corpus is made beside OUT and renamed to it: both folders are written.
+        check_writable(args.out.absolute().parent)
+        if args.out.is_dir():
+            check_writable(args.out)
+
     try:
         from masksep.data import speech
 
@@ -184,7 +219,7 @@ def _separate(args: argparse.Namespace) -> int:
     results = separate_files(
         args.checkpoint, args.inputs, args.out_dir,
         chunk_s=DEFAULT_CHUNK_S if args.chunk_s is None else args.chunk_s,
-        overlap_s=args.overlap_s, device=args.device, threads=args.threads,
+        overlap_s=args.overlap_s, device=args.device, threads=args.threads, force=args.force,
     )
     for r in results:
         print(json.dumps(r))
@@ -205,6 +240,7 @@ def _sweep(args: argparse.Namespace) -> int:
     from masksep.sweep.spec import load_spec
 
     spec = load_spec(args.spec)
+    check_writable(args.out)
     run = sweep_and_report
     if spec.study is not None and spec.study.tuning is not None:
         from masksep.tuned import run_tuned_study  # each variant tuned first, then the study
@@ -307,6 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="overlap (cross-fade) between chunks in seconds (default 1, at most a quarter chunk)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--threads", type=int, default=0, help="torch threads; 0 = the CPUs given")
+    p.add_argument("--force", action="store_true",
+                   help="overwrite outputs that exist already (without it they are refused before any work)")
     p.set_defaults(func=_separate)
 
     p = sub.add_parser("data", help="write or check a data set on disk")
@@ -438,7 +476,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _print_names_as_bytes() -> None:
+    """A file name that is not UTF-8 (held as surrogates) prints as its own bytes
+    rather than stopping the command with a UnicodeEncodeError."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="surrogateescape")
+        except (AttributeError, ValueError, OSError):
+            pass  # not a text stream that can (a test's capture, a closed stream)
+
+
 def main(argv: list[str] | None = None) -> int:
+    _print_names_as_bytes()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

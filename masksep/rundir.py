@@ -158,9 +158,16 @@ class Store:
         parent, _, base = target.rpartition("/")
         self.fs.create_dir(parent, recursive=True)
         tmp = f"{parent}/.{base}.tmp{os.getpid()}"
-        with self.fs.open_output_stream(tmp) as f:
-            write(f)
-        self.fs.move(tmp, target)
+        try:
+            with self.fs.open_output_stream(tmp) as f:
+                write(f)
+            self.fs.move(tmp, target)
+        except BaseException:
+            try:  # a full disk: the previous file stays, and no temp file beside it
+                self.fs.delete_file(tmp)
+            except (OSError, FileNotFoundError):
+                pass
+            raise
 
     def move_out(self, name: str, local: Path) -> None:
         """Move the folder ``name`` to the local folder ``local`` (a rename on one disk)."""

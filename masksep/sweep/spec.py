@@ -334,6 +334,13 @@ def _parse_dim(name: str, raw: Any, path: Path) -> Dimension:
     return Dimension(name, kind, low=low, high=high, when=tuple(when))
 
 
+def _folder_name(name: object) -> bool:
+    """A name that is one folder name (a sweep's experiment, a variant's tuning
+    folder): no separator, and not "." or ".." (the folder itself, its parent)."""
+    return (isinstance(name, str) and bool(name) and name.strip(".") != ""
+            and all(ch.isalnum() or ch in "-_." for ch in name))
+
+
 def load_spec(path: str | Path) -> SweepSpec:
     """Read and fully validate a sweep spec. Raises UserError naming file and field."""
     path = Path(path)
@@ -341,8 +348,8 @@ def load_spec(path: str | Path) -> SweepSpec:
     top: SpecFile = config_mod.build(SpecFile, raw, "", str(path))
 
     name = top.name if top.name is not None else path.stem
-    if not name or not all(ch.isalnum() or ch in "-_." for ch in name):
-        _fail(path, "name", f"use letters, digits, '-', '_' or '.', got {name!r}")
+    if not _folder_name(name):
+        _fail(path, "name", f"use letters, digits, '-', '_' or '.' (not only dots), got {name!r}")
 
     # Base configs: `base` (one) or `bases` (several, picked by the `base` dimension),
     # each with the spec's `trial` overrides laid over it.
@@ -573,8 +580,8 @@ def _validate_study(spec: SweepSpec, study: StudySpec) -> None:
             _fail(path, "study.milestones", exc.message)
     for name in study.variants:
         where = f"study.variants.{name}"
-        if not all(ch.isalnum() or ch in "-_." for ch in name):
-            _fail(path, where, "use letters, digits, '-', '_' or '.' in variant names")
+        if not _folder_name(name):
+            _fail(path, where, "use letters, digits, '-', '_' or '.' (not only dots) in variant names")
         for key in study.variants[name]:
             if key not in fields:
                 _fail(path, f"{where}.{key}", "is not a trial config field (use dotted names like head.depth)")
