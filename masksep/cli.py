@@ -18,15 +18,22 @@ def _print_problems(exc: UserError) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from masksep import config as config_mod
-    from masksep import train
-    from masksep.progress import TerminalReporter
+    from masksep import locks
 
     if args.skip_bad:
         args.set = list(args.set) + ["data.skip_bad=true"]
     if args.threads is not None:
         args.set = list(args.set) + [f"train.threads={args.threads}"]
     out = Path(args.out)
+    with locks.hold_folder(out, "masksep train"):  # one run per folder, from the first read
+        return _train_in(args, out)
+
+
+def _train_in(args: argparse.Namespace, out: Path) -> int:
+    from masksep import config as config_mod
+    from masksep import train
+    from masksep.progress import TerminalReporter
+
     if args.resume:
         last = out / rundir.LAST
         if args.config is None:
@@ -201,10 +208,17 @@ def _complexity(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from masksep.pipeline import sweep_and_report
+    from masksep import locks
     from masksep.sweep.spec import load_spec
 
-    spec = load_spec(args.spec)
+    spec = load_spec(args.spec)  # a bad spec is refused before the folder is made
+    with locks.hold_folder(args.out, f"masksep sweep {spec.name}"):  # tuning, sweep and report
+        return _sweep_in(args, spec)
+
+
+def _sweep_in(args: argparse.Namespace, spec) -> int:
+    from masksep.pipeline import sweep_and_report
+
     run = sweep_and_report
     if spec.study is not None and spec.study.tuning is not None:
         from masksep.tuned import run_tuned_study  # each variant tuned first, then the study

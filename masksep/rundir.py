@@ -8,12 +8,13 @@ Three kinds of folder, each written by one module and read by the others:
 
       config.yaml  metrics.jsonl  summary.json  checkpoints/last.pt  checkpoints/best.pt
       searched.json  attempts.json  error.txt (Ray's, when the trial failed)
+      .masksep.lock (while masksep train runs in it)
 
 * a **sweep** (``masksep sweep --out``): written by sweep/runner.py::
 
       sweep.json  spec.yaml  optuna.db  ray/NAME/ (Tune's experiment, a folder per
       trial, masksep-sweep.json)  orphaned/  wandb/  tuning/ and tuned.json (a tuned
-      study, masksep/tuned.py)
+      study, masksep/tuned.py)  .masksep.lock (while its driver runs)
 
 * a **report** (the sweep folder again, or a committed results folder):
   written by report/, read back by report/ and the overview::
@@ -55,6 +56,7 @@ OPTUNA_DB = "optuna.db"  # an export of the Optuna study, for optuna-dashboard
 ORPHANED = "orphaned"  # trial folders a resume found but Tune's snapshot did not know
 DATA_CACHE = "data-cache"  # in the experiment folder: the data its trials share
 OWNER = "masksep-sweep.json"  # in the experiment folder: the uid of the sweep.json that owns it
+LOCK = ".masksep.lock"  # a run or sweep folder's lock while a run uses it (masksep/locks.py)
 TUNING = "tuning"  # a tuned study's searches, one sweep folder per variant
 TUNED = "tuned.json"  # and the settings they chose
 

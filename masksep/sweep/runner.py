@@ -21,6 +21,7 @@ from their folders; finished ones re-send their results without training.
 Folder of a sweep (``--out DIR``)::
 
     DIR/sweep.json      what ran, where its Ray state lives, status, this run's W&B target
+    DIR/.masksep.lock   while a driver runs: its host and pid (masksep/locks.py)
     DIR/spec.yaml       the spec, self-contained (base configs inlined)
     DIR/optuna.db       export of the Optuna study (optuna-dashboard sqlite:///DIR/optuna.db)
     DIR/ray/NAME/       Ray Tune's experiment (unless storage_path points elsewhere),
@@ -45,7 +46,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from masksep import rundir
+from masksep import locks, rundir
 from masksep.errors import UserError
 from masksep.rundir import STATE as STATE_FILE
 from masksep.rundir import experiment_path, read_state, write_state
@@ -465,10 +466,19 @@ def run_sweep(
 ) -> dict[str, Any] | None:
     """Run (or resume) the sweep of ``spec_path`` into ``out`` to its end; returns
     its state (sweep.json's contents), or None when a resume finds it already finished."""
-    from masksep.sweep import tracking
-
     spec = spec_mod.load_spec(spec_path)  # every spec error surfaces before anything is written
     out = Path(out).resolve()
+    # One driver per sweep folder (masksep sweep holds it already: re-entrant).
+    with locks.hold_folder(out, f"masksep sweep {spec.name}"):
+        return _run_sweep(spec, spec_path, out, resume=resume, address=address, use_wandb=use_wandb,
+                          storage_path=storage_path, dashboard=dashboard, num_cpus=num_cpus)
+
+
+def _run_sweep(spec: SweepSpec, spec_path: str | Path, out: Path, *, resume: bool,
+               address: str | None, use_wandb: bool, storage_path: str | None, dashboard: bool,
+               num_cpus: int | None) -> dict[str, Any] | None:
+    from masksep.sweep import tracking
+
     state = _resumed_state(spec, out, storage_path) if resume else _new_state(
         spec, spec_path, out, storage_path)
     if state is None:
