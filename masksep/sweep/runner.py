@@ -290,8 +290,12 @@ def _start_ray(address: str | None, dashboard: bool, num_cpus: int | None) -> bo
     Returns True when this process started Ray (and so must stop it)."""
     import ray
 
+    where = "--address" if address else "RAY_ADDRESS"
     address = address or os.environ.get("RAY_ADDRESS")
     quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
+    if address and address.startswith(("http://", "https://")):
+        raise UserError(f"{where} {address}: a dashboard's address (what masksep submit takes); "
+                        "a sweep joins the cluster itself: HEAD:6379 or ray://HEAD:10001")
     if address:
         try:
             ray.init(address=address, **quiet)
