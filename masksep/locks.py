@@ -122,7 +122,7 @@ def acquire(path: Path, command: str, where: str) -> str | None:
     """Create the lock file ``path`` for ``command``; its token, or None when this
     process already holds it. FolderBusy (one line naming ``where`` and the holder)
     when a live run holds it."""
-    path = Path(os.path.abspath(path))
+    path = Path(os.path.realpath(path))  # one key for a folder reached through links too
     if str(path) in _held:
         return None
     token = uuid.uuid4().hex
@@ -156,7 +156,7 @@ def acquire(path: Path, command: str, where: str) -> str | None:
 
 def release(path: Path, token: str | None) -> None:
     """Remove the lock file if it is still this holder's (``token`` from acquire)."""
-    path = Path(os.path.abspath(path))
+    path = Path(os.path.realpath(path))
     if token is None or _held.get(str(path)) != token:
         return
     del _held[str(path)]

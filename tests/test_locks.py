@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -155,6 +154,18 @@ def test_of_several_runs_that_find_one_dead_holder_exactly_one_takes_over(tmp_pa
         codes = [c.release() for c in contenders]
     assert sorted(codes) == [0, 3, 3, 3]
     assert not lock.exists()
+
+
+def test_the_lock_is_reentrant_in_one_process_whatever_path_reaches_the_folder(tmp_path):
+    real = tmp_path / "real"
+    (tmp_path / "link").symlink_to(real, target_is_directory=True)
+    with locks.hold_folder(real, "masksep sweep s"):
+        with locks.hold_folder(tmp_path / "link", "masksep sweep s"):  # the sweep runner, inside the CLI
+            pass
+        assert (real / locks.LOCK_NAME).exists()  # the inner hold did not release the outer one
+        holder = Holder(tmp_path / "link" / locks.LOCK_NAME, "other")
+        assert holder.answer() == "busy" and holder.proc.wait(timeout=60) == 3
+    assert not (real / locks.LOCK_NAME).exists()
 
 
 def test_a_refused_run_leaves_no_folder_behind(tmp_path, spec_path, capsys):
