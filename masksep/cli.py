@@ -19,15 +19,22 @@ def _print_problems(exc: UserError) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from masksep import config as config_mod
-    from masksep import train
-    from masksep.progress import TerminalReporter
+    from masksep import locks
 
     if args.skip_bad:
         args.set = list(args.set) + ["data.skip_bad=true"]
     if args.threads is not None:
         args.set = list(args.set) + [f"train.threads={args.threads}"]
     out = Path(args.out)
+    with locks.hold_folder(out, "masksep train"):  # one run per folder, from the first read
+        return _train_in(args, out)
+
+
+def _train_in(args: argparse.Namespace, out: Path) -> int:
+    from masksep import config as config_mod
+    from masksep import train
+    from masksep.progress import TerminalReporter
+
     if args.resume:
         last = out / rundir.LAST
         if args.config is None:
@@ -236,11 +243,18 @@ def _complexity(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from masksep.pipeline import sweep_and_report
+    from masksep import locks
     from masksep.sweep.spec import load_spec
 
-    spec = load_spec(args.spec)
+    spec = load_spec(args.spec)  # a bad spec is refused before the folder is made
     check_writable(args.out)
+    with locks.hold_folder(args.out, f"masksep sweep {spec.name}"):  # tuning, sweep and report
+        return _sweep_in(args, spec)
+
+
+def _sweep_in(args: argparse.Namespace, spec) -> int:
+    from masksep.pipeline import sweep_and_report
+
     run = sweep_and_report
     if spec.study is not None and spec.study.tuning is not None:
         from masksep.tuned import run_tuned_study  # each variant tuned first, then the study
@@ -398,7 +412,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="sweep folder to write")
     p.add_argument("--resume", action="store_true",
                    help="continue the sweep in OUT after its driver stopped (finished trials are kept)")
-    p.add_argument("--address", help="Ray cluster to use (default: RAY_ADDRESS, else a private local Ray)")
+    p.add_argument("--address",
+                   help="the Ray cluster this driver joins, as ray.init takes it: HEAD:6379 (its GCS, "
+                        "from a node of the cluster) or ray://HEAD:10001 (Ray Client); not the "
+                        "dashboard, which is submit's --address. Default: RAY_ADDRESS, else a private "
+                        "local Ray")
     p.add_argument("--storage-path", help="Ray Tune storage (s3://, gs:// or a shared folder); default OUT/ray")
     p.add_argument("--no-wandb", action="store_true", help="do not log to W&B")
     p.add_argument("--dashboard", action="store_true", help="start the Ray dashboard (127.0.0.1 only) for a local Ray")
@@ -414,8 +432,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "STOPPED, 2 if the cluster cannot be reached or refuses the Ray auth token. "
                     "Token clusters: export RAY_AUTH_MODE=token (cluster/README.md).")
     p.add_argument("spec", type=Path, help="sweep spec (YAML), e.g. sweeps/paper.yaml")
-    p.add_argument("--address", help="the Ray dashboard, e.g. http://HEAD:8265 "
-                                     "(default: RAY_API_SERVER_ADDRESS)")
+    p.add_argument("--address",
+                   help="the cluster's Ray dashboard (its job API), e.g. http://HEAD:8265; HOST:PORT "
+                        "means http://HOST:PORT. Not the cluster address that sweep --address takes "
+                        "(HEAD:6379, ray://). Default, as for `ray job submit`: RAY_API_SERVER_ADDRESS, "
+                        "else RAY_ADDRESS (a cluster address there is looked up on the cluster). With "
+                        "RAY_AUTH_MODE=token, plain http:// to another host sends the token in the "
+                        "clear (a warning says so): prefer https:// or an SSH tunnel")
     p.add_argument("--out", required=True,
                    help="sweep folder: an absolute path on the head node")
     p.add_argument("--storage-path", help="Ray Tune storage every node sees (s3://, gs:// or a "

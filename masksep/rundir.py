@@ -8,11 +8,13 @@ Three kinds of folder, each written by one module and read by the others:
 
       config.yaml  metrics.jsonl  summary.json  checkpoints/last.pt  checkpoints/best.pt
       searched.json  attempts.json  error.txt (Ray's, when the trial failed)
+      .masksep.lock (while masksep train runs in it)
 
 * a **sweep** (``masksep sweep --out``): written by sweep/runner.py::
 
       sweep.json  spec.yaml  optuna.db  ray/NAME/ (Tune's experiment, a folder per
-      trial)  orphaned/  wandb/  tuning/ and tuned.json (a tuned study, masksep/tuned.py)
+      trial, masksep-sweep.json)  orphaned/  wandb/  tuning/ and tuned.json (a tuned
+      study, masksep/tuned.py)  .masksep.lock (while its driver runs)
 
 * a **report** (the sweep folder again, or a committed results folder):
   written by report/, read back by report/ and the overview::
@@ -53,6 +55,8 @@ SPEC = "spec.yaml"  # the spec, self-contained
 OPTUNA_DB = "optuna.db"  # an export of the Optuna study, for optuna-dashboard
 ORPHANED = "orphaned"  # trial folders a resume found but Tune's snapshot did not know
 DATA_CACHE = "data-cache"  # in the experiment folder: the data its trials share
+OWNER = "masksep-sweep.json"  # in the experiment folder: the uid of the sweep.json that owns it
+LOCK = ".masksep.lock"  # a run or sweep folder's lock while a run uses it (masksep/locks.py)
 TUNING = "tuning"  # a tuned study's searches, one sweep folder per variant
 TUNED = "tuned.json"  # and the settings they chose
 
@@ -208,3 +212,37 @@ def read_state(out: Path) -> dict[str, Any]:
 def experiment_path(state: dict[str, Any]) -> str:
     """Ray Tune's experiment folder (a local path or a URI) of a sweep."""
     return f"{state['storage'].rstrip('/')}/{state['name']}"
+
+
+# --------------------------------------------------------------------------- Tune's snapshot
+
+TUNE_STATE_PREFIX = "experiment_state-"  # Tune's snapshot: experiment_state-<time>.json
+
+
+def tune_trials(store: Store) -> dict[str, dict[str, Any]] | None:
+    """Trial folder name -> {trial_id, status, retries, last_result} from the newest
+    snapshot of Tune's experiment state in ``store``; None when there is none or it
+    is unreadable.
+
+    Read as plain JSON, never through Tune (ExperimentAnalysis, ResultGrid): Tune
+    embeds objects in the snapshot as cloudpickle and unpickles them when it reads
+    it, so a results folder copied from elsewhere (or a bucket others can write)
+    would run code on the reader's machine. The fields read here are plain JSON
+    strings and numbers; what Tune pickled stays an undecoded hex string."""
+    names = sorted(n for n, is_dir in store.listdir()
+                   if not is_dir and n.startswith(TUNE_STATE_PREFIX) and n.endswith(".json"))
+    if not names:
+        return None
+    try:
+        entries = json.loads(store.read_bytes(names[-1]) or b"")["trial_data"]
+        trials = {}
+        for entry in entries:
+            trial, meta = (json.loads(part) for part in entry)
+            last = meta.get("last_result")
+            name = str(trial.get("relative_logdir") or f"trial_{trial['trial_id']}")
+            trials[name] = {"trial_id": str(trial["trial_id"]), "status": str(trial.get("status", "")),
+                            "retries": int(meta.get("num_failures") or 0),
+                            "last_result": last if isinstance(last, dict) else {}}
+    except (ValueError, TypeError, KeyError, AttributeError):  # being rewritten, or not Tune's
+        return None
+    return trials

@@ -43,6 +43,14 @@ def wandb_queue_item():
     return _QueueItem
 
 
+def dashboard_of(cluster_address: str) -> str:
+    """The dashboard URL of the running cluster at ``cluster_address`` (GCS
+    ``HOST:PORT`` or ``ray://``), found as `ray job submit` finds it."""
+    from ray.dashboard.utils import get_address_for_submission_client
+
+    return get_address_for_submission_client(cluster_address)
+
+
 def init_local(temp_dir: str, **kwargs) -> None:
     """ray.init of a private local Ray whose files (and socket paths) are under ``temp_dir``."""
     import ray
@@ -82,6 +90,10 @@ def check() -> None:
     init = inspect.unwrap(ray.init)  # it takes _temp_dir from its **kwargs
     if '"_temp_dir"' not in inspect.getsource(init) and "_temp_dir" not in inspect.signature(init).parameters:
         missing.append("ray.init(_temp_dir=...)")
+    try:
+        from ray.dashboard.utils import get_address_for_submission_client  # noqa: F401
+    except ImportError:
+        missing.append("ray.dashboard.utils.get_address_for_submission_client")
     if missing:
         raise UserError(f"ray {ray.__version__}: private names masksep uses are gone: "
                         f"{', '.join(missing)} (masksep/sweep/ray_compat.py)")

@@ -391,6 +391,7 @@ def load_spec(path: str | Path) -> SweepSpec:
     # Every default filled here, once; the validators below only read.
     spec.startup_trials = (top.startup_trials if top.startup_trials is not None
                            else default_startup(spec.configurations))
+    _validate_bounds(spec)  # before any rule that loops over what the spec counts
     if study is not None:  # first: a study's own rules explain its errors best
         _complete_study(spec, study)
         _validate_study(spec, study)
@@ -434,6 +435,59 @@ def _validate_counts(spec: SweepSpec) -> None:
         _fail(path, "startup_trials", f"{spec.startup_trials} random start-up configurations leave "
                                       f"TPE nothing to model among the {spec.configurations} this "
                                       "search tries (num_samples / repeats); use fewer")
+
+
+# Bounds on what a spec counts, checked before anything loops over them or allocates
+# (a tuned study builds its seed sets, a grid its points, validation a trial config
+# per pair of values). Generous: the specs in sweeps/ run at most a few hundred
+# trials and validate a few hundred configs; raise one here if a real sweep needs more.
+MAX_TRIALS = 100_000  # num_samples, study.tuning.trials, and a grid's points x repeats x num_samples
+MAX_REPEATS = 10_000  # seeds per point: repeats, study.tuning.repeats
+MAX_VALUES = 10_000  # values of one dimension (a grid's integer range too), variants, initial points
+MAX_CHECKS = 20_000  # trial configs validation builds (about 1 ms each)
+
+
+def _validate_bounds(spec: SweepSpec) -> None:
+    path = spec.path
+
+    def at_most(name: str, value: float, limit: int) -> None:
+        if value > limit:
+            _fail(path, name, f"must be <= {limit}, got {value:.0f}")
+
+    at_most("num_samples", spec.num_samples, MAX_TRIALS)
+    at_most("repeats", spec.repeats, MAX_REPEATS)
+    at_most("initial_points", len(spec.initial_points), MAX_VALUES)
+    if spec.study is not None:
+        at_most("study.variants", len(spec.study.variants), MAX_VALUES)
+        at_most("study.milestones", len(spec.study.milestones), config_mod.MAX_MILESTONES)
+        if spec.study.tuning is not None:
+            at_most("study.tuning.repeats", spec.study.tuning.repeats, MAX_REPEATS)
+            at_most("study.tuning.trials", spec.study.tuning.points, MAX_TRIALS)
+    sizes = {}
+    for dim in spec.dims:
+        if dim.kind not in ("choice", "grid", "int", "logint") or (
+                dim.kind in ("int", "logint") and spec.search != "grid"):
+            continue  # a range lists nothing, unless a grid lists its integers
+        n = len(dim.values) if dim.kind in ("choice", "grid") else dim.high - dim.low + 1
+        if n > MAX_VALUES:
+            _fail(path, f"search_space.{dim.name}", f"has {n:.0f} values; at most {MAX_VALUES} are allowed")
+        sizes[dim.name] = n
+    if spec.search == "grid":  # counted (an upper bound, `when` aside) before grid_points lists them
+        points = math.prod(float(n) for n in sizes.values())
+        if points * spec.repeats * spec.num_samples > MAX_TRIALS:
+            _fail(path, "search_space", f"the grid has up to {points:.3g} points x {spec.repeats} "
+                                        f"repeats x {spec.num_samples} samples; at most {MAX_TRIALS} "
+                                        "trials are allowed")
+    # _validate_values: each value of a dimension beside each value of every other
+    # (corners only for ranges), for every combination of the values its `when` allows.
+    corners = {d.name: len(d.corner_values()) for d in spec.dims}
+    checks = sum(
+        math.prod(float(len(allowed)) for _, allowed in dim.when) * corners[dim.name]
+        * (1 + sum(n for other, n in corners.items() if other != dim.name))
+        for dim in spec.dims if dim.name not in (BASE_KEY, VARIANT_KEY)) * len(spec.bases)
+    if checks > MAX_CHECKS:
+        _fail(path, "search_space", f"checking each value beside every other takes {checks:.3g} "
+                                    f"trial configs; at most {MAX_CHECKS} are allowed (fewer values)")
 
 
 def _validate_resources(spec: SweepSpec) -> None:
