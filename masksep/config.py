@@ -569,10 +569,11 @@ def check_milestones(cfg: Config, per_epoch: int, source: str | None = None) -> 
 
 
 def head_summary(cfg: Config) -> dict[str, Any]:
-    """The head in the study's coordinates: (kind, depth, width, P, grouping).
+    """The head in the study's coordinates: (kind, depth, width, P, grouping, layout).
 
     Fields a head kind does not use are reported as they act: a shallow head has
-    depth 1 and no hidden width; shallow and deep heads estimate P = C masks.
+    depth 1 and no hidden width; shallow and deep heads estimate P = C masks; a
+    head of depth 1 is joint whatever its layout (both are one conv F -> P*N).
     """
     h = cfg.head
     og = h.kind == "og"
@@ -583,4 +584,5 @@ def head_summary(cfg: Config) -> dict[str, Any]:
         "width": h.width if depth > 1 else 0,
         "oversep": h.oversep if og else cfg.n_src,
         "grouping": h.grouping if og else "none",
+        "layout": h.layout if depth > 1 else "joint",
     }

@@ -322,6 +322,44 @@ def test_a_sweep_without_deep_or_og_trials_is_refused(checkpoints, tmp_path, cap
     assert "sweep.json" in err and "analysis.json" in err
 
 
+def test_a_per_source_deep_head_is_refused_naming_head_layout_and_its_og_is_analysed(
+        checkpoints, tmp_path, capsys):
+    per_source = tmp_path / "per-source.pt"
+    tiny.save_checkpoint(per_source, *DATA, *DEEP, "head.layout=per_source")
+    og = tmp_path / "og-per-source.pt"
+    tiny.save_checkpoint(og, *DATA, "head.kind=og", "head.oversep=4", "head.depth=2",
+                         f"head.width={UNITS}", "head.layout=per_source")
+    out = tmp_path / "analysis"
+    assert main(["analyze", str(per_source), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "head.layout per_source" in err, err
+    assert not out.exists()
+
+    # In a sweep the per-source deep trial is left out with that reason; an og head
+    # of either layout is read through its grouping, which the layout does not change.
+    sweep = fake_sweep(tmp_path / "sweep", {"a": (checkpoints["planted"], {"variant": "deep-d2"}),
+                                            "b": (per_source, {"variant": "deep-d2-per_source"}),
+                                            "c": (og, {})})
+    assert main(["analyze", str(sweep), "--threads", "1"]) == 0
+    capsys.readouterr()
+    analysis = json.loads((sweep / "analysis" / "analysis.json").read_text())
+    assert [e["name"] for e in analysis["entries"]] == ["a", "c"]
+    assert [(x["name"], "head.layout per_source" in x["reason"]) for x in analysis["left_out"]] == [
+        ("b", True)]
+    entry = analysis["entries"][1]
+    assert entry["kind"] == "og-learned" and entry["head"]["layout"] == "per_source"
+    assert entry["weight"]["applicable"] and entry["ablation"]["applicable"]
+    assert analysis["entries"][0]["head"]["layout"] == "joint"
+    from masksep.analyze.study import variant_of
+    assert variant_of(entry) == "og-P4-learned-per_source"
+    assert variant_of({"head": {"head": "deep", "depth": 3, "width": 8}}) == "deep-d3-w8"  # older entry
+
+    only = fake_sweep(tmp_path / "only", {"b": (per_source, {})})
+    assert main(["analyze", str(only)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "1 deep per_source" in err, err
+
+
 # --------------------------------------------------------------------------- the study section
 
 

@@ -95,6 +95,38 @@ def test_deep_head_macs_grow_with_width_and_depth_one_matches_shallow():
         previous = head_macs
 
 
+@pytest.mark.parametrize("depth", [2, 3, 4])
+def test_per_source_head_params_and_macs_match_a_hand_count(depth):
+    # F = 8 features, N = 16 bins, C = 2 sources, width 6.
+    f, n, c, w = 8, 16, 2, 6
+    per_source = build_model(tiny({"head.kind": "deep", "head.depth": depth, "head.width": w,
+                                   "head.layout": "per_source"}))
+    joint = build_model(tiny({"head.kind": "deep", "head.depth": depth, "head.width": w}))
+    frames = _frames(per_source)
+    stats = count_complexity(per_source, SR)
+    # SIMO F -> C*w, then the shared SISO: (depth - 2) layers w -> w and one w -> N,
+    # whose weights are counted once but applied once per source.
+    assert stats["head_params"] == (f * c * w + c * w) + (depth - 2) * (w * w + w) + (w * n + n)
+    assert stats["head_macs_per_s"] == (f * c * w + c * ((depth - 2) * w * w + w * n)) * frames
+    assert stats["params"] == sum(p.numel() for p in per_source.parameters())
+    stats_joint = count_complexity(joint, SR)
+    assert stats_joint["head_params"] == (f * w + w) + (depth - 2) * (w * w + w) + (w * c * n + c * n)
+    assert stats_joint["head_macs_per_s"] == (f * w + (depth - 2) * w * w + w * c * n) * frames
+    # Same backbone and front end: only the head differs.
+    assert (stats["params"] - stats["head_params"]
+            == stats_joint["params"] - stats_joint["head_params"])
+
+
+def test_per_source_og_head_counts_p_siso_applications():
+    f, n, p, w = 8, 16, 4, 6
+    model = build_model(tiny({"head.kind": "og", "head.depth": 2, "head.width": w, "head.oversep": p,
+                              "head.layout": "per_source"}))
+    stats = count_complexity(model, SR)
+    # SIMO F -> P*w, SISO w -> N per output, the (C, P) grouping logits and product.
+    assert stats["head_params"] == (f * p * w + p * w) + (w * n + n) + 2 * p
+    assert stats["head_macs_per_s"] == (f * p * w + p * w * n + 2 * p * n) * _frames(model)
+
+
 def test_gated_output_adds_three_n_by_n_convs_per_mask():
     plain = count_complexity(build_model(tiny()), SR)["head_macs_per_s"]
     gated_model = build_model(tiny({"head.gated_output": True}))

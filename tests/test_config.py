@@ -90,12 +90,33 @@ def test_bad_override_syntax():
 def test_head_summary_reports_what_each_head_uses():
     shallow = C.load_config(None, ["head.depth=3", "head.width=512"])
     assert C.head_summary(shallow) == {
-        "head": "shallow", "depth": 1, "width": 0, "oversep": 2, "grouping": "none"}
+        "head": "shallow", "depth": 1, "width": 0, "oversep": 2, "grouping": "none", "layout": "joint"}
     deep = C.load_config(None, ["head.kind=deep", "head.depth=3", "head.width=512"])
     assert C.head_summary(deep)["depth"] == 3 and C.head_summary(deep)["oversep"] == 2
+    assert C.head_summary(deep)["layout"] == "joint"
     og = C.load_config(None, ["head.kind=og", "head.oversep=8", "head.grouping=oracle"])
     assert C.head_summary(og) == {
-        "head": "og", "depth": 1, "width": 0, "oversep": 8, "grouping": "oracle"}
+        "head": "og", "depth": 1, "width": 0, "oversep": 8, "grouping": "oracle", "layout": "joint"}
+    per_source = C.load_config(None, ["head.kind=deep", "head.depth=3", "head.layout=per_source"])
+    assert C.head_summary(per_source)["layout"] == "per_source"
+    # Depth 1 (and a shallow head) is one conv F -> P*N in either layout: reported as it acts.
+    for sets in (["head.kind=deep", "head.depth=1"], ["head.kind=shallow", "head.depth=3"],
+                 ["head.kind=og", "head.depth=1"]):
+        cfg = C.load_config(None, [*sets, "head.layout=per_source"])
+        assert C.head_summary(cfg)["layout"] == "joint", sets
+
+
+def test_a_bad_head_layout_is_one_line_naming_the_field(tmp_path, capsys):
+    from masksep.cli import main
+
+    with pytest.raises(ConfigError, match=r"^head\.layout: must be one of 'joint' \| 'per_source', "
+                                          r"got 'simo'$"):
+        C.load_config(None, ["head.layout=simo"])
+    path = tmp_path / "trial.yaml"
+    path.write_text("head: {kind: deep, depth: 3, layout: [per_source]}\n")
+    assert main(["complexity", "--config", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "head.layout" in err and str(path) in err, err
 
 
 def test_expand_root(monkeypatch):

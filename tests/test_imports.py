@@ -159,6 +159,7 @@ def test_the_registries_build_exactly_the_names_the_config_accepts():
     from masksep.models import (
         BACKBONES,
         ENCODERS,
+        HEAD_LAYOUTS,
         HEADS,
         HIDDEN_ACTIVATIONS,
         MASK_ACTIVATIONS,
@@ -168,6 +169,6 @@ def test_the_registries_build_exactly_the_names_the_config_accepts():
 
     assert ENCODERS.names() == spec.ENCODER_KINDS and BACKBONES.names() == spec.BACKBONE_KINDS
     assert HEADS.names() == spec.HEAD_KINDS and HIDDEN_ACTIVATIONS.names() == spec.HIDDEN_ACTS
-    assert MASK_ACTIVATIONS.names() == spec.MASK_ACTS
+    assert MASK_ACTIVATIONS.names() == spec.MASK_ACTS and HEAD_LAYOUTS.names() == spec.HEAD_LAYOUTS
     with pytest.raises(RuntimeError, match="head.kind"):
         Registry("head.kind", {"shallow": object()}, names=spec.HEAD_KINDS)

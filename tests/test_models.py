@@ -195,16 +195,18 @@ def test_config_choices_are_the_registries_names():
         "head.kind": typing.get_type_hints(HeadConfig)["kind"],
         "head.hidden_act": typing.get_type_hints(HeadConfig)["hidden_act"],
         "head.mask_act": typing.get_type_hints(HeadConfig)["mask_act"],
+        "head.layout": typing.get_type_hints(HeadConfig)["layout"],
     }
     registries = [models.ENCODERS, models.BACKBONES, models.HEADS, models.HIDDEN_ACTIVATIONS,
-                  models.MASK_ACTIVATIONS]
+                  models.MASK_ACTIVATIONS, models.HEAD_LAYOUTS]
     for registry in registries:
         assert typing.get_args(hints[registry.field]) == registry.names()
     assert models.HEADS.names() == ("shallow", "deep", "og")
+    assert models.HEAD_LAYOUTS.names() == ("joint", "per_source")
     # Each default is one of its field's names.
     cfg = Config()
     defaults = [cfg.encoder.kind, cfg.backbone.kind, cfg.head.kind, cfg.head.hidden_act,
-                cfg.head.mask_act]
+                cfg.head.mask_act, cfg.head.layout]
     assert all(d in r for d, r in zip(defaults, registries, strict=True))
 
 
@@ -236,6 +238,17 @@ def _readme_head_example() -> tuple[str, str, str, str]:
     (entry,) = [line for line in registry_edit.splitlines() if "# the new line" in line]
     (names,) = [line for line in spec_edit.splitlines() if line.startswith("HEAD_KINDS = ")]
     return head_file, import_line, entry, names
+
+
+def test_the_readme_head_section_names_every_head_config_field():
+    import dataclasses
+
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Adding a mask head", 1)[1].split("\n## ", 1)[0]
+    prose = section.split("```", 1)[0]
+    missing = [f.name for f in dataclasses.fields(HeadConfig) if f"`{f.name}`" not in prose]
+    assert not missing, f"README's 'Adding a mask head' does not name HeadConfig's {missing}"
+    assert "`per_source`" in prose and "`joint`" in prose
 
 
 def test_the_readme_head_example_is_one_file_a_registry_line_and_a_name(tmp_path):
@@ -523,6 +536,124 @@ def test_deep_head_layout(hidden_act):
     assert len(head.trunk) == 5  # conv, act, conv, act, conv: no activation after the last
     acts = [type(head.trunk[i]).__name__.lower() for i in (1, 3)]
     assert acts == [hidden_act] * 2
+
+
+def _joint_reference(in_features, n_bins, n_masks, depth, width, hidden_act):
+    """The joint trunk as masksep built it before head.layout existed, layer by layer."""
+    acts = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU, "prelu": torch.nn.PReLU}
+    layers, width_in = [], in_features
+    for _ in range(depth - 1):
+        layers += [torch.nn.Conv1d(width_in, width, 1), acts[hidden_act]()]
+        width_in = width
+    layers.append(torch.nn.Conv1d(width_in, n_masks * n_bins, 1))
+    return torch.nn.Sequential(*layers)
+
+
+@pytest.mark.parametrize("kind,oversep", [("deep", 2), ("og", 3)])
+@pytest.mark.parametrize("hidden_act", ["tanh", "prelu"])
+def test_joint_layout_is_the_default_and_builds_the_head_it_always_did(kind, oversep, hidden_act):
+    assert HeadConfig().layout == "joint" and Config().head.layout == "joint"
+    fields = dict(kind=kind, depth=3, width=12, oversep=oversep, hidden_act=hidden_act)
+    torch.manual_seed(7)
+    default = _head(**fields)
+    torch.manual_seed(7)
+    joint = _head(layout="joint", **fields)
+    torch.manual_seed(7)
+    reference = _joint_reference(8, 5, oversep, 3, 12, hidden_act)
+    # An og head's learned grouping has a fixed start (no random draw); parameters before modules.
+    expected = {"group_logits": default.group_logits.detach()} if kind == "og" else {}
+    expected.update({f"trunk.{k}": v for k, v in reference.state_dict().items()})
+    for head in (default, joint):
+        state = head.state_dict()
+        assert list(state) == list(expected)  # same names, same order
+        assert all(torch.equal(state[k], expected[k]) for k in expected)  # same draws
+    feats = torch.randn(2, 8, 7)
+    assert torch.equal(default(feats), joint(feats))
+
+
+def test_per_source_head_is_a_simo_layer_then_one_siso_mlp_shared_by_the_sources():
+    torch.manual_seed(4)
+    head = _head(kind="deep", depth=3, width=12, layout="per_source", hidden_act="tanh")
+    assert head.layout == "per_source"
+    shapes = {k: tuple(v.shape) for k, v in head.state_dict().items()}
+    assert shapes == {
+        "trunk.0.weight": (2 * 12, 8, 1), "trunk.0.bias": (2 * 12,),  # SIMO: F -> C*width
+        "trunk.2.net.0.weight": (12, 12, 1), "trunk.2.net.0.bias": (12,),  # SISO, shared
+        "trunk.2.net.2.weight": (5, 12, 1), "trunk.2.net.2.bias": (5,),  # width -> N
+    }
+    feats = torch.randn(3, 8, 7)
+    masks = head(feats)
+    assert masks.shape == (3, 2, 5, 7)
+    # By hand: source c's feature is rows [12c, 12c + 12) of the SIMO conv, and the
+    # same two SISO layers map every source's feature to its mask.
+    simo, siso = head.trunk[0], head.trunk[2].net
+
+    def conv(layer, x):
+        return torch.einsum("oi,bit->bot", layer.weight[..., 0], x) + layer.bias[:, None]
+
+    for c in range(2):
+        feature = torch.tanh(conv(simo, feats)[:, 12 * c: 12 * (c + 1)])
+        mask = torch.sigmoid(conv(siso[2], torch.tanh(conv(siso[0], feature))))
+        torch.testing.assert_close(masks[:, c], mask)
+    # Shared: swapping the two sources' SIMO rows swaps their masks, nothing else.
+    with torch.no_grad():
+        for p in (simo.weight, simo.bias):
+            p.copy_(torch.cat([p[12:], p[:12]]))
+    swapped = head(feats)
+    torch.testing.assert_close(swapped[:, 0], masks[:, 1])
+    torch.testing.assert_close(swapped[:, 1], masks[:, 0])
+
+
+def test_per_source_at_depth_two_has_no_hidden_siso_layer():
+    head = _head(kind="deep", depth=2, width=12, layout="per_source", hidden_act="prelu")
+    assert [tuple(v.shape) for v in head.state_dict().values()] == [
+        (24, 8, 1), (24,), (1,), (5, 12, 1), (5,)]  # SIMO, PReLU's slope, SISO 12 -> N
+    assert head(torch.randn(2, 8, 3)).shape == (2, 2, 5, 3)
+
+
+@pytest.mark.parametrize("mask_act", ["sigmoid", "softmax"])
+@pytest.mark.parametrize("gated", [False, True])
+def test_per_source_head_with_depth_one_is_the_shallow_head(mask_act, gated):
+    torch.manual_seed(5)
+    shallow = _head(kind="shallow", mask_act=mask_act, gated_output=gated)
+    per_source = _head(kind="deep", depth=1, width=99, layout="per_source", mask_act=mask_act,
+                       gated_output=gated)
+    assert per_source.layout == "joint"  # what it computes: one conv F -> C*N
+    assert ({k: v.shape for k, v in per_source.state_dict().items()}
+            == {k: v.shape for k, v in shallow.state_dict().items()})
+    per_source.load_state_dict(shallow.state_dict())
+    feats = torch.randn(2, 8, 11)
+    assert torch.equal(per_source(feats), shallow(feats))
+
+
+@pytest.mark.parametrize("grouping", ["learned", "oracle"])
+def test_per_source_og_head_makes_one_feature_per_overseparated_output(grouping):
+    torch.manual_seed(6)
+    head = _head(kind="og", depth=3, width=12, oversep=4, grouping=grouping, layout="per_source",
+                 mask_act="softmax")
+    assert head.trunk[0].weight.shape == (4 * 12, 8, 1)  # P features, not C
+    assert head.trunk[2].net[-1].weight.shape == (5, 12, 1)
+    masks = head(torch.randn(2, 8, 9))
+    assert masks.shape == (2, 2 if grouping == "learned" else 4, 5, 9)
+    torch.testing.assert_close(masks.sum(dim=1), torch.ones(2, 5, 9))  # grouping as for joint
+    if grouping == "learned":
+        assert head.grouping_weights().shape == (2, 4)
+    # Depth 1: the shallow og head, the same parameters.
+    torch.manual_seed(6)
+    shallow_og = _head(kind="og", depth=1, oversep=4, grouping=grouping)
+    torch.manual_seed(6)
+    per_source_og = _head(kind="og", depth=1, oversep=4, grouping=grouping, layout="per_source")
+    assert all(torch.equal(a, b) for a, b in zip(shallow_og.state_dict().values(),
+                                                 per_source_og.state_dict().values(), strict=True))
+
+
+def test_a_bad_layout_is_one_config_error_naming_the_field():
+    with pytest.raises(ConfigError, match=r"^head\.layout: must be one of 'joint' \| 'per_source'"):
+        tiny({"head.layout": "per-source"})
+    cfg = tiny({"head.kind": "deep", "head.depth": 3, "head.width": 6, "head.layout": "per_source"})
+    model = _seeded(cfg)
+    assert model.head.trunk[0].out_channels == 2 * 6
+    assert model(torch.randn(2, 400)).shape == (2, 2, 400)
 
 
 def test_gated_output_is_shared_across_outputs():

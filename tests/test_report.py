@@ -2,6 +2,7 @@
 pool, the Pareto front, the heatmap's colour scale, the raw-file fallback of
 collect, and the CLI's one-line errors. No Ray needed."""
 
+import io
 import json
 import math
 
@@ -61,6 +62,34 @@ def test_trials_csv_round_trips_typed_with_none_where_missing(tmp_path):
     old.to_csv(tmp_path / "old.csv", index=False)
     df = R.load_trials(tmp_path / "old.csv")
     assert df["train_steps"].isna().all() and tables.n_src_values(df) == {2}
+
+
+def test_layout_is_a_head_column_and_an_old_trials_csv_reads_as_joint(tmp_path):
+    per_source = {**row("p", "deep", 3, 2, 6.8, 7e6, test=6.6, width=256), "layout": "per_source"}
+    write_trials(tmp_path / "trials.csv", [*ROWS, per_source])
+    df = R.load_trials(tmp_path / "trials.csv")
+    assert "layout" in schema.HEAD_COLUMNS and "layout" in df.columns
+    layouts = df.set_index("trial_id")["layout"]
+    assert layouts["p"] == "per_source" and layouts["d"] == "joint"  # rows without it: joint
+    assert tables.label(df.set_index("trial_id").loc["p"]) == "tcn: deep d=3 w=256 per-source"
+    assert tables.label(df.set_index("trial_id").loc["d"]) == "tcn: deep d=3 w=256"
+    cells = tables.depth_oversep_cells(df)
+    deep = cells[cells["depth"] == 3].iloc[0]
+    assert deep["n"] == 3 and deep["pools"]["layout"] == ["joint", "per_source"]
+
+    # A trials.csv written before head.layout existed: no column at all.
+    old = tmp_path / "old"
+    old.mkdir()
+    text = (tmp_path / "trials.csv").read_text()
+    legacy = pd.read_csv(io.StringIO(text)).drop(columns=["layout"]).iloc[:-1]
+    legacy.to_csv(old / "trials.csv", index=False)
+    assert "layout" not in (old / "trials.csv").read_text().splitlines()[0]
+    df = R.load_trials(old / "trials.csv")
+    assert set(df["layout"]) == {"joint"}
+    summary = R.write_report(old)
+    assert summary["trials"] == len(ROWS)
+    text = (old / "summary.md").read_text()
+    assert "deep d=3 w=256" in text and "per-source" not in text
 
 
 def test_pareto_front_keeps_only_non_dominated_trials():

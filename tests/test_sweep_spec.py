@@ -68,6 +68,25 @@ def test_every_shipped_spec_loads_and_the_size_ladder_spans_8x_in_macs(monkeypat
             assert specs[name].repeats == specs[twin].repeats
 
 
+def test_the_width_and_layout_spec_is_the_study_design_with_the_per_source_head():
+    spec = S.load_spec(ROOT / "sweeps" / "scale-width-layout.yaml")
+    study = S.load_spec(ROOT / "sweeps" / "study.yaml")
+    assert S.count_trials(spec) == 6 * 5 and spec.max_concurrent_trials == 2
+    assert spec.study.claims.deep == "deep-d3-w256" and spec.study.claims.og == "og-p8-learned"
+    heads = {name: spec.trial_config({S.VARIANT_KEY: name}) for name in spec.study.variants}
+    assert {n: (c.head.kind, c.head.depth, c.head.width, c.head.layout) for n, c in heads.items()
+            if c.head.kind == "deep"} == {
+        "deep-d3-w64": ("deep", 3, 64, "joint"), "deep-d3-w256": ("deep", 3, 256, "joint"),
+        "deep-d3-w1024": ("deep", 3, 1024, "joint"),
+        "deep-d3-w256-per_source": ("deep", 3, 256, "per_source")}
+    # The embedded study's trial: everything but the head as in sweeps/study.yaml.
+    reference = study.trial_config({S.VARIANT_KEY: "shallow"})
+    for cfg in heads.values():
+        assert (cfg.backbone, cfg.encoder, cfg.data, cfg.train) == (
+            reference.backbone, reference.encoder, reference.data, reference.train)
+        assert cfg.train.threads == 1
+
+
 def test_define_by_run_skips_inactive_dimensions(tmp_path):
     spec = S.load_spec(write(tmp_path, BASE))
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=1))

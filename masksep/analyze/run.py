@@ -2,8 +2,9 @@
 one PNG per checkpoint and DIR/summary.md out.
 
 Everything is computed and rendered before the first file is written, so bad
-input (a shallow head, a missing or corrupt checkpoint, a sweep without deep
-or og trials) leaves nothing behind. A sweep folder without checkpoints (a
+input (a shallow head, a deep head of ``head.layout`` per_source, a missing
+or corrupt checkpoint, a sweep without deep or og trials) leaves nothing
+behind; in a sweep folder such trials are left out, each with its reason. A sweep folder without checkpoints (a
 committed results folder) but with its analysis.json gets summary.md rendered
 again from that file.
 """
@@ -52,6 +53,13 @@ def analysable(cfg) -> str | None:
     head = cfg.head
     if head.kind == "shallow" or (head.kind == "deep" and head.depth < 2):
         return "a shallow head (depth 1) has no hidden layer and no grouping to analyse"
+    if head.kind == "deep" and head.layout == "per_source":
+        # The views read the last layer as the grouping of hidden units; in the
+        # SIMO-SISO layout a unit of the shared SISO MLP feeds every source with the
+        # same weights, and a source's copy of it feeds that source alone, so the
+        # shares are fixed by construction, not learned.
+        return ("head.layout per_source: each source's hidden units feed that source's mask "
+                "alone (by construction), so there is no grouping of units to analyse")
     if cfg.n_src < 2:
         return "one source (n_src 1): there is nothing to group"
     return None
@@ -291,7 +299,8 @@ def analyze_sweep(sweep_dir: Path, out: Path | None = None, **kw) -> dict[str, A
         ckpt = train.load_checkpoint(path)
         cfg = config_mod.from_dict(ckpt["config"], str(path))
         summary = config_mod.head_summary(cfg)
-        kinds.append(summary["head"] if summary["depth"] > 1 or summary["head"] == "og" else "shallow")
+        kind = summary["head"] if summary["depth"] > 1 or summary["head"] == "og" else "shallow"
+        kinds.append(f"{kind} per_source" if summary["layout"] == "per_source" else kind)
         reason = analysable(cfg)
         if reason is not None:
             skipped.append({"name": name, "reason": reason})

@@ -39,9 +39,10 @@ def variant_of(entry: dict[str, Any]) -> str:
     if entry.get("variant"):
         return str(entry["variant"])
     h = entry["head"]
+    layout = "-per_source" if h.get("layout") == "per_source" else ""  # older entries: joint
     if h["head"] == "og":
-        return f"og-P{h['oversep']}-{h['grouping']}"
-    return f"deep-d{h['depth']}-w{h['width']}"
+        return f"og-P{h['oversep']}-{h['grouping']}{layout}"
+    return f"deep-d{h['depth']}-w{h['width']}{layout}"
 
 
 def _mean_ci(x: np.ndarray) -> tuple[float, float, float]:

@@ -11,6 +11,7 @@ _WHERE = {
     "BACKBONES": "masksep.models.separator",
     "ENCODERS": "masksep.models.separator",
     "HEADS": "masksep.models.separator",
+    "HEAD_LAYOUTS": "masksep.models.heads",
     "Separator": "masksep.models.separator",
     "build_model": "masksep.models.separator",
     "HIDDEN_ACTIVATIONS": "masksep.models.layers",

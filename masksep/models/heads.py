@@ -3,11 +3,21 @@
 ``shallow``: one 1x1 conv F -> C*N, then the mask activation.
 ``deep``:    ``depth`` 1x1 convs F -> width -> ... -> width -> C*N with
              ``hidden_act`` between them; depth 1 is exactly ``shallow``.
+             ``layout: per_source`` (Luo et al. 2020's SIMO-SISO, through which
+             Li, Hu & Luo 2022 introduce the deep module) splits it: a SIMO 1x1
+             conv F -> C*width (one feature per source) and ``hidden_act``, then
+             one SISO MLP width -> ... -> width -> N of depth - 1 layers, shared by
+             the sources, on each source's feature. Depth 1 is ``shallow`` again.
 ``og``:      overseparation-grouping: the same trunk to P*N masks, the mask
              activation over the P outputs, then ``learned`` grouping (a
              trainable soft assignment of the P masks to the C sources, used at
              inference too) or ``oracle`` grouping (the P masks are returned and
              the loss picks the best assignment against the references).
+             With ``layout: per_source`` the SIMO layer makes one feature per
+             overseparated output (P of them, not C) and the shared SISO MLP maps
+             each to its mask; the grouping is unchanged. This keeps the two
+             rules the module lives by: the trunk estimates ``n_masks`` masks
+             whatever its layout, and depth 1 is the shallow og head.
 
 Optionally (``gated_output``, DPRNN's output layer) each mask goes through
 tanh(1x1 conv) * sigmoid(1x1 conv) and a bias-free 1x1 conv, shared by all
@@ -17,11 +27,14 @@ outputs, before the mask activation.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
+from masksep.models import spec
 from masksep.models.layers import HIDDEN_ACTIVATIONS, MASK_ACTIVATIONS
+from masksep.models.registry import Registry
 from masksep.models.spec import HeadConfig
 
 # Weight of an output's own source in the initial learned grouping (see
@@ -67,6 +80,61 @@ def _initial_group_logits(n_src: int, n_masks: int) -> Tensor:
     return logits
 
 
+class SharedSISO(nn.Module):
+    """One single-input-single-output module applied to each of K stacked
+    features with the same weights (the SISO part of SIMO-SISO).
+
+    forward: (B, K*width, frames) -> (B, K*n_out, frames), feature k in channels
+    [k*width, (k+1)*width) and its output in [k*n_out, (k+1)*n_out): the channel
+    order of a joint head's last layer, so the trunk's output reshapes to
+    (B, K, N, frames) the same way for both layouts.
+    """
+
+    def __init__(self, n_outputs: int, net: nn.Sequential):
+        super().__init__()
+        self.n_outputs = n_outputs
+        self.net = net
+
+    def forward(self, x: Tensor) -> Tensor:
+        batch, channels, frames = x.shape
+        y = self.net(x.reshape(batch * self.n_outputs, channels // self.n_outputs, frames))
+        return y.reshape(batch, -1, frames)
+
+
+def joint_trunk(in_features: int, n_masks: int, n_bins: int, cfg: HeadConfig, depth: int
+                ) -> nn.Sequential:
+    """conv F -> width, act, ..., conv width -> n_masks*N: one MLP for all masks."""
+    act = HIDDEN_ACTIVATIONS.get(cfg.hidden_act)
+    layers: list[nn.Module] = []
+    width_in = in_features
+    for _ in range(depth - 1):
+        layers += [nn.Conv1d(width_in, cfg.width, 1), act()]
+        width_in = cfg.width
+    layers.append(nn.Conv1d(width_in, n_masks * n_bins, 1))
+    return nn.Sequential(*layers)
+
+
+def per_source_trunk(in_features: int, n_masks: int, n_bins: int, cfg: HeadConfig, depth: int
+                     ) -> nn.Sequential:
+    """SIMO conv F -> n_masks*width, act, then SharedSISO(conv width -> width, act,
+    ..., conv width -> N); at depth 1 the SIMO conv is F -> n_masks*N, the joint trunk."""
+    if depth == 1:
+        return joint_trunk(in_features, n_masks, n_bins, cfg, depth)
+    act = HIDDEN_ACTIVATIONS.get(cfg.hidden_act)
+    siso: list[nn.Module] = []
+    for _ in range(depth - 2):
+        siso += [nn.Conv1d(cfg.width, cfg.width, 1), act()]
+    siso.append(nn.Conv1d(cfg.width, n_bins, 1))
+    return nn.Sequential(nn.Conv1d(in_features, n_masks * cfg.width, 1), act(),
+                         SharedSISO(n_masks, nn.Sequential(*siso)))
+
+
+# head.layout -> builder(F, n_masks, N, cfg.head, depth): the trunk, an nn.Sequential of
+# 1x1 convs (and activations) from features to n_masks*N pre-activations.
+HEAD_LAYOUTS: Registry[Callable[[int, int, int, HeadConfig, int], nn.Sequential]] = Registry(
+    "head.layout", {"joint": joint_trunk, "per_source": per_source_trunk}, names=spec.HEAD_LAYOUTS)
+
+
 class MaskHead(nn.Module):
     """forward: feats (B, F, frames) -> masks (B, K, N, frames), K = ``n_out``.
 
@@ -86,15 +154,12 @@ class MaskHead(nn.Module):
         self.mask_act = cfg.mask_act
 
         depth = 1 if cfg.kind == "shallow" else cfg.depth
-        layers: list[nn.Module] = []
-        width_in = in_features
-        for _ in range(depth - 1):
-            layers += [nn.Conv1d(width_in, cfg.width, 1), HIDDEN_ACTIVATIONS.get(cfg.hidden_act)()]
-            width_in = cfg.width
-        layers.append(nn.Conv1d(width_in, self.n_masks * n_bins, 1))
-        # One Sequential for every depth, so a depth-1 deep head has the same
-        # parameter names as a shallow one (their state dicts are exchangeable).
-        self.trunk = nn.Sequential(*layers)
+        # What the head computes in the trunk's layout: joint, or per_source from
+        # depth 2 (at depth 1 the two are one conv F -> n_masks*N).
+        self.layout = cfg.layout if depth > 1 else "joint"
+        # One Sequential for every depth and layout, so a depth-1 deep head has the
+        # same parameter names as a shallow one (their state dicts are exchangeable).
+        self.trunk = HEAD_LAYOUTS.get(cfg.layout)(in_features, self.n_masks, n_bins, cfg, depth)
         self.gate = GatedOutput(n_bins) if cfg.gated_output else None
         if og and not self.oracle_grouping:
             self.group_logits = nn.Parameter(_initial_group_logits(n_src, self.n_masks))

@@ -1,7 +1,7 @@
 """Registry: the names one config field accepts, each with what it builds.
 
 One type for every choice the model makes (``encoder.kind``, ``backbone.kind``,
-``head.kind``, ``head.hidden_act``, ``head.mask_act``), after Asteroid's
+``head.kind``, ``head.hidden_act``, ``head.mask_act``, ``head.layout``), after Asteroid's
 ``activations.get``. The config's ``Literal`` choices are the name tuples of
 masksep.models.spec (torch-free); a registry made with ``names`` refuses to
 exist unless it builds exactly those, so a name is in both places or in neither.

@@ -15,6 +15,7 @@ from typing import Literal
 ENCODER_KINDS = ("conv", "stft")
 BACKBONE_KINDS = ("tcn", "dprnn")
 HEAD_KINDS = ("shallow", "deep", "og")
+HEAD_LAYOUTS = ("joint", "per_source")
 HIDDEN_ACTS = ("tanh", "relu", "prelu", "sigmoid", "gelu")
 MASK_ACTS = ("sigmoid", "relu", "softmax", "linear")
 # C^P above this is refused by og_assign: 2^20 covers P = 20 with C = 2, P = 12 with C = 3.
@@ -80,6 +81,20 @@ class HeadConfig:
              masks (P = ``oversep`` >= C), then ``grouping``: ``learned`` (a trainable
              soft assignment of the P outputs to the C sources) or ``oracle``
              (MixIT-style best binary assignment against the references).
+
+    layout (deep and og heads of depth >= 2; shallow heads and depth 1 ignore it):
+      joint:      one MLP whose last layer emits all K x N masks at once (K = C, or P
+                  for og): F -> width -> ... -> width -> K*N.
+      per_source: the SIMO-SISO configuration of Luo et al. (2020, "Rethinking the
+                  separation layers in speech separation networks"), through which
+                  Li, Hu & Luo (2022) introduce the deep mask module: a SIMO 1x1 conv
+                  F -> K*width makes one feature per output, then ``hidden_act``, then
+                  a SISO MLP of depth - 1 layers (width -> ... -> N), shared by the K
+                  outputs, maps each feature to its mask. For og heads K is P: the
+                  SIMO layer makes one feature per overseparated output, and the
+                  grouping then sums them into C sources as for a joint og head.
+                  At depth 1 the SIMO conv maps F -> K*N directly, which is the
+                  shallow head (the same module).
     """
 
     kind: Literal[HEAD_KINDS] = "shallow"
@@ -90,3 +105,4 @@ class HeadConfig:
     oversep: int = 4  # P, used by og only
     grouping: Literal["learned", "oracle"] = "learned"  # og only
     gated_output: bool = False  # DPRNN's gated output layer on each mask (tanh * sigmoid, 1x1 conv)
+    layout: Literal[HEAD_LAYOUTS] = "joint"  # deep (and og) trunk: one MLP, or SIMO + shared SISO

@@ -3,8 +3,9 @@ columns and types, in and out.
 
 trials.csv has a row per trial: trial_id, status, the study's variant (in a
 study), the searched values (``searched.FIELD``), the head in the paper's
-coordinates (head, depth, width, oversep = P, grouping, backbone, n_src = C)
-and the metrics. epochs.csv has a row per trial and epoch (metrics.jsonl), so
+coordinates (head, depth, width, oversep = P, grouping, layout, backbone,
+n_src = C) and the metrics; a trials.csv from before the layout column reads
+every head as ``joint``, the only layout there was. epochs.csv has a row per trial and epoch (metrics.jsonl), so
 that a results folder with no Ray state behind it still has the learning
 curves the ASHA check and the convergence table read. milestones.csv has a row
 per trial and budget milestone of a study. Every table is typed through its CSV
@@ -27,14 +28,14 @@ TRIALS_FILE = rundir.TRIALS
 EPOCHS_FILE = rundir.EPOCHS
 MILESTONES_FILE = rundir.MILESTONES
 STUDY_FILE = rundir.STUDY
-HEAD_COLUMNS = ["head", "depth", "width", "oversep", "grouping", "backbone", "n_src"]
+HEAD_COLUMNS = ["head", "depth", "width", "oversep", "grouping", "layout", "backbone", "n_src"]
 METRIC_COLUMNS = [*rundir.COMPLEXITY_KEYS, *rundir.RESULT_KEYS]
 EPOCH_COLUMNS = ["trial_id", "epoch", "train_loss", "val_si_snr", "val_si_snri",
                  "best_val_si_snri", "lr", "epoch_s", "steps"]
 MILESTONE_COLUMNS = ["trial_id", "steps", "epoch", "best_epoch", "best_val_si_snri",
                      "test_si_snr", "test_si_snri", "test_sdri"]
 NUMERIC = [*METRIC_COLUMNS, "depth", "width", "oversep", "n_src", "retries"]
-TEXT = ["trial_id", "status", "variant", "head", "grouping", "backbone", "error"]
+TEXT = ["trial_id", "status", "variant", "head", "grouping", "layout", "backbone", "error"]
 REQUIRED = ("trial_id", "status", "head", "best_val_si_snri")
 FLOAT_FORMAT = "%.10g"  # MACs per second reach 10 digits; SI-SNRi needs 4
 
@@ -67,6 +68,11 @@ def _typed(df: pd.DataFrame) -> pd.DataFrame:
     for col in ("head", "grouping", "backbone", "error"):
         if col not in df.columns:
             df[col] = ""
+    # Before head.layout existed every head was joint; a row without a head
+    # (a trial that failed before its config was read) keeps it empty.
+    if "layout" not in df.columns:
+        df["layout"] = ""
+    df["layout"] = df["layout"].where((df["layout"] != "") | (df["head"] == ""), "joint")
     return df
 
 

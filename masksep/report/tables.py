@@ -39,6 +39,8 @@ def label(row: dict[str, Any] | pd.Series) -> str:
     deep = f"deep d={depth} w={width}" if depth != 1 else "deep d=1 (= shallow)"
     text = {"shallow": "shallow", "deep": deep}.get(
         head, f"og P={p} d={depth}" + (f" w={width}" if head == "og" and depth != 1 else ""))
+    if row.get("layout") == "per_source" and depth != 1:
+        text += " per-source"
     if row.get("grouping") == "oracle":
         text += " (oracle grouping)"
     elif head == "og":
@@ -96,8 +98,10 @@ def sweep_efficiency(df: pd.DataFrame, state: dict[str, Any]) -> float | None:
 
 # What a depth x P cell can pool besides seeds: anything else that varied in the
 # sweep, in the paper's words. A searched field that is one of these is shown once.
-_POOLABLE = {"head": "head kind", "width": "width", "backbone": "backbone", "variant": "variant"}
+_POOLABLE = {"head": "head kind", "width": "width", "layout": "layout", "backbone": "backbone",
+             "variant": "variant"}
 _SEARCHED_AS = {"searched.head.kind": "head", "searched.head.width": "width",
+                "searched.head.layout": "layout",
                 "searched.backbone.kind": "backbone", "searched.head.depth": None,
                 "searched.head.oversep": None, "searched.head.grouping": None}
 
