@@ -7,8 +7,7 @@ import pytest
 import yaml
 
 from masksep.errors import ConfigError
-from masksep.sweep.spec import load_spec
-from masksep.sweep.spec import count_trials, spec_to_dict
+from masksep.sweep.spec import count_trials, load_spec, spec_to_dict
 from masksep.tuned import best_setting, study_spec, tuning_spec, variant_base
 
 STUDY = {

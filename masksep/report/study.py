@@ -233,7 +233,9 @@ def _scored(trials: pd.DataFrame, reading: str) -> pd.DataFrame | None:
 
 
 def _cost(info: pd.DataFrame, deep: str | None, og: str | None) -> dict[str, Any]:
-    get = (lambda col, name: float(info[col].get(name, math.nan)) if name else math.nan)
+    def get(col: str, name: str | None) -> float:
+        return float(info[col].get(name, math.nan)) if name else math.nan
+
     out = {"deep_head_macs": get("head_macs_per_s", deep), "og_head_macs": get("head_macs_per_s", og),
            "deep_head_params": get("head_params", deep), "og_head_params": get("head_params", og)}
     macs_known = math.isfinite(out["deep_head_macs"]) and math.isfinite(out["og_head_macs"])
@@ -620,7 +622,7 @@ def claims_section(claim: pd.DataFrame, design: StudyDesign, unmeasured: list[st
         "verdict": claim["verdict"].map(lambda v: f"**{v}**"),
         "comparator": claim["picked"],
     })), "", "Each verdict is computed from the CI: *holds* when the whole CI lies above 0 "
-        f"(claim 3: see below), *does not hold* when it lies below, else *not resolved at this "
+        "(claim 3: see below), *does not hold* when it lies below, else *not resolved at this "
         "n*, which says the design cannot tell, not that the claim fails. Every comparator "
         "is named in the spec or picked on validation, never on test.", ""]
     readings = claim[claim["reading"].astype(str) != ""]
