@@ -40,6 +40,7 @@ import sys
 import tempfile
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -259,11 +260,15 @@ def build_tuner(spec: SweepSpec, out: Path, storage: str, callbacks: list):
         trial_name_creator=lambda trial: f"trial_{trial.trial_id}",
         trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
     )
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
     run_config = tune.RunConfig(
         name=spec.name,
         storage_path=storage,
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-        callbacks=callbacks,
+        # Tune's own result files, named so that Tune adds no TensorBoard logger
+        # (see _quiet_tune); ExperimentAnalysis reads these.
+        callbacks=[*callbacks, CSVLoggerCallback(), JsonLoggerCallback()],
         verbose=0,
     )
     return tune.Tuner(trainable_with_resources(spec), param_space=param_space,
@@ -282,12 +287,49 @@ def _storage_uri(spec: SweepSpec, out: Path, override: str | None) -> str:
     return str(Path(storage).expanduser().resolve())
 
 
+# Ray prints two lines that mean nothing to a masksep user. Both are turned off
+# through Ray's own settings (environment variables it documents), not patched:
+# * Tune's "To visualize your results with TensorBoard, run: `tensorboard --logdir
+#   <a temp folder of the driver>`", printed whenever its TensorBoard logger runs.
+#   build_tuner names Tune's CSV and JSON loggers (ExperimentAnalysis reads their
+#   files) and TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=1 keeps Tune from adding the
+#   TensorBoard one; W&B is the live view. A sweep started before this keeps its
+#   loggers on a resume (sweep.json's "tune_loggers" says which kind it has).
+# * "Token authentication is enabled for this Ray cluster. Set RAY_AUTH_MODE=disabled
+#   to opt out": Ray's notice when a new local Ray turns token auth on because
+#   RAY_AUTH_MODE is unset. For its private local Ray masksep sets RAY_AUTH_MODE=token
+#   itself (a value of the user's own is kept): the same Ray, without the notice.
+#   Ray reads the variable once, when it is imported, so this is done only before
+#   the first `import ray` of the process (the CLI's case); later, Ray's notice stays.
+TUNE_LOGGERS = "csv+json"  # sweep.json's tune_loggers of a sweep whose Tuner names them
+
+
+@contextmanager
+def _quiet_tune(state: dict[str, Any]):
+    """tuner.fit without Tune's TensorBoard logger, for a sweep that names its loggers."""
+    key = "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"
+    if state.get("tune_loggers") != TUNE_LOGGERS:
+        yield
+        return
+    before = os.environ.get(key)
+    os.environ[key] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before
+
+
 def _start_ray(address: str | None, dashboard: bool, num_cpus: int | None) -> bool:
     """Connect to a cluster (address or RAY_ADDRESS) or start a private local Ray.
     Returns True when this process started Ray (and so must stop it)."""
+    address = address or os.environ.get("RAY_ADDRESS")
+    if not address and "ray" not in sys.modules:
+        os.environ.setdefault("RAY_AUTH_MODE", "token")  # Ray's own default, said explicitly
     import ray
 
-    address = address or os.environ.get("RAY_ADDRESS")
     quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
     if address:
         try:
@@ -411,6 +453,7 @@ def _new_state(spec: SweepSpec, spec_path: str | Path, out: Path, storage_path: 
         "num_trials": spec_mod.count_trials(spec),
         "max_concurrent_trials": spec.max_concurrent_trials,
         "started": time.time(),
+        "tune_loggers": TUNE_LOGGERS,
     }
     if spec.study is not None:
         state["study"] = spec.study.to_dict()
@@ -485,7 +528,8 @@ def run_sweep(
             _line(f"W&B: {target.note}")
         tuner = _tuner(spec, out, state, resume)
         t0 = time.monotonic()
-        tuner.fit()
+        with _quiet_tune(state):
+            tuner.fit()
         _drop_data_cache(experiment_path(state))
         state.update(status="finished", finished=time.time(),
                      driver_wall_s=state.get("driver_wall_s", 0.0) + time.monotonic() - t0)
