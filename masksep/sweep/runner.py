@@ -46,6 +46,7 @@ from typing import Any
 
 from masksep import rundir
 from masksep.errors import UserError
+from masksep.progress import line as _line
 from masksep.rundir import STATE as STATE_FILE
 from masksep.rundir import experiment_path, read_state, write_state
 from masksep.sweep import ray_compat
@@ -54,50 +55,6 @@ from masksep.sweep.spec import COST, METRIC, SweepSpec
 from masksep.sweep.trial import DATA_CACHE
 
 # --------------------------------------------------------------------------- the search
-
-
-def _line(text: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
-
-
-def _describe(spec: SweepSpec, config: dict[str, Any]) -> str:
-    shown = spec.searched(config) if spec.study is None else {
-        spec_mod.VARIANT_KEY: spec_mod.searched_params(config).get(spec_mod.VARIANT_KEY)}
-    seed = spec.trial_config(config).seed
-    return " ".join(f"{k}={_short(v)}" for k, v in shown.items()) + f" seed={seed}"
-
-
-def _short(value: Any) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
-
-
-def progress_callback(spec: SweepSpec, total: int):
-    """A line per trial event on the driver's stdout (Ray's own tables are off)."""
-    from ray.tune import Callback
-
-    class ProgressCallback(Callback):
-        def on_trial_start(self, iteration, trials, trial, **info):
-            _line(f"start  {trial.trial_id}  {_describe(spec, trial.config)}")
-
-        def on_trial_result(self, iteration, trials, trial, result, **info):
-            if result.get("final"):
-                _line(f"test   {trial.trial_id}  SI-SNRi {result['test_si_snri']:.2f} dB, "
-                      f"SDRi {result['test_sdri']:.2f} dB")
-            elif "epoch" in result:
-                _line(f"epoch  {trial.trial_id}  {result['epoch']:>3}  val SI-SNRi "
-                      f"{result['val_si_snri']:6.2f} dB (best {result[METRIC]:.2f})")
-
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            done = sum(t.status in ("TERMINATED", "ERROR") for t in trials) + 1
-            _line(f"done   {trial.trial_id}  ({min(done, total)}/{total} trials finished)")
-
-        def on_trial_recover(self, iteration, trials, trial, **info):
-            _line(f"retry  {trial.trial_id}  from its last checkpoint")
-
-        def on_trial_error(self, iteration, trials, trial, **info):
-            _line(f"FAILED {trial.trial_id}  (its error.txt says why; the sweep goes on)")
-
-    return ProgressCallback()
 
 
 def _exporting_optuna_search():
@@ -464,8 +421,6 @@ def _tuner(spec: SweepSpec, out: Path, state: dict[str, Any], resume: bool):
     """Tune's Tuner: restored from the experiment's snapshot on a resume, else new."""
     from ray import tune
 
-    from masksep.sweep import tracking
-
     experiment = experiment_path(state)
     if resume and tune.Tuner.can_restore(experiment):
         orphans = _set_orphans_aside(experiment, out)
@@ -481,8 +436,9 @@ def _tuner(spec: SweepSpec, out: Path, state: dict[str, Any], resume: bool):
         orphans = _set_orphans_aside(experiment, out)
         _line(f"no snapshot of the sweep in {experiment} yet; starting it again"
               + (f" ({len(orphans)} trial folder(s) moved to {out / rundir.ORPHANED})" if orphans else ""))
-    callbacks = [progress_callback(spec, state["num_trials"]),
-                 tracking.wandb_callback(spec, out, state["uid"])]
+    from masksep.sweep.callbacks import Progress, WandbRuns  # imports Ray: it has started
+
+    callbacks = [Progress(spec, state["num_trials"]), WandbRuns(spec, out, state["uid"])]
     return build_tuner(spec, out, state["storage"], callbacks)
 
 
