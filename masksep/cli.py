@@ -9,6 +9,7 @@ from pathlib import Path
 
 from masksep import __version__, rundir
 from masksep.errors import EXIT_BAD_INPUT, EXIT_DATA_PROBLEMS, UserError
+from masksep.files import check_writable
 
 EXIT_CODES = (
     "exit codes: 0 done; 1 a Ray job that failed or was stopped (submit); "
@@ -25,29 +26,37 @@ def _print_problems(exc: UserError) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from masksep import config as config_mod
-    from masksep import train
-    from masksep.progress import TerminalReporter
+    from masksep import locks
 
     if args.skip_bad:
         args.set = list(args.set) + ["data.skip_bad=true"]
     if args.threads is not None:
         args.set = list(args.set) + [f"train.threads={args.threads}"]
     out = Path(args.out)
+    with locks.hold_folder(out, "masksep train"):  # one run per folder, from the first read
+        return _train_in(args, out)
+
+
+def _train_in(args: argparse.Namespace, out: Path) -> int:
+    from masksep import config as config_mod
+    from masksep import train
+    from masksep.progress import TerminalReporter
+
     if args.resume:
         last = out / rundir.LAST
         if args.config is None:
-            ckpt = train.load_checkpoint(last)
+            ckpt = train.load_checkpoint(last, resume=True)
             cfg = config_mod.from_dict(ckpt["config"], str(last))
             if args.set:
                 cfg = _with_sets(cfg, args.set)
         else:
             cfg = config_mod.load_config(args.config, args.set)
-            train.load_checkpoint(last)  # a missing or bad checkpoint fails before any work
+            train.load_checkpoint(last, resume=True)  # a missing or bad checkpoint fails before any work
     else:
         cfg = config_mod.load_config(args.config, args.set)  # no --config: the defaults
         if (out / rundir.LAST).exists() or (out / rundir.SUMMARY).exists():
             raise UserError(f"{out}: already holds a run; pass --resume to continue it or pick another --out")
+    check_writable(out)
     try:
         summary = train.fit(cfg, out, TerminalReporter(), resume=args.resume,
                             data_cache=args.data_cache)
@@ -82,7 +91,10 @@ def _eval(args: argparse.Namespace) -> int:
     metrics.check_perceptual_rate(extra, cfg.sample_rate)
     out = args.out if args.out is not None else evaluation.default_out(
         args.checkpoint, args.split, args.data)
-    threads = train.setup_threads(cfg.train.threads)
+    for folder in ([out] if out is not None else []) + (
+            [args.csv.absolute().parent] if args.csv is not None else []):
+        check_writable(folder)  # before any work
+    threads = train.setup_threads(cfg.train.threads, "train.threads")
     device = train.pick_device(cfg.train.device)
     model.to(device)
     try:
@@ -90,6 +102,7 @@ def _eval(args: argparse.Namespace) -> int:
     except UserError as exc:
         _print_problems(exc)
         raise
+    _check_eval_lengths(dataset, cfg.sample_rate)
     _, rows = train.evaluate(model, dataset, device, cfg.train.batch_size, with_sdr=True,
                              extra=extra, sample_rate=cfg.sample_rate)
     result = {
@@ -120,6 +133,32 @@ def _eval(args: argparse.Namespace) -> int:
     if written:
         print(f"masksep: eval written to {', '.join(map(str, written))}", file=sys.stderr)
     return 0
+
+
+# masksep eval passes each file through the model whole (the metrics are of the
+# whole file), so its memory grows with the file: Conv-TasNet (paper config)
+# took 25 MiB a second of 8 kHz audio, DPRNN 64 MiB, i.e. 3 and 8 GB at this
+# limit. Longer files: masksep separate, which works in chunks.
+EVAL_MAX_S = 120.0
+
+
+def _check_eval_lengths(dataset, rate: int) -> None:
+    """Refuse, before any is evaluated, an item longer than :data:`EVAL_MAX_S`."""
+    limit = round(EVAL_MAX_S * rate)
+    lengths = getattr(dataset, "lengths", None)
+    if hasattr(dataset, "items") and lengths is not None:  # files (LibriMix, WSJ0-mix, WHAM!)
+        long = ((str(item.mix), n) for item, n in zip(dataset.items, lengths, strict=True))
+    elif hasattr(dataset, "pick") and lengths is not None:  # dynamic mixing: the shortest utterance
+        long = ((dataset.item_name(i), min(lengths[j] for j in dataset.pick(i)))
+                for i in range(len(dataset)))
+    else:  # synthetic: one length for all
+        long = [("data.eval_seconds", getattr(dataset, "n_samples", 0))]
+    for name, n in long:
+        if n > limit:
+            raise UserError(
+                f"{name}: {n / rate:.1f} s is longer than masksep eval takes ({EVAL_MAX_S:g} s: "
+                "a file goes through the model whole, with memory growing with its length); "
+                "cut it, or separate it in chunks with masksep separate")
 
 
 def _eval_table(result: dict, rows: list[dict]) -> str:
@@ -164,6 +203,12 @@ DEFAULT_SPEECH_VARIANTS = tuple(f"f{i}" for i in range(1, 6)) + tuple(f"m{i}" fo
 def _data_speech(args: argparse.Namespace) -> int:
     from masksep.espeak import MissingExtra
 
+    if not (args.out / "corpus.json").is_file():  # a corpus already made is only read
+        # The corpus is made beside OUT and renamed to it: both folders are written.
+        check_writable(args.out.absolute().parent)
+        if args.out.is_dir():
+            check_writable(args.out)
+
     try:
         from masksep.data import speech
 
@@ -204,7 +249,7 @@ def _separate(args: argparse.Namespace) -> int:
     results = separate_files(
         args.checkpoint, args.inputs, args.out,
         chunk_s=DEFAULT_CHUNK_S if args.chunk_s is None else args.chunk_s,
-        overlap_s=args.overlap_s, device=args.device, threads=args.threads,
+        overlap_s=args.overlap_s, device=args.device, threads=args.threads, force=args.force,
     )
     for r in results:
         print(json.dumps(r))
@@ -221,10 +266,18 @@ def _complexity(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from masksep.pipeline import sweep_and_report
+    from masksep import locks
     from masksep.sweep.spec import load_spec
 
-    spec = load_spec(args.spec)
+    spec = load_spec(args.spec)  # a bad spec is refused before the folder is made
+    check_writable(args.out)
+    with locks.hold_folder(args.out, f"masksep sweep {spec.name}"):  # tuning, sweep and report
+        return _sweep_in(args, spec)
+
+
+def _sweep_in(args: argparse.Namespace, spec) -> int:
+    from masksep.pipeline import sweep_and_report
+
     run = sweep_and_report
     if spec.study is not None and spec.study.tuning is not None:
         from masksep.tuned import run_tuned_study  # each variant tuned first, then the study
@@ -343,6 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="overlap (cross-fade) between chunks in seconds (default 1, at most a quarter chunk)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--threads", type=int, default=0, help="torch threads; 0 = the CPUs given")
+    p.add_argument("--force", action="store_true",
+                   help="overwrite outputs that exist already (without it they are refused before any work)")
     p.set_defaults(func=_separate)
 
     p = sub.add_parser("data", help="write or check a data set on disk")
@@ -400,7 +455,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="sweep folder to write")
     p.add_argument("--resume", action="store_true",
                    help="continue the sweep in OUT after its driver stopped (finished trials are kept)")
-    p.add_argument("--address", help="Ray cluster to use (default: RAY_ADDRESS, else a private local Ray)")
+    p.add_argument("--address",
+                   help="the Ray cluster this driver joins, as ray.init takes it: HEAD:6379 (its GCS, "
+                        "from a node of the cluster) or ray://HEAD:10001 (Ray Client); not the "
+                        "dashboard, which is submit's --address. Default: RAY_ADDRESS, else a private "
+                        "local Ray")
     p.add_argument("--storage-path", help="Ray Tune storage (s3://, gs:// or a shared folder); default OUT/ray")
     p.add_argument("--no-wandb", action="store_true", help="do not log to W&B")
     p.add_argument("--dashboard", action="store_true", help="start the Ray dashboard (127.0.0.1 only) for a local Ray")
@@ -416,8 +475,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "STOPPED, 2 if the cluster cannot be reached or refuses the Ray auth token. "
                     "Token clusters: export RAY_AUTH_MODE=token (cluster/README.md).")
     p.add_argument("spec", type=Path, help="sweep spec (YAML), e.g. sweeps/paper.yaml")
-    p.add_argument("--address", help="the Ray dashboard, e.g. http://HEAD:8265 "
-                                     "(default: RAY_API_SERVER_ADDRESS)")
+    p.add_argument("--address",
+                   help="the cluster's Ray dashboard (its job API), e.g. http://HEAD:8265; HOST:PORT "
+                        "means http://HOST:PORT. Not the cluster address that sweep --address takes "
+                        "(HEAD:6379, ray://). Default, as for `ray job submit`: RAY_API_SERVER_ADDRESS, "
+                        "else RAY_ADDRESS (a cluster address there is looked up on the cluster). With "
+                        "RAY_AUTH_MODE=token, plain http:// to another host sends the token in the "
+                        "clear (a warning says so): prefer https:// or an SSH tunnel")
     p.add_argument("--out", required=True,
                    help="sweep folder: an absolute path on the head node")
     p.add_argument("--storage-path", help="Ray Tune storage every node sees (s3://, gs:// or a "
@@ -478,7 +542,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _print_names_as_bytes() -> None:
+    """A file name that is not UTF-8 (held as surrogates) prints as its own bytes
+    rather than stopping the command with a UnicodeEncodeError."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="surrogateescape")
+        except (AttributeError, ValueError, OSError):
+            pass  # not a text stream that can (a test's capture, a closed stream)
+
+
 def main(argv: list[str] | None = None) -> int:
+    _print_names_as_bytes()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

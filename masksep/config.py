@@ -246,10 +246,87 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not sep or not key.strip():
         raise ConfigError(text, "an override must look like field.name=value", "--set")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+        value = load_yaml_text(raw, "--set") if raw.strip() else ""
+    except ConfigError as exc:
+        if not isinstance(exc.__cause__, yaml.YAMLError):
+            raise  # too large: refused, not read as a string
         value = raw
     return key.strip(), value
+
+
+# --------------------------------------------------------------------------- bounded YAML
+
+# YAML aliases let a few hundred bytes stand for billions of values: PyYAML builds
+# each aliased node once, but every reader that walks the result (the typed loader,
+# flatten, asdict, json) expands it again. So a document is measured as it will be
+# walked, every alias counted as the whole node it repeats, before anything is built.
+# Generous: the largest spec in sweeps/ has about 300 nodes, a trial config about 60.
+MAX_YAML_NODES = 100_000
+MAX_YAML_BYTES = 4 << 20  # a spec or config of 4 MiB is not one a person wrote
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    """Nodes of the document once every alias is expanded (at most MAX_YAML_NODES + 1);
+    _TooLarge for an alias that contains itself."""
+    def children(node):
+        if isinstance(node, yaml.MappingNode):
+            return [n for pair in node.value for n in pair]
+        return node.value if isinstance(node, yaml.SequenceNode) else []
+
+    sizes: dict[int, int] = {}
+    path: set[int] = set()  # the nodes being expanded: the current node and its ancestors
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if done:
+            path.discard(key)
+            sizes[key] = min(MAX_YAML_NODES + 1, 1 + sum(sizes[id(c)] for c in children(node)))
+            continue
+        if key in sizes:
+            continue
+        path.add(key)
+        stack.append((node, True))
+        for child in children(node):
+            if id(child) in path:
+                raise _TooLarge("an alias refers to a node that contains it (a recursive alias)")
+            if id(child) not in sizes:
+                stack.append((child, False))
+    return sizes[id(root)]
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a document whose aliases expand past
+    MAX_YAML_NODES, after composing it and before constructing anything."""
+
+    def compose_document(self):
+        node = super().compose_document()
+        if node is not None and _expanded_size(node) > MAX_YAML_NODES:
+            raise _TooLarge(f"expands to more than {MAX_YAML_NODES} values (YAML aliases "
+                            f"repeat what they name); at most {MAX_YAML_NODES} are allowed")
+        return node
+
+
+def load_yaml_text(text: str, source: str | None = None) -> Any:
+    """YAML as yaml.safe_load reads it, refused (one ConfigError naming ``source``)
+    when malformed or when its aliases expand past MAX_YAML_NODES: the one YAML
+    reader of specs, configs and the files in run folders."""
+    if len(text) > MAX_YAML_BYTES:
+        raise ConfigError("file", f"is {len(text)} characters long; at most {MAX_YAML_BYTES} "
+                                  "are allowed", source)
+    try:
+        return yaml.load(text, Loader=_BoundedLoader)  # noqa: S506 - a SafeLoader
+    except _TooLarge as exc:
+        raise ConfigError("file", str(exc), source) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "file"
+        problem = getattr(exc, "problem", None) or "malformed YAML"
+        raise ConfigError(where, f"not valid YAML ({problem})", source) from exc
 
 
 def read_yaml(path: str | Path, empty_hint: str = "") -> dict:
@@ -257,18 +334,15 @@ def read_yaml(path: str | Path, empty_hint: str = "") -> dict:
     (``empty_hint`` ends the message for an empty file)."""
     path = Path(path)
     try:
+        if path.stat().st_size > MAX_YAML_BYTES:  # before reading it
+            raise ConfigError("file", f"is {path.stat().st_size} bytes long; at most "
+                                      f"{MAX_YAML_BYTES} are allowed", str(path))
         text = path.read_text()
     except FileNotFoundError:
         raise ConfigError("file", "not found", str(path)) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError("file", f"cannot be read ({exc.__class__.__name__})", str(path)) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else "file"
-        problem = getattr(exc, "problem", None) or "malformed YAML"
-        raise ConfigError(where, f"not valid YAML ({problem})", str(path)) from None
+    data = load_yaml_text(text, str(path))
     if data is None:
         # An empty file is a mistake (a half-saved config, the wrong path), not a
         # request for the defaults: those are what leaving the file out gives.
@@ -311,17 +385,41 @@ def expand_root(root: str) -> str:
 # would build a head of millions of masks.
 MAX_OVERSEP = 4096
 
+# Bounds on every count that allocates or loops, checked before anything is built:
+# a typo (an extra zero or three) or a hostile file is one line naming the field and
+# the limit, never a MemoryError or a machine that swaps. Generous on purpose: each
+# is far above the paper's models (N = 512, H = 512, X = 8, R = 3, 4 s crops) and
+# anything in sweeps/; raise one here if a real experiment needs more.
+MAX_SRC = 64  # n_src (C); the paper separates 2 or 3
+MAX_SAMPLE_RATE = 192_000
+MAX_CHANNELS = 16_384  # n_filters, bottleneck, hidden, skip, head.width
+MAX_DEPTH = 64  # head.depth, tcn.repeats, dprnn.blocks
+MAX_TCN_LAYERS = 16  # tcn.layers: dilation 2^(X-1), so 16 already sees 2^16 frames
+MAX_KERNEL = 16_384  # encoder.kernel_size (the STFT's n_fft), tcn.kernel_size, dprnn.chunk_size
+MAX_SECONDS = 600.0  # data.segment_s and data.eval_seconds: one item's length
+MAX_ITEMS = 1_000_000  # data.train_items (per epoch), valid_items, test_items
+MAX_EPOCHS = 100_000
+MAX_BATCH = 65_536
+MAX_THREADS = 4096  # train.threads, data.num_workers
+MAX_MILESTONES = 1_000  # train.milestones: each scores the test set once
+
 
 def _check(ok: bool, field_name: str, message: str, source: str | None) -> None:
     if not ok:
         raise ConfigError(field_name, message, source)
 
 
+def _check_at_most(value: float, limit: float, field_name: str, source: str | None) -> None:
+    _check(value <= limit, field_name, f"must be <= {limit}, got {value}", source)
+
+
 def validate(cfg: Config, source: str | None = None) -> None:
     """Values that type-check but cannot work. Raises ConfigError naming the field."""
     c = _check
     c(cfg.n_src >= 1, "n_src", f"must be >= 1, got {cfg.n_src}", source)
+    _check_at_most(cfg.n_src, MAX_SRC, "n_src", source)
     c(cfg.sample_rate >= 1000, "sample_rate", f"must be >= 1000 Hz, got {cfg.sample_rate}", source)
+    _check_at_most(cfg.sample_rate, MAX_SAMPLE_RATE, "sample_rate", source)
     _check_encoder(cfg, source)
     _check_backbone(cfg, source)
     _check_head(cfg, source)
@@ -334,6 +432,8 @@ def _check_encoder(cfg: Config, source: str | None) -> None:
     e = cfg.encoder
     c(e.kernel_size >= 2, "encoder.kernel_size", f"must be >= 2, got {e.kernel_size}", source)
     c(e.n_filters >= 1, "encoder.n_filters", f"must be >= 1, got {e.n_filters}", source)
+    _check_at_most(e.kernel_size, MAX_KERNEL, "encoder.kernel_size", source)
+    _check_at_most(e.n_filters, MAX_CHANNELS, "encoder.n_filters", source)
     max_stride = e.kernel_size if e.kind == "conv" else e.kernel_size // 2
     c(
         1 <= e.stride <= max_stride,
@@ -358,6 +458,13 @@ def _check_backbone(cfg: Config, source: str | None) -> None:
         value = getattr(d, name)
         c(value >= 1, f"backbone.dprnn.{name}", f"must be >= 1, got {value}", source)
     c(d.chunk_size >= 2, "backbone.dprnn.chunk_size", f"must be >= 2, got {d.chunk_size}", source)
+    for name, value, limit in (
+            ("tcn.bottleneck", t.bottleneck, MAX_CHANNELS), ("tcn.hidden", t.hidden, MAX_CHANNELS),
+            ("tcn.skip", t.skip, MAX_CHANNELS), ("tcn.layers", t.layers, MAX_TCN_LAYERS),
+            ("tcn.repeats", t.repeats, MAX_DEPTH), ("tcn.kernel_size", t.kernel_size, MAX_KERNEL),
+            ("dprnn.bottleneck", d.bottleneck, MAX_CHANNELS), ("dprnn.hidden", d.hidden, MAX_CHANNELS),
+            ("dprnn.blocks", d.blocks, MAX_DEPTH), ("dprnn.chunk_size", d.chunk_size, MAX_KERNEL)):
+        _check_at_most(value, limit, f"backbone.{name}", source)
 
 
 def _check_head(cfg: Config, source: str | None) -> None:
@@ -365,6 +472,8 @@ def _check_head(cfg: Config, source: str | None) -> None:
     h = cfg.head
     c(h.depth >= 1, "head.depth", f"must be >= 1, got {h.depth}", source)
     c(h.width >= 1, "head.width", f"must be >= 1, got {h.width}", source)
+    _check_at_most(h.depth, MAX_DEPTH, "head.depth", source)
+    _check_at_most(h.width, MAX_CHANNELS, "head.width", source)
     if h.kind == "og":
         c(
             h.oversep >= cfg.n_src,
@@ -372,13 +481,14 @@ def _check_head(cfg: Config, source: str | None) -> None:
             f"must be >= n_src ({cfg.n_src}) for an og head, got {h.oversep}",
             source,
         )
+        # Before the oracle's check: n_src ** oversep of a huge oversep never ends.
+        c(h.oversep <= MAX_OVERSEP, "head.oversep", f"must be <= {MAX_OVERSEP}, got {h.oversep}", source)
         if h.grouping == "oracle":
             # The loss's own limit: og_assign scores all C^P assignments exactly.
             c(cfg.n_src**h.oversep <= OG_MAX_ASSIGNMENTS, "head.oversep",
               f"oracle grouping scores all n_src^oversep = {cfg.n_src}^{h.oversep} assignments; "
               f"at most {OG_MAX_ASSIGNMENTS} are allowed (use a smaller oversep or learned grouping)",
               source)
-        c(h.oversep <= MAX_OVERSEP, "head.oversep", f"must be <= {MAX_OVERSEP}, got {h.oversep}", source)
 
 
 def _check_data(cfg: Config, source: str | None) -> None:
@@ -386,10 +496,14 @@ def _check_data(cfg: Config, source: str | None) -> None:
     dc = cfg.data
     c(dc.segment_s > 0, "data.segment_s", f"must be > 0, got {dc.segment_s}", source)
     c(dc.eval_seconds > 0, "data.eval_seconds", f"must be > 0, got {dc.eval_seconds}", source)
+    _check_at_most(dc.segment_s, MAX_SECONDS, "data.segment_s", source)
+    _check_at_most(dc.eval_seconds, MAX_SECONDS, "data.eval_seconds", source)
     for name in ("train_items", "valid_items", "test_items"):
         value = getattr(dc, name)
         c(value >= 1, f"data.{name}", f"must be >= 1, got {value}", source)
+        _check_at_most(value, MAX_ITEMS, f"data.{name}", source)
     c(dc.num_workers >= -1, "data.num_workers", f"must be >= 0, or -1 for auto, got {dc.num_workers}", source)
+    _check_at_most(dc.num_workers, MAX_THREADS, "data.num_workers", source)
     if dc.kind != "synthetic":
         c(bool(dc.root), "data.root", f"is required for data.kind {dc.kind!r}", source)
     c(
@@ -412,6 +526,9 @@ def _check_train(cfg: Config, source: str | None) -> None:
     tr = cfg.train
     c(tr.epochs >= 1, "train.epochs", f"must be >= 1, got {tr.epochs}", source)
     c(tr.batch_size >= 1, "train.batch_size", f"must be >= 1, got {tr.batch_size}", source)
+    _check_at_most(tr.epochs, MAX_EPOCHS, "train.epochs", source)
+    _check_at_most(tr.batch_size, MAX_BATCH, "train.batch_size", source)
+    _check_at_most(tr.threads, MAX_THREADS, "train.threads", source)
     c(tr.lr > 0, "train.lr", f"must be > 0, got {tr.lr}", source)
     c(tr.weight_decay >= 0, "train.weight_decay", f"must be >= 0, got {tr.weight_decay}", source)
     c(tr.clip_grad >= 0, "train.clip_grad", f"must be >= 0, got {tr.clip_grad}", source)
@@ -419,6 +536,8 @@ def _check_train(cfg: Config, source: str | None) -> None:
         value = getattr(tr, name)
         c(value >= 0, f"train.{name}", f"must be >= 0, got {value}", source)
     ms = tr.milestones
+    c(len(ms) <= MAX_MILESTONES, "train.milestones",
+      f"at most {MAX_MILESTONES} milestones are allowed, got {len(ms)}", source)
     c(all(m >= 1 for m in ms), "train.milestones", f"must be optimizer steps >= 1, got {ms}", source)
     c(all(a < b for a, b in zip(ms, ms[1:], strict=False)), "train.milestones",
       f"must be strictly increasing, got {ms}", source)

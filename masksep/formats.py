@@ -46,6 +46,15 @@ def macs(value: Any) -> str:
     return f"{value / 1e9:.2f}G" if value >= 1e9 else f"{value / 1e6:.2f}M"
 
 
+def count(value: Any) -> str:
+    """A parameter count: 33.4k, 1.05M."""
+    if not ok(value):
+        return "-"
+    if value >= 1e6:
+        return f"{value / 1e6:.2f}M"
+    return f"{value / 1e3:.1f}k" if value >= 1e3 else f"{value:.0f}"
+
+
 def p_value(value: Any) -> str:
     """A p-value: three decimals, scientific below 0.001."""
     if not ok(value):

@@ -354,6 +354,28 @@ def group_sum(est: torch.Tensor, assign: torch.Tensor, n_src: int) -> torch.Tens
     return members @ est
 
 
+def canonical_grouping(assign: torch.Tensor) -> tuple[int, ...]:
+    """One row of og_assign (P,) with its groups renamed in order of first
+    appearance: two assignments that differ only in which source a group serves
+    (the order PIT settles) become the same tuple."""
+    names: dict[int, int] = {}
+    return tuple(names.setdefault(int(g), len(names)) for g in assign.tolist())
+
+
+def most_common_grouping(assigns: list[torch.Tensor] | torch.Tensor) -> torch.LongTensor:
+    """The reference-free grouping of an OG separator: of the best assignments
+    og_assign found on a set of mixtures (rows (P,)), the one (up to the order of
+    the sources) found most often, ties to the first seen. Fixed once, from
+    validation, it groups the outputs of any mixture without its references."""
+    counts: dict[tuple[int, ...], int] = {}
+    for row in assigns:
+        key = canonical_grouping(row)
+        counts[key] = counts.get(key, 0) + 1
+    if not counts:
+        raise ValueError("most_common_grouping: no assignment to count")
+    return torch.tensor(max(counts, key=counts.get), dtype=torch.long)
+
+
 def separation_loss(est: torch.Tensor, ref: torch.Tensor, oracle_grouping: bool) -> torch.Tensor:
     """Training loss: negative mean SI-SNR (dB) over batch and sources, a scalar.
 
@@ -370,14 +392,21 @@ def separation_loss(est: torch.Tensor, ref: torch.Tensor, oracle_grouping: bool)
     return -pit_si_snr(est, ref)[0].mean()
 
 
-def align(est: torch.Tensor, ref: torch.Tensor, oracle_grouping: bool) -> torch.Tensor:
+def align(est: torch.Tensor, ref: torch.Tensor, oracle_grouping: bool,
+          grouping: torch.Tensor | None = None) -> torch.Tensor:
     """The estimates in reference order, est (B, K, T) -> (B, C, T), for metrics.
 
     Grouped by :func:`og_assign` when ``oracle_grouping``, otherwise reordered
-    by the PIT permutation (K == C). Computed under ``no_grad``.
+    by the PIT permutation (K == C). With ``grouping`` (P,), a fixed grouping of
+    the K = P outputs (:func:`most_common_grouping`) sums them into C estimates
+    first, without looking at the references; PIT then only orders them, as for
+    any separator. Computed under ``no_grad``.
     """
     _check_pair(est, ref, "align")
     with torch.no_grad():
+        if grouping is not None:
+            grouped = group_sum(est, grouping.to(est.device).expand(est.shape[0], -1), ref.shape[1])
+            return align(grouped, ref, oracle_grouping=False)
         if oracle_grouping:
             return group_sum(est, og_assign(est, ref), ref.shape[1])
         _, perm = pit_si_snr(est, ref)

@@ -297,7 +297,8 @@ def evaluate(
     with_sdr: bool = True,
     extra: Sequence[str] = (),
     sample_rate: int | None = None,
+    grouping: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """:func:`masksep.losses.align` then :func:`improvement_metrics`: est (B, K, T) -> dict of (B,)."""
-    return improvement_metrics(align(est, ref, oracle_grouping), ref, mix, filter_len, with_sdr,
-                               extra, sample_rate)
+    return improvement_metrics(align(est, ref, oracle_grouping, grouping), ref, mix, filter_len,
+                               with_sdr, extra, sample_rate)

@@ -9,11 +9,13 @@ Three kinds of folder, each written by one module and read by the others:
       config.yaml  metrics.jsonl  summary.json  checkpoints/last.pt  checkpoints/best.pt
       searched.json  attempts.json  error.txt (Ray's, when the trial failed)
       eval/NAME/all_metrics.csv  eval/NAME/final_metrics.json  (masksep eval, evaluation.py)
+      .masksep.lock (while masksep train runs in it)
 
 * a **sweep** (``masksep sweep --out``): written by sweep/runner.py::
 
       sweep.json  spec.yaml  optuna.db  ray/NAME/ (Tune's experiment, a folder per
-      trial)  orphaned/  wandb/  tuning/ and tuned.json (a tuned study, masksep/tuned.py)
+      trial, masksep-sweep.json)  orphaned/  wandb/  tuning/ and tuned.json (a tuned
+      study, masksep/tuned.py)  .masksep.lock (while its driver runs)
 
 * a **report** (the sweep folder again, or a committed results folder):
   written by report/, read back by report/ and the overview::
@@ -57,6 +59,8 @@ SPEC = "spec.yaml"  # the spec, self-contained
 OPTUNA_DB = "optuna.db"  # an export of the Optuna study, for optuna-dashboard
 ORPHANED = "orphaned"  # trial folders a resume found but Tune's snapshot did not know
 DATA_CACHE = "data-cache"  # in the experiment folder: the data its trials share
+OWNER = "masksep-sweep.json"  # in the experiment folder: the uid of the sweep.json that owns it
+LOCK = ".masksep.lock"  # a run or sweep folder's lock while a run uses it (masksep/locks.py)
 TUNING = "tuning"  # a tuned study's searches, one sweep folder per variant
 TUNED = "tuned.json"  # and the settings they chose
 
@@ -75,6 +79,9 @@ COMPLEXITY_KEYS = ("params", "head_params", "macs_per_s", "head_macs_per_s")  # 
 # What a finished trial's summary gives trials.csv beside its complexity (same order).
 RESULT_KEYS = ("best_val_si_snri", "best_epoch", "test_si_snr", "test_si_snri", "test_sdri",
                "epochs", "train_steps", "train_audio_s", "wall_s", "seed")
+# An og head trained with oracle grouping is also scored with a grouping fixed on
+# validation (no references at test): in its summary and trials.csv, absent for others.
+FIXED_KEYS = ("test_si_snri_fixed", "test_sdri_fixed")
 
 
 def parts(name: str) -> tuple[str, ...]:
@@ -159,9 +166,16 @@ class Store:
         parent, _, base = target.rpartition("/")
         self.fs.create_dir(parent, recursive=True)
         tmp = f"{parent}/.{base}.tmp{os.getpid()}"
-        with self.fs.open_output_stream(tmp) as f:
-            write(f)
-        self.fs.move(tmp, target)
+        try:
+            with self.fs.open_output_stream(tmp) as f:
+                write(f)
+            self.fs.move(tmp, target)
+        except BaseException:
+            try:  # a full disk: the previous file stays, and no temp file beside it
+                self.fs.delete_file(tmp)
+            except (OSError, FileNotFoundError):
+                pass
+            raise
 
     def move_out(self, name: str, local: Path) -> None:
         """Move the folder ``name`` to the local folder ``local`` (a rename on one disk)."""
@@ -202,3 +216,37 @@ def read_state(out: Path) -> dict[str, Any]:
 def experiment_path(state: dict[str, Any]) -> str:
     """Ray Tune's experiment folder (a local path or a URI) of a sweep."""
     return f"{state['storage'].rstrip('/')}/{state['name']}"
+
+
+# --------------------------------------------------------------------------- Tune's snapshot
+
+TUNE_STATE_PREFIX = "experiment_state-"  # Tune's snapshot: experiment_state-<time>.json
+
+
+def tune_trials(store: Store) -> dict[str, dict[str, Any]] | None:
+    """Trial folder name -> {trial_id, status, retries, last_result} from the newest
+    snapshot of Tune's experiment state in ``store``; None when there is none or it
+    is unreadable.
+
+    Read as plain JSON, never through Tune (ExperimentAnalysis, ResultGrid): Tune
+    embeds objects in the snapshot as cloudpickle and unpickles them when it reads
+    it, so a results folder copied from elsewhere (or a bucket others can write)
+    would run code on the reader's machine. The fields read here are plain JSON
+    strings and numbers; what Tune pickled stays an undecoded hex string."""
+    names = sorted(n for n, is_dir in store.listdir()
+                   if not is_dir and n.startswith(TUNE_STATE_PREFIX) and n.endswith(".json"))
+    if not names:
+        return None
+    try:
+        entries = json.loads(store.read_bytes(names[-1]) or b"")["trial_data"]
+        trials = {}
+        for entry in entries:
+            trial, meta = (json.loads(part) for part in entry)
+            last = meta.get("last_result")
+            name = str(trial.get("relative_logdir") or f"trial_{trial['trial_id']}")
+            trials[name] = {"trial_id": str(trial["trial_id"]), "status": str(trial.get("status", "")),
+                            "retries": int(meta.get("num_failures") or 0),
+                            "last_result": last if isinstance(last, dict) else {}}
+    except (ValueError, TypeError, KeyError, AttributeError):  # being rewritten, or not Tune's
+        return None
+    return trials

@@ -31,7 +31,8 @@ model's rate per chunk and the outputs back to the input's rate
 (scipy.signal.resample_poly); the filter's edge effects fall where the
 cross-fade weight is near zero.
 
-Output format: 32-bit float wav. A separator trained with SI-SNR fixes the
+Output format: 32-bit float wav (RF64, WAV with 64-bit sizes, for an output
+past the 4 GiB a WAV file can hold). A separator trained with SI-SNR fixes the
 scale of its outputs only loosely (the loss is scale-invariant), so 16-bit
 PCM could clip them; float keeps exactly what the model produced.
 
@@ -44,6 +45,8 @@ by itself.
 
 from __future__ import annotations
 
+import math
+import os
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -113,6 +116,17 @@ def fades(n: int) -> tuple[np.ndarray, np.ndarray]:
     return fade_in.astype(np.float32), (1.0 - fade_in).astype(np.float32)
 
 
+def check_chunking(chunk_s: float, overlap_s: float) -> None:
+    """--chunk-s and --overlap-s, before any work: finite (inf has no sample count)."""
+    if not (math.isfinite(chunk_s) and chunk_s >= 0.1):
+        raise UserError(f"--chunk-s: must be a finite number of seconds >= 0.1, got {chunk_s}")
+    if not (math.isfinite(overlap_s) and 0 < overlap_s <= chunk_s / 2):
+        # no overlap, nothing to align the source order of two chunks on
+        raise UserError(
+            f"--overlap-s: must be > 0 and at most half of --chunk-s ({chunk_s / 2:g}), got {overlap_s}"
+        )
+
+
 class ChunkedSeparator:
     """Separates a stream chunk by chunk; see the module docstring for the method."""
 
@@ -124,13 +138,7 @@ class ChunkedSeparator:
         chunk_s: float = DEFAULT_CHUNK_S,
         overlap_s: float = DEFAULT_OVERLAP_S,
     ):
-        if chunk_s < 0.1:
-            raise UserError(f"--chunk-s: must be at least 0.1 s, got {chunk_s}")
-        if not 0 < overlap_s <= chunk_s / 2:
-            # no overlap, nothing to align the source order of two chunks on
-            raise UserError(
-                f"--overlap-s: must be > 0 and at most half of --chunk-s ({chunk_s / 2:g}), got {overlap_s}"
-            )
+        check_chunking(chunk_s, overlap_s)
         self.model = model
         self.model_rate = int(model_rate)
         self.device = torch.device(device)
@@ -167,8 +175,12 @@ class ChunkedSeparator:
             y[c] = y[c][best_permutation(y[0], y[c])]
         return np.ascontiguousarray(y.transpose(1, 0, 2))
 
-    def run(self, reader: sf.SoundFile, writers: list[sf.SoundFile], where: str = "") -> int:
-        """Read all of ``reader``, write source k to ``writers[k]``; returns the chunk count."""
+    def run(self, reader: sf.SoundFile, writers: list[sf.SoundFile], where: str = "",
+            outputs: list[Path] | None = None) -> int:
+        """Read all of ``reader``, write source k to ``writers[k]`` (the file
+        ``outputs[k]``, named when a write fails); returns the chunk count."""
+        self._outputs = outputs or [Path(w.name if isinstance(w.name, str) else os.fsdecode(w.name))
+                                    for w in writers]
         rate, frames = reader.samplerate, reader.frames
         starts, length, overlap = self.plan(frames, rate)
         fade_in, fade_out = fades(overlap)
@@ -194,18 +206,22 @@ class ChunkedSeparator:
             tail = None if last else y[..., end:].copy()
         return len(starts)
 
-    @staticmethod
-    def _write(writers: list[sf.SoundFile], y: np.ndarray) -> None:
-        for w, source in zip(writers, y, strict=True):
-            w.write(np.ascontiguousarray(source.T))
+    def _write(self, writers: list[sf.SoundFile], y: np.ndarray) -> None:
+        for w, source, path in zip(writers, y, self._outputs, strict=True):
+            try:
+                w.write(np.ascontiguousarray(source.T))
+            except (OSError, sf.LibsndfileError) as exc:  # a full disk: one line, no half file
+                raise audio.write_failure(path, exc) from None
 
 
 def output_paths(inp: Path, out_dir: Path, n_src: int) -> list[Path]:
     return [out_dir / f"{inp.stem}_s{k + 1}.wav" for k in range(n_src)]
 
 
-def check_inputs(inputs: list[Path], out_dir: Path, n_src: int) -> list[audio.AudioInfo]:
-    """Every input readable and non-empty, no two writing the same output; before any work."""
+def check_inputs(inputs: list[Path], out_dir: Path, n_src: int,
+                 force: bool = False) -> list[audio.AudioInfo]:
+    """Every input readable and non-empty, no two writing the same output, and no
+    output already there unless ``force``; before any work."""
     infos = []
     seen: dict[Path, Path] = {}
     for inp in inputs:
@@ -215,6 +231,8 @@ def check_inputs(inputs: list[Path], out_dir: Path, n_src: int) -> list[audio.Au
         for out in output_paths(inp, out_dir, n_src):
             if out in seen:
                 raise UserError(f"{inp}: would write {out.name} as {seen[out]} does (same file name)")
+            if not force and (out.exists() or out.is_symlink()):
+                raise UserError(f"{out}: already exists; pass --force to overwrite it")
             seen[out] = inp
         infos.append(i)
     return infos
@@ -229,10 +247,13 @@ def separate_files(
     overlap_s: float | None = None,
     device: str = "auto",
     threads: int = 0,
+    force: bool = False,
 ) -> list[dict]:
     """Separate each input into ``out_dir``; one result dict per input.
 
     ``overlap_s`` None: :data:`DEFAULT_OVERLAP_S`, at most a quarter of a chunk.
+    Outputs that exist already are refused before any work, unless ``force``
+    (Asteroid's ``force_overwrite``).
     """
     from masksep import train
 
@@ -241,13 +262,14 @@ def separate_files(
 
     if not inputs:
         raise UserError("separate: no input files given")
+    check_chunking(chunk_s, overlap_s)
     cfg, model = load_separator(checkpoint)
     dev = train.pick_device(device)
     n_threads = train.setup_threads(threads)
     model.to(dev)
     out_dir = Path(out_dir)
     inputs = [Path(p) for p in inputs]
-    infos = check_inputs(inputs, out_dir, cfg.n_src)
+    infos = check_inputs(inputs, out_dir, cfg.n_src, force)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -259,17 +281,18 @@ def separate_files(
         t0 = time.perf_counter()
         with ExitStack() as stack:
             try:
-                reader = stack.enter_context(sf.SoundFile(str(inp)))
+                reader = stack.enter_context(sf.SoundFile(os.fsencode(inp)))
             except Exception as exc:
                 raise UserError(f"{inp}: cannot be read ({exc})") from None
             writers = [
                 stack.enter_context(
-                    audio.atomic_wav_writer(p, info.samplerate, info.channels, OUTPUT_SUBTYPE)
+                    audio.atomic_wav_writer(p, info.samplerate, info.channels, OUTPUT_SUBTYPE,
+                                            frames=info.frames)
                 )
                 for p in outs
             ]
             try:
-                chunks = sep.run(reader, writers, str(inp))
+                chunks = sep.run(reader, writers, str(inp), outs)
             except sf.LibsndfileError as exc:
                 raise UserError(f"{inp}: cannot be read ({exc})") from None
         wall = time.perf_counter() - t0

@@ -74,6 +74,37 @@ def paired(x: Iterable[Any], reference: Iterable[Any], confidence: float = CONFI
     return out
 
 
+def p_against(x: Iterable[Any], reference: Iterable[Any], bound: float = 0.0) -> float:
+    """Two-sided paired t p-value of mean(x - reference) == ``bound`` (the test
+    whose 95 % CI the verdict reads: p < 0.05 exactly when the CI excludes it)."""
+    from scipy import stats
+
+    a = np.asarray(list(x), dtype=float)
+    b = np.asarray(list(reference), dtype=float)
+    keep = np.isfinite(a) & np.isfinite(b)
+    d = a[keep] - b[keep]
+    if len(d) < 2 or np.std(d) == 0:
+        return math.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(stats.ttest_1samp(d, bound).pvalue)
+
+
+def holm(p_values: Iterable[float]) -> list[float]:
+    """Holm's step-down adjustment of a family of p-values (NaN stays NaN and
+    does not count): reject where the adjusted p < alpha controls the
+    family-wise error at alpha. scipy has Benjamini-Hochberg, not Holm."""
+    p = [float(v) for v in p_values]
+    finite = sorted((v, i) for i, v in enumerate(p) if math.isfinite(v))
+    m = len(finite)
+    out = [math.nan] * len(p)
+    running = 0.0
+    for rank, (value, i) in enumerate(finite):
+        running = max(running, min(1.0, (m - rank) * value))
+        out[i] = running
+    return out
+
+
 def wilcoxon_floor(n: int) -> float:
     """The smallest two-sided p the exact signed-rank test can give with n pairs."""
     return min(1.0, 2.0 / 2**n) if n > 0 else math.nan
@@ -128,3 +159,34 @@ def seeds_needed(sd: float, target: float = 0.2, confidence: float = CONFIDENCE,
         else:
             lo = mid + 1
     return lo
+
+
+def power(sd: float, n: int, effect: float, confidence: float = CONFIDENCE) -> float:
+    """The power of a two-sided paired t-test with n pairs to detect a true mean
+    difference ``effect`` when the differences have standard deviation ``sd``
+    (the noncentral t, scipy.stats.nct)."""
+    from scipy import stats
+
+    if n < 2 or not math.isfinite(sd) or sd <= 0:
+        return math.nan
+    dof = n - 1
+    crit = stats.t.ppf(0.5 + confidence / 2, dof)
+    shift = effect / sd * math.sqrt(n)
+    return float(stats.nct.sf(crit, dof, shift) + stats.nct.cdf(-crit, dof, shift))
+
+
+def seeds_for_power(sd: float, effect: float = 0.2, target: float = 0.8,
+                    confidence: float = CONFIDENCE, limit: int = 10_000) -> int | None:
+    """Smallest n >= 2 whose paired t-test detects ``effect`` with probability
+    ``target`` (80 %) at this SD: how many seeds a study needs so that a real
+    difference of that size is found, not merely a CI of some width. None when
+    sd is unknown or no n up to ``limit`` reaches it."""
+    if not math.isfinite(sd):
+        return None
+    if sd == 0:
+        return 2
+    # Upwards from 2: scipy's noncentral t turns to NaN far out in n, so no bisection.
+    for n in range(2, limit + 1):
+        if power(sd, n, effect, confidence) >= target:
+            return n
+    return None

@@ -22,6 +22,7 @@ import copy
 import io
 import json
 import math
+import os
 import subprocess
 import time
 from contextlib import nullcontext
@@ -40,8 +41,8 @@ from masksep.config import Config
 from masksep.data import build_dataset
 from masksep.data.cache import CachedMixtures
 from masksep.errors import UserError
-from masksep.files import atomic_write
-from masksep.losses import separation_loss
+from masksep.files import append_line, atomic_write, make_folder
+from masksep.losses import most_common_grouping, og_assign, separation_loss
 from masksep.metrics import evaluate as evaluate_batch
 from masksep.models.separator import Separator, build_model
 from masksep.parallel import SINGLE, Dist
@@ -57,10 +58,16 @@ class TrainingDiverged(RuntimeError):
 # --------------------------------------------------------------------------- environment
 
 
-def setup_threads(requested: int = 0) -> int:
+def setup_threads(requested: int = 0, flag: str = "--threads") -> int:
     """Torch threads for evaluation and inference: ``requested``, else MASKSEP_THREADS,
     else the CPUs this process was given (training adapts them: masksep/cpu.py).
-    Also keeps freed memory for reuse (:func:`masksep.cpu.keep_freed_memory`)."""
+    Also keeps freed memory for reuse (:func:`masksep.cpu.keep_freed_memory`).
+    ``requested`` past the machine's CPUs is refused (``flag`` names it): more
+    threads than cores only wait at torch's barriers, and torch crashes on huge counts."""
+    most = os.cpu_count() or 1
+    if not 0 <= requested <= most:
+        raise UserError(f"{flag}: must be between 0 (the CPUs given) and {most} (this "
+                        f"machine's CPUs), got {requested}")
     cpu.keep_freed_memory()
     return cpu.ThreadGovernor(requested).threads
 
@@ -90,8 +97,16 @@ def git_sha() -> str:
 # --------------------------------------------------------------------------- files
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Load a masksep checkpoint (weights_only); a bad file is one UserError line."""
+# What a checkpoint holds: every one (best.pt too), and what a resume also needs (last.pt).
+CHECKPOINT_KEYS = ("format", "config", "model")
+RESUME_KEYS = ("optimizer", "scheduler", "scaler", "epoch", "best_val", "best_epoch",
+               "bad_epochs", "history")
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
+                    resume: bool = False) -> dict:
+    """Load a masksep checkpoint (weights_only); a bad file is one UserError line.
+    ``resume``: it must also hold what a resume needs (a last.pt, not a best.pt)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: checkpoint not found")
@@ -102,7 +117,60 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise UserError(f"{path}: not a readable checkpoint ({reason})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"{path}: not a masksep checkpoint (no '{CHECKPOINT_FORMAT}' format tag)")
+    missing = [k for k in CHECKPOINT_KEYS + (RESUME_KEYS if resume else ()) if k not in ckpt]
+    if missing:
+        hint = ""
+        if resume and all(k in ckpt for k in CHECKPOINT_KEYS):
+            hint = ("; it holds weights only, as best.pt does: a resume needs the last.pt "
+                    "its run wrote")
+        raise UserError(f"{path}: not a complete checkpoint{' to resume from' if resume else ''}: "
+                        f"no {', '.join(missing)}{hint}")
+    if not isinstance(ckpt["config"], dict) or not isinstance(ckpt["model"], dict):
+        raise UserError(f"{path}: not a masksep checkpoint (its config or model is not a mapping)")
     return ckpt
+
+
+def check_weights(model: torch.nn.Module, weights: dict, source: str, what: str = "model") -> None:
+    """``weights`` fit ``model`` name for name and shape for shape; else one line
+    naming the first weight that is missing, extra or of another shape."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in weights]
+    extra = [k for k in weights if k not in own]
+    if missing or extra:
+        keys, kind = (missing, "no") if missing else (extra, "an unknown")
+        more = f" (and {len(keys) - 1} more)" if len(keys) > 1 else ""
+        raise UserError(f"{source}: weights do not fit the model its config builds: {kind} {what} "
+                        f"weight {keys[0]}{more}")
+    for key, mine in own.items():
+        theirs = weights[key]
+        shape = tuple(theirs.shape) if isinstance(theirs, torch.Tensor) else None
+        if shape != tuple(mine.shape):
+            got = "not a tensor" if shape is None else f"shape {shape}"
+            raise UserError(f"{source}: weights do not fit the model its config builds: {what} "
+                            f"weight {key} is {got} in the checkpoint, shape {tuple(mine.shape)} "
+                            "in the model")
+
+
+def _check_optimizer_state(model: torch.nn.Module, state: Any, source: str) -> None:
+    """Adam's per-parameter state has its parameter's shape (torch checks only the counts)."""
+    named = list(model.named_parameters())
+    try:
+        ids = [i for group in state["param_groups"] for i in group["params"]]
+        per_param = state["state"]
+        if not isinstance(per_param, dict):
+            raise TypeError
+    except (KeyError, TypeError):
+        raise UserError(f"{source}: its optimizer state is not an optimizer's (no param_groups "
+                        "or state)") from None
+    if len(ids) != len(named):
+        raise UserError(f"{source}: its optimizer state holds {len(ids)} parameters, the model "
+                        f"its config builds {len(named)}")
+    for index, (name, param) in zip(ids, named, strict=True):
+        for key, value in (per_param.get(index) or {}).items():
+            if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != param.shape:
+                raise UserError(f"{source}: optimizer state {key} of {name} has shape "
+                                f"{tuple(value.shape)} in the checkpoint, shape "
+                                f"{tuple(param.shape)} in the model")
 
 
 def initial_model(cfg: Config) -> Separator:
@@ -120,11 +188,8 @@ def model_from_checkpoint(ckpt: dict, source: str = "checkpoint") -> tuple[Confi
     """Rebuild the separator a checkpoint was trained as, with its weights."""
     cfg = config_mod.from_dict(ckpt["config"], source)
     model = build_model(cfg)
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0][:160]
-        raise UserError(f"{source}: weights do not fit the model its config builds ({first})") from None
+    check_weights(model, ckpt["model"], source)
+    model.load_state_dict(ckpt["model"])
     return cfg, model
 
 
@@ -140,8 +205,13 @@ def evaluate(
     dist: Dist = SINGLE,
     extra: tuple[str, ...] = (),
     sample_rate: int | None = None,
+    grouping: torch.Tensor | None = None,
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Mean and per-item metrics of ``model`` on ``dataset``.
+
+    An og head with oracle grouping is scored with the best assignment of its
+    outputs against the references, or, given ``grouping``, with that fixed
+    grouping (no references; :func:`validation_grouping`).
 
     Items of different lengths are evaluated one at a time; data sets that
     declare ``fixed_length = True`` are batched. Under DDP each rank takes its
@@ -163,7 +233,7 @@ def evaluate(
             mix, ref = mix.to(device), ref.to(device)
             est = model(mix).float()
             scores = evaluate_batch(est, ref, mix, model.oracle_grouping, with_sdr=with_sdr,
-                                    extra=extra, sample_rate=sample_rate)
+                                    extra=extra, sample_rate=sample_rate, grouping=grouping)
             for b in range(mix.shape[0]):
                 row: dict[str, Any] = {k: float(scores[k][b]) for k in keys}
                 if item_name is not None:
@@ -174,6 +244,26 @@ def evaluate(
     count = max(totals[0], 1)
     means = {k: totals[i + 1] / count for i, k in enumerate(keys)}
     return means, rows
+
+
+def validation_grouping(model: Separator, dataset: Dataset, device: torch.device,
+                        batch_size: int = 1, dist: Dist = SINGLE) -> torch.LongTensor | None:
+    """The reference-free grouping of an og head trained with oracle grouping:
+    the assignment of its P outputs to the C sources that og_assign found best
+    most often over ``dataset`` (validation), fixed for test. None for any
+    other head. Under DDP every rank counts the whole set (the same answer)."""
+    if not model.oracle_grouping:
+        return None
+    batch = batch_size if getattr(dataset, "fixed_length", False) else 1
+    assigns = []
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        for mix, ref in DataLoader(dataset, batch_size=batch, shuffle=False):
+            est = model(mix.to(device)).float()
+            assigns.extend(og_assign(est, ref.to(device)).cpu())
+    model.train(was_training)
+    return most_common_grouping(assigns)
 
 
 # --------------------------------------------------------------------------- the run's parts
@@ -277,12 +367,19 @@ def setup(cfg: Config, out_dir: Path, dist: Dist, data_cache: Path | None = None
 
 def restore(run: Run, source: str | Path) -> Progress:
     """Load ``source`` (a last.pt) into the run's parts; its progress."""
-    ckpt = load_checkpoint(source, map_location=run.device)
+    ckpt = load_checkpoint(source, map_location=run.device, resume=True)
     _check_resumable(run.cfg, ckpt, str(source))
+    check_weights(run.model, ckpt["model"], str(source))
+    if ckpt.get("best_model") is not None:
+        check_weights(run.model, ckpt["best_model"], str(source), "best")
+    _check_optimizer_state(run.model, ckpt["optimizer"], str(source))
     run.model.load_state_dict(ckpt["model"])
-    run.optimizer.load_state_dict(ckpt["optimizer"])
-    run.scheduler.load_state_dict(ckpt["scheduler"])
-    run.scaler.load_state_dict(ckpt["scaler"])
+    for part in ("optimizer", "scheduler", "scaler"):
+        try:
+            getattr(run, part).load_state_dict(ckpt[part])
+        except (KeyError, ValueError, TypeError, RuntimeError, AttributeError) as exc:
+            first = (str(exc).splitlines() or [exc.__class__.__name__])[0][:160]
+            raise UserError(f"{source}: its {part} state does not load ({first})") from None
     return Progress(
         epoch=ckpt["epoch"], best_val=ckpt["best_val"], best_epoch=ckpt["best_epoch"],
         # checkpoints from before best weights travelled in last.pt: the last weights
@@ -298,7 +395,7 @@ def start_files(run: Run, progress: Progress) -> None:
     killed run would otherwise appear twice)."""
     if not run.dist.is_main:
         return
-    run.ckpt_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(run.ckpt_dir)
     atomic_write(run.out_dir / rundir.CONFIG, config_mod.to_yaml(run.cfg))
     atomic_write(run.out_dir / rundir.METRICS,
                  "".join(json.dumps(h) + "\n" for h in progress.history))
@@ -362,7 +459,9 @@ def _write_best(run: Run, progress: Progress) -> None:
 
 
 def save(run: Run, progress: Progress, improved: bool) -> None:
-    """last.pt every epoch and best.pt when it improved, each written whole or not at all."""
+    """last.pt every epoch and best.pt when it improved, each written whole or not at all,
+    then the epoch's line of metrics.jsonl (whole or not at all: a resume rewrites
+    the file from last.pt's history, so a line lost here comes back)."""
     if not run.dist.is_main:
         return
     atomic_write(run.out_dir / rundir.LAST, _serialise({
@@ -377,8 +476,7 @@ def save(run: Run, progress: Progress, improved: bool) -> None:
     }))
     if improved:
         _write_best(run, progress)
-    with open(run.out_dir / rundir.METRICS, "a") as f:
-        f.write(json.dumps(progress.history[-1]) + "\n")
+    append_line(run.out_dir / rundir.METRICS, json.dumps(progress.history[-1]))
 
 
 def _test_set(run: Run) -> Dataset:
@@ -418,13 +516,20 @@ def test(run: Run, progress: Progress) -> dict[str, Any]:
     test_set = _test_set(run)
     scores, _ = evaluate(model, test_set, run.device, cfg.train.batch_size, with_sdr=True,
                          dist=run.dist)
+    fixed = {}
+    grouping = validation_grouping(model, run.valid_set, run.device, cfg.train.batch_size, run.dist)
+    if grouping is not None:  # the same separator without references at test (issue 31)
+        scores_fixed, _ = evaluate(model, test_set, run.device, cfg.train.batch_size,
+                                   with_sdr=True, dist=run.dist, grouping=grouping)
+        fixed = {"test_si_snri_fixed": scores_fixed["si_snri"],
+                 "test_sdri_fixed": scores_fixed["sdri"], "fixed_grouping": grouping.tolist()}
     summary = {
         "name": cfg.name, **config_mod.head_summary(cfg), "backbone": cfg.backbone.kind,
         "encoder": cfg.encoder.kind, "n_src": cfg.n_src,
         "oracle_grouping": bool(model.oracle_grouping), **run.complexity,
         "best_val_si_snri": progress.best_val, "best_epoch": progress.best_epoch,
         "test_si_snr": scores["si_snr"], "test_si_snri": scores["si_snri"],
-        "test_sdri": scores["sdri"], "epochs": progress.epoch,
+        "test_sdri": scores["sdri"], **fixed, "epochs": progress.epoch,
         "stopped_early": progress.patience_spent(cfg), "wall_s": progress.wall_s,
         "train_steps": progress.train_steps, "train_audio_s": progress.train_audio_s,
         "seed": cfg.seed, "device": str(run.device), "threads": run.threads,

@@ -1,26 +1,29 @@
-"""A tuned study (issue 26): the search feeds the study.
+"""A tuned study: the search feeds the study.
 
 A study spec with ``study.tuning`` runs in two stages, each an ordinary sweep:
 
-1. **tuning**, one search per variant (``OUT/tuning/VARIANT/``): Optuna TPE with
-   ASHA on validation SI-SNRi, the variant's fields fixed and the tuning space
-   searched (``search_space`` for every variant, ``by_head`` for one head kind, e.g.
-   the deep head's width), the same number of trials per variant, on the tuning
-   seeds (never the study's test seeds: the spec refuses an overlap). The
-   variant's own study setting is the first point tried. A variant's tuned
-   setting is the point with the best mean validation SI-SNRi over the tuning
-   trials that trained to the end (ASHA's stopped trials were compared on fewer
-   epochs). Test scores are never looked at.
+1. **tuning**, one search per variant (``OUT/tuning/VARIANT/``) on validation
+   SI-SNRi, the variant's fields fixed and the tuning space searched
+   (``search_space`` for every variant, ``by_head`` for one head kind), the same
+   points per variant, on the tuning seeds (never the study's test seeds: the spec
+   refuses an overlap). By default a grid (every point with every tuning seed, no
+   pruning); with ``search: optuna-tpe``, Optuna TPE whose random start-up stays
+   below the trials it is given (the spec refuses one that would never model), the
+   variant's own study setting the first point tried. A variant's tuned setting is
+   the point with the best mean validation SI-SNRi over its tuning trials that
+   trained to the end. Test scores are never looked at.
 2. **the study** (``OUT``), every variant at its tuned setting, paired seeds as
    in any study, with ``study.tuned`` recording what was chosen (the report shows it).
 
-``OUT/tuned.json`` holds the chosen settings. Each stage is resumable: a
+Each stage's spec is derived from the loaded spec (dataclasses.replace, written
+with spec.spec_to_dict), so a stage runs on exactly the base config the study
+names. ``OUT/tuned.json`` holds the chosen settings. Each stage is resumable: a
 finished stage is read back, an unfinished one resumed (``--resume``) or run.
 """
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import json
 import math
 import time
@@ -29,8 +32,8 @@ from typing import Any
 
 import yaml
 
+from masksep import config as config_mod
 from masksep import rundir
-from masksep.config import set_dotted
 from masksep.errors import UserError
 from masksep.files import atomic_write
 from masksep.rundir import STATE as STATE_FILE
@@ -51,24 +54,42 @@ def tuning_dims(spec: spec_mod.SweepSpec, variant: str) -> dict[str, Any]:
     return {**tuning.search_space, **tuning.by_head.get(kind, {})}
 
 
-def tuning_spec(spec: spec_mod.SweepSpec, raw: dict[str, Any], variant: str) -> dict[str, Any]:
-    """The search sweep that tunes ``variant`` (a spec mapping, bases inlined)."""
+def variant_base(spec: spec_mod.SweepSpec, variant: str, seed: int) -> config_mod.Config:
+    """The study's base config with ``variant``'s fields, at ``seed``."""
+    base = next(iter(spec.bases.values()))
+    return config_mod.merge(base, {**spec.study.variants[variant], "seed": seed}, str(spec.path))
+
+
+def tuning_spec(spec: spec_mod.SweepSpec, variant: str) -> spec_mod.SweepSpec:
+    """The search sweep that tunes ``variant``: the study's spec, its base config
+    with the variant's fields at the tuning seed, the tuning space searched."""
     tuning = spec.study.tuning
     dims = tuning_dims(spec, variant)
-    cfg = spec.trial_config({spec_mod.VARIANT_KEY: variant})
-    start = {name: config_value(cfg, name) for name in dims}
-    trial = copy.deepcopy(raw.get("trial") or {})
-    for key, value in {**spec.study.variants[variant], "seed": tuning.seed}.items():
-        set_dotted(trial, key, value)
-    sub = {k: copy.deepcopy(raw[k]) for k in ("base", "max_concurrent_trials", "resources",
-                                               "max_failures", "wandb", "data_cache") if k in raw}
-    sub.update(name=f"{spec.name}-tune-{variant}", trial=trial, search_space=copy.deepcopy(dims),
-               search="optuna-tpe", scheduler="asha",
-               asha={"grace_period": tuning.asha.grace_period,
-                     "reduction_factor": tuning.asha.reduction_factor},
-               num_samples=tuning.trials, repeats=tuning.repeats, seed=spec.seed,
-               initial_points=[start])
-    return sub
+    parsed = tuple(spec_mod._parse_dim(name, raw, spec.path) for name, raw in dims.items())
+    base = variant_base(spec, variant, tuning.seed)
+    common = dict(name=f"{spec.name}-tune-{variant}", bases={"default": base}, study=None,
+                  repeats=tuning.repeats,
+                  scheduler="asha" if tuning.asha is not None else "none",
+                  asha=tuning.asha or spec_mod.AshaSpec())
+    if tuning.search == "grid":
+        grid = tuple(dataclasses.replace(d, kind="grid", values=tuple(d.grid_values()))
+                     for d in parsed)
+        return dataclasses.replace(spec, dims=grid, search="grid", num_samples=1,
+                                   initial_points=(), **common)
+    start = {d.name: config_value(base, d.name) for d in parsed}
+    return dataclasses.replace(spec, dims=parsed, search="optuna-tpe",
+                               num_samples=tuning.points * tuning.repeats,
+                               startup_trials=spec_mod.tuning_startup(tuning),
+                               initial_points=(start,), **common)
+
+
+def study_spec(spec: spec_mod.SweepSpec, chosen: dict[str, dict[str, Any]]) -> spec_mod.SweepSpec:
+    """The study at the tuned settings: the same spec, each variant's fields
+    updated with what its search chose, ``study.tuned`` recording it."""
+    study = dataclasses.replace(
+        spec.study, tuning=None, tuned=chosen,
+        variants={v: {**fields, **chosen.get(v, {})} for v, fields in spec.study.variants.items()})
+    return dataclasses.replace(spec, study=study)
 
 
 def config_value(cfg: Any, dotted: str) -> Any:
@@ -108,6 +129,17 @@ def _finished(folder: Path) -> bool:
     return (folder / STATE_FILE).is_file() and read_state(folder).get("status") == "finished"
 
 
+def _write_spec(path: Path, spec: spec_mod.SweepSpec) -> Path:
+    """Write a derived spec (once; unchanged on a resume) and load it back, so a
+    stage's spec error surfaces before anything trains."""
+    text = yaml.safe_dump(spec_mod.spec_to_dict(spec), sort_keys=False)
+    if not path.is_file() or path.read_text() != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, text)
+    spec_mod.load_spec(path)
+    return path
+
+
 def run_tuned_study(spec_path: str | Path, out: str | Path, *, resume: bool = False,
                     **sweep_kwargs: Any) -> dict[str, Any] | None:
     """Tune every variant, then run the study at the tuned settings into ``out``."""
@@ -119,40 +151,23 @@ def run_tuned_study(spec_path: str | Path, out: str | Path, *, resume: bool = Fa
     out = Path(out).resolve()
     if (out / STATE_FILE).exists() and not resume:
         raise UserError(f"{out}: already holds a sweep; pass --resume to continue it or pick another --out")
-    raw = yaml.safe_load(spec_mod.self_contained_yaml(spec))
     stage = out / TUNING_DIR
+    tuning = spec.study.tuning
     # Every stage's spec is written and checked before anything trains.
-    paths = {}
-    for variant in spec.study.variants:
-        path = stage / f"{variant}.yaml"
-        text = yaml.safe_dump(tuning_spec(spec, raw, variant), sort_keys=False)
-        if not path.is_file() or path.read_text() != text:
-            stage.mkdir(parents=True, exist_ok=True)
-            atomic_write(path, text)
-        spec_mod.load_spec(path)
-        paths[variant] = path
+    subs = {v: tuning_spec(spec, v) for v in spec.study.variants}
+    paths = {v: _write_spec(stage / f"{v}.yaml", sub) for v, sub in subs.items()}
 
     chosen: dict[str, dict[str, Any]] = {}
     for i, (variant, path) in enumerate(paths.items(), start=1):
         folder = stage / variant
         if not _finished(folder):
-            _line(f"tuning {variant} ({i}/{len(paths)}): {spec.study.tuning.trials} trials on seed "
-                  f"{spec.study.tuning.seed}" + (f"+{spec.study.tuning.repeats - 1}"
-                                                 if spec.study.tuning.repeats > 1 else ""))
+            seeds = f"{tuning.seed}" + (f"-{tuning.seed + tuning.repeats - 1}" if tuning.repeats > 1 else "")
+            _line(f"tuning {variant} ({i}/{len(paths)}): {spec_mod.count_trials(subs[variant])} "
+                  f"trials ({tuning.search}) on seed {seeds}")
             sweep_and_report(path, folder, resume=(folder / STATE_FILE).is_file(), **sweep_kwargs)
         chosen[variant] = best_setting(folder, list(tuning_dims(spec, variant)))
         _line(f"tuned  {variant}: " + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
                                                for k, v in chosen[variant].items()))
     atomic_write(out / TUNED_FILE, json.dumps(chosen, indent=2) + "\n")
-
-    study_raw = copy.deepcopy(raw)
-    block = study_raw["study"]
-    block.pop("tuning", None)
-    for variant, values in chosen.items():
-        block["variants"][variant] = {**(block["variants"][variant] or {}), **values}
-    block["tuned"] = chosen
-    path = stage / "study.yaml"
-    text = yaml.safe_dump(study_raw, sort_keys=False)
-    if not path.is_file() or path.read_text() != text:
-        atomic_write(path, text)
+    path = _write_spec(stage / "study.yaml", study_spec(spec, chosen))
     return sweep_and_report(path, out, resume=(out / STATE_FILE).is_file(), **sweep_kwargs)

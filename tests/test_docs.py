@@ -40,7 +40,7 @@ def anchors(text: str) -> set[str]:
 
 
 def test_the_docs_pages_are_there():
-    assert {Path(p).stem for p in PAGES if p.startswith("docs/")} == set(DOCS)
+    assert set(DOCS) <= {Path(p).stem for p in PAGES if p.startswith("docs/")}
 
 
 @pytest.mark.parametrize("page", PAGES)

@@ -7,7 +7,9 @@ import torch
 from masksep.losses import (
     align,
     best_permutation,
+    canonical_grouping,
     group_sum,
+    most_common_grouping,
     og_assign,
     pairwise_si_snr,
     pit_si_snr,
@@ -234,3 +236,32 @@ def test_og_assign_on_float32_signals_matches_the_float64_search(P, C):
     est = base + 0.8 * torch.randn(B, P, T, generator=g)
     ref = torch.rand(B, C, P, generator=g) @ base + 0.3 * torch.randn(B, C, T, generator=g)
     assert torch.equal(og_assign(est, ref), og_assign(est.double(), ref.double()))
+
+
+def test_the_most_common_grouping_counts_groupings_up_to_the_order_of_the_sources():
+    rows = [torch.tensor(r) for r in ([0, 1, 0, 1], [1, 0, 1, 0], [0, 0, 1, 1], [1, 0, 0, 1])]
+    assert canonical_grouping(rows[1]) == (0, 1, 0, 1)  # the same grouping as rows[0]
+    assert most_common_grouping(rows).tolist() == [0, 1, 0, 1]  # two of four, the others once
+    assert most_common_grouping(rows[2:]).tolist() == [0, 0, 1, 1]  # a tie: the first seen
+    with pytest.raises(ValueError):
+        most_common_grouping([])
+
+
+def test_a_fixed_grouping_gives_the_same_estimates_whatever_the_references():
+    """The reference-free reading of OG: the P outputs are summed by a grouping
+    fixed beforehand, so the estimates do not depend on the references; the
+    references only order them (PIT, as for any separator)."""
+    est = torch.randn(3, 4, 800, generator=_gen(1))
+    grouping = torch.tensor([0, 1, 1, 0])
+    grouped = group_sum(est, grouping.expand(3, -1), 2)
+    for seed in (2, 3):
+        ref = torch.randn(3, 2, 800, generator=_gen(seed))
+        out = align(est, ref, oracle_grouping=True, grouping=grouping)
+        for b in range(3):  # the same two signals, in whichever order PIT chose
+            same = torch.allclose(out[b], grouped[b]) or torch.allclose(out[b], grouped[b].flip(0))
+            assert same
+    # the best assignment, by contrast, follows the references (and scores at least as well)
+    ref = torch.randn(3, 2, 800, generator=_gen(4))
+    best = si_snr(align(est, ref, oracle_grouping=True), ref).mean(1)
+    fixed = si_snr(align(est, ref, oracle_grouping=True, grouping=grouping), ref).mean(1)
+    assert bool((fixed <= best + 1e-4).all())

@@ -59,8 +59,34 @@ def test_overview_has_a_row_per_claim_folder_and_milestone(tmp_path, capsys):
     assert len(rows) == 4  # small, budget at 200 and at 600, big
     big = next(r for r in rows if "../big" in r).split(" | ")
     assert big[1].startswith("big (") and "**does not hold**" in big[6]
-    holds = int((one["verdict"] == "holds").sum())
-    assert f"Claim 1 holds in {holds} of 4 and does not hold in 2" in glance
+    assert "1,200" not in glance and "| 200 † |" in glance  # the budgets of one folder, marked
+    ind = pd.read_csv(out / "independent.csv")
+    first = ind[ind["claim"].str.startswith("1.")]
+    assert sorted(first["folder"]) == ["../big", "../budget", "../small"]  # one row per set of trials
+    assert (first.set_index("folder").loc["../budget", "steps"]) == 600  # at its final budget
+    assert "**1. deep > shallow**: 3 experiments" in text
+
+
+def test_a_repeated_folder_is_one_experiment_shown_once(tmp_path):
+    import shutil
+
+    plant(tmp_path / "small", EFFECTS, seeds=4)
+    shutil.copytree(tmp_path / "small", tmp_path / "again")  # the same trials, another folder
+    plant(tmp_path / "other", EFFECTS, seeds=4, rng_seed=5)
+    out = tmp_path / "scale"
+    out.mkdir()
+    path = manifest(out, [
+        {"folder": f"../{name}", "data": "synthetic", "backbone": "small", "tuned": False}
+        for name in ("small", "again", "other")])
+    assert main(["overview", str(path)]) == 0
+    table = pd.read_csv(out / "overview.csv", keep_default_na=False)
+    one = table[table["claim"].str.startswith("1.")]
+    assert sorted(one["folder"]) == ["../other", "../small"]
+    assert one.set_index("folder").loc["../small", "also"] == "../again"
+    ind = pd.read_csv(out / "independent.csv")
+    assert len(ind[ind["claim"].str.startswith("1.")]) == 2  # not three: the copy is no replication
+    text = (out / "overview.md").read_text()
+    assert "../small (also ../again)" in text and "**1. deep > shallow**: 2 experiments" in text
 
 
 @pytest.mark.parametrize("runs, words", [

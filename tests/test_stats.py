@@ -95,3 +95,27 @@ def test_values_equal_but_for_rounding_get_their_interval_without_a_warning():
         out = stats.describe(x)
     assert out["n"] == 3 and out["ci_low"] <= out["mean"] <= out["ci_high"]
     assert out["ci_high"] - out["ci_low"] < 1e-12
+
+
+def test_power_matches_the_paired_t_tables_and_sizes_a_study():
+    # A standardized effect of 0.5 (0.2 dB at an SD of 0.4) needs 34 pairs for 80 %
+    # power at a two-sided 5 % (the standard paired-t table; G*Power gives 34 too).
+    assert stats.seeds_for_power(0.4, 0.2) == 34
+    assert stats.power(0.4, 34, 0.2) >= 0.8 > stats.power(0.4, 33, 0.2)
+    # power is more than a CI width: at SD 0.48 a 0.2 dB half-width needs 25 seeds,
+    # finding a real 0.2 dB difference four times in five needs about twice that
+    assert stats.seeds_needed(0.48, 0.2) == 25 and stats.seeds_for_power(0.48, 0.2) == 48
+    assert stats.seeds_for_power(float("nan")) is None
+
+
+def test_p_against_a_bound_agrees_with_the_ci_and_holm_is_step_down():
+    rng = np.random.default_rng(3)
+    ref = rng.normal(5, 1, 8)
+    x = ref - 0.1 + rng.normal(0, 0.05, 8)
+    low, high = stats.paired(x, ref)["ci_low"], stats.paired(x, ref)["ci_high"]
+    for bound in (-0.3, -0.1, 0.0):
+        p = stats.p_against(x, ref, bound)
+        assert (p < 0.05) == (not low <= bound <= high)
+        assert p == pytest.approx(scipy.stats.ttest_1samp(x - ref, bound).pvalue)
+    assert stats.holm([0.01, 0.04, 0.03, math.nan, 0.005]) == pytest.approx(
+        [0.03, 0.06, 0.06, math.nan, 0.02], nan_ok=True)

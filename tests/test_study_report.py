@@ -25,10 +25,13 @@ HEADS = {  # name -> (head, depth, width, P, grouping, head MACs/s)
 }
 
 
-def plant(folder, effects, seeds=4, noise=0.05, macs=None, pooled=(), rng_seed=0, **study_fields):
+def plant(folder, effects, seeds=4, noise=0.05, macs=None, pooled=(), rng_seed=0, val_effects=None,
+          fixed=None, **study_fields):
     """A results folder whose test SI-SNRi is 5 dB + a seed's offset (shared by
     every variant: common random numbers) + the variant's planted effect +
-    noise; deep heads' validation curves start low and catch up."""
+    noise; deep heads' validation curves start low and catch up. Other
+    effects for validation (``val_effects``; default: the test ones); ``fixed``: the
+    fixed-grouping test effects of oracle og variants."""
     rng = np.random.default_rng(rng_seed)
     seed_offset = rng.normal(0, 0.8, seeds)  # large, and cancelled by pairing
     rows, curves = [], []
@@ -36,13 +39,19 @@ def plant(folder, effects, seeds=4, noise=0.05, macs=None, pooled=(), rng_seed=0
         head, depth, width, p, grouping, head_macs = HEADS[name]
         head_macs = (macs or {}).get(name, head_macs)
         for seed in range(seeds):
-            test = 5.0 + seed_offset[seed] + effect + rng.normal(0, noise)
+            noise_here = rng.normal(0, noise)
+            test = 5.0 + seed_offset[seed] + effect + noise_here
+            valid = 6.0 + seed_offset[seed] + (val_effects or effects)[name] + noise_here
             trial_id = f"{name}-{seed}"
-            rows.append({
+            extra = {}
+            if fixed is not None and grouping == "oracle":
+                extra = {"test_si_snri_fixed": test - effect + fixed[name],
+                         "test_sdri_fixed": test - effect + fixed[name] + 0.7}
+            rows.append({**extra,
                 "trial_id": trial_id, "status": "completed", "variant": name, "head": head,
                 "depth": depth, "width": width, "oversep": p, "grouping": grouping, "backbone": "tcn",
                 "n_src": 2, "params": 3e5, "head_params": head_macs / 100, "macs_per_s": 2e7 + head_macs,
-                "head_macs_per_s": head_macs, "best_val_si_snri": test + 1, "best_epoch": 6,
+                "head_macs_per_s": head_macs, "best_val_si_snri": valid, "best_epoch": 6,
                 "test_si_snr": test - 3, "test_si_snri": test, "test_sdri": test + 0.7, "epochs": 6,
                 "train_steps": 600, "train_audio_s": 2400.0, "wall_s": 100.0 + depth, "seed": seed,
                 "retries": 0, "error": ""})
@@ -63,7 +72,7 @@ def plant(folder, effects, seeds=4, noise=0.05, macs=None, pooled=(), rng_seed=0
 
 
 def claims_of(folder, whole_report=False):
-    """{claim number: verdict} and the claims table, from the folder's
+    """{claim number [reading]: verdict} and the claims table, from the folder's
     trials.csv and study.json (through the whole report, plots and all, when
     ``whole_report``)."""
     if whole_report:
@@ -72,7 +81,14 @@ def claims_of(folder, whole_report=False):
     else:
         block = json.loads((folder / "study.json").read_text())["study"]
         df = study.claims(R.load_trials(folder / "trials.csv"), read_design(block, "study.json"))
-    return dict(zip(df["claim"].str.split(".").str[0], df["verdict"], strict=True)), df
+    df.index = keys(df)
+    return df["verdict"].to_dict(), df
+
+
+def keys(df):
+    """A claims table's rows as "1", "2 learned", "3 oracle", "3 fixed"."""
+    readings = df["reading"].fillna("").astype(str)
+    return [f"{c.split('.')[0]} {r}".strip() for c, r in zip(df["claim"], readings, strict=True)]
 
 
 EFFECTS = {"shallow": 0.0, "deep-d2": 1.0, "deep-d3": 2.0, "og-p4-learned": 1.5, "og-p8-learned": 2.0,
@@ -80,15 +96,29 @@ EFFECTS = {"shallow": 0.0, "deep-d2": 1.0, "deep-d3": 2.0, "og-p4-learned": 1.5,
 
 
 def test_planted_effects_far_outside_their_ci_hold(tmp_path):
-    folder = plant(tmp_path / "s", EFFECTS, pooled=[("deep, any depth", ["deep-d2", "deep-d3"])])
-    verdicts, df = claims_of(folder, whole_report=True)
-    assert verdicts == {"1": "holds", "2": "holds", "2'": "holds", "3": "holds"}
-    by = df.set_index(df["claim"].str.split(".").str[0])
+    folder = plant(tmp_path / "s", EFFECTS, pooled=[("deep, any depth", ["deep-d2", "deep-d3"])],
+                   fixed={"og-p4-oracle": 0.5})
+    verdicts, by = claims_of(folder, whole_report=True)
+    assert verdicts == {"1": "holds", "2 learned": "holds", "3 learned": "holds",
+                        "2 oracle": "holds", "3 oracle": "does not hold",
+                        "2 fixed": "holds", "3 fixed": "does not hold"}
     assert by.loc["1", "comparison"] == "deep-d3 - shallow"  # the deep variant of depth 3 by default
-    assert by.loc["2", "comparison"] == "og-p8-learned - shallow"  # the best learned og, P > C
-    assert by.loc["2'", "comparison"] == "og-p4-oracle - shallow"  # oracle grouping in its own row
-    assert by.loc["3", "comparison"] == "deep-d3 - og-p8-learned"
+    assert by.loc["2 learned", "comparison"] == "og-p8-learned - shallow"  # best on validation
+    assert "best on validation of the default family" in by.loc["3 learned", "picked"]
+    assert by.loc["3 learned", "comparison"] == "deep-d3 - og-p8-learned"
+    assert by.loc["2 oracle", "comparison"] == "og-p4-oracle - shallow"
     assert by.loc["1", "estimate"] == pytest.approx(2.0, abs=0.15)
+    # the fixed grouping is scored from its own column: 0.5 dB over shallow, not 3
+    assert by.loc["2 fixed", "estimate"] == pytest.approx(0.5, abs=0.15)
+    # deep (6.0M MACs/s) 1.5 dB ahead of the fixed-grouping og (4.3M): fails on cost alone
+    three = by.loc["3 fixed"]
+    assert three["non_inferior"] == "holds" and three["cost"] == "does not hold"
+    assert "fails on cost" in three["note"] and "non-inferiority" not in three["note"].split(";")[0]
+    assert three["sensitivity"] == "0.1 dB: does not hold; 0.3 dB: does not hold; 0.5 dB: does not hold"
+    comp = pd.read_csv(folder / "study_comparisons.csv").set_index("variant")
+    assert comp.loc["og-p4-oracle (fixed grouping)", "mean"] == pytest.approx(0.5, abs=0.15)
+    assert "og-p4-oracle (oracle-trained, grouping fixed on validation)" in (
+        folder / "summary.md").read_text()
 
     text = (folder / "summary.md").read_text()
     assert text.startswith("# Study report: planted")
@@ -119,12 +149,13 @@ def test_comparisons_and_bonferroni_are_scipys_on_the_trials_csv(tmp_path):
     pooled = table[["deep-d2", "deep-d3"]].mean(axis=1)
     assert comp.loc["deep, any depth", "mean"] == pytest.approx((pooled - table["shallow"]).mean())
 
-    claims = pd.read_csv(folder / "study_claims.csv").set_index("claim")
-    two = claims.loc["2. OG (P > C) > shallow"]
+    claims = pd.read_csv(folder / "study_claims.csv")
+    claims.index = keys(claims)
+    two = claims.loc["2 learned"]
     ci = scipy.stats.ttest_rel(table["og-p8-learned"], table["shallow"]).confidence_interval(1 - 0.05 / 2)
     assert two["ci_level"] == pytest.approx(0.975)  # picked from two learned og variants with P > C
     assert (two["ci_low"], two["ci_high"]) == pytest.approx((ci.low, ci.high))
-    assert "Bonferroni" in two["note"]
+    assert "Bonferroni" in two["picked"]
 
     cells = pd.read_csv(folder / "study_cells.csv").set_index("variant")
     x = table["deep-d3"]
@@ -145,31 +176,66 @@ def test_planted_opposite_effects_do_not_hold(tmp_path):
     folder = plant(tmp_path / "s", {"shallow": 0.0, "deep-d3": -2.0, "og-p4-learned": -1.5,
                                     "og-p8-learned": -1.0})
     verdicts, _ = claims_of(folder)
-    assert verdicts == {"1": "does not hold", "2": "does not hold", "3": "does not hold"}
+    assert verdicts == {"1": "does not hold", "2 learned": "does not hold",
+                        "3 learned": "does not hold"}
 
 
-def test_non_inferiority_needs_the_ci_above_the_margin_and_lower_macs(tmp_path):
+def test_a_declared_comparator_is_used_even_when_another_og_scores_higher_on_test(tmp_path):
+    effects = {"shallow": 0.0, "deep-d3": 1.0, "og-p4-learned": 2.0, "og-p8-learned": 1.0}
+    verdicts, by = claims_of(plant(tmp_path / "s", effects, claims={"og": "og-p8-learned"}))
+    assert by.loc["3 learned", "comparison"] == "deep-d3 - og-p8-learned"
+    assert by.loc["3 learned", "picked"] == "og: named in the spec"
+    assert verdicts["3 learned"] == "holds"  # level with P = 8 and cheaper (6.0M < 8.3M)
+    # no family declared: claim 2 tests the named og too, with no adjustment
+    assert by.loc["2 learned", "comparison"] == "og-p8-learned - shallow"
+    assert by.loc["2 learned", "ci_level"] == pytest.approx(0.95)
+
+
+def test_the_best_of_a_family_is_picked_on_validation_not_on_test(tmp_path):
+    test = {"shallow": 0.0, "deep-d3": 1.0, "og-p4-learned": 2.0, "og-p8-learned": 0.5}
+    val = {**test, "og-p4-learned": 0.5, "og-p8-learned": 2.0}  # validation ranks them the other way
+    verdicts, by = claims_of(plant(tmp_path / "s", test, val_effects=val,
+                                   claims={"og_family": ["og-p4-learned", "og-p8-learned"]}))
+    assert by.loc["2 learned", "comparison"] == "og-p8-learned - shallow"  # not og-p4, best on test
+    assert by.loc["3 learned", "comparison"] == "deep-d3 - og-p8-learned"
+    assert "family declared in the spec" in by.loc["2 learned", "picked"]
+    assert by.loc["2 learned", "ci_level"] == pytest.approx(0.975)  # Bonferroni over the family of 2
+
+
+def test_claim_3_is_non_inferiority_and_cost_in_separate_columns(tmp_path):
     same = {"shallow": 0.0, "deep-d3": 1.0, "og-p4-learned": 1.0}
     cheaper = {"deep-d3": 3.0e6}  # below og-p4-learned's 4.3M
-    verdicts, _ = claims_of(plant(tmp_path / "cheaper", same, macs=cheaper))
-    assert verdicts["3"] == "holds"
+    verdicts, by = claims_of(plant(tmp_path / "cheaper", same, macs=cheaper))
+    assert verdicts["3 learned"] == "holds"
+    assert by.loc["3 learned", "non_inferior"] == by.loc["3 learned", "cost"] == "holds"
+    assert by.loc["3 learned", "deep_head_params"] == pytest.approx(3.0e4)
     # the same qualities, but the deep head costs more than the og head (6.0M > 4.3M)
-    verdicts, df = claims_of(plant(tmp_path / "costly", same))
-    note = df.set_index(df["claim"].str.split(".").str[0]).loc["3", "note"]
-    assert verdicts["3"] == "does not hold" and "not lower" in note
+    verdicts, by = claims_of(plant(tmp_path / "costly", same))
+    three = by.loc["3 learned"]
+    assert verdicts["3 learned"] == "does not hold" and three["non_inferior"] == "holds"
+    assert three["cost"] == "does not hold" and three["note"].startswith("fails on cost")
     # the deep head 0.3 dB behind with noise as large as the margin: neither side is shown
-    verdicts, _ = claims_of(plant(tmp_path / "close", {**same, "deep-d3": 0.7}, noise=0.3,
-                                  macs=cheaper))
-    assert verdicts["3"] == "not resolved at this n"
-    # 1 dB behind with little noise: the CI lies below -0.3 dB
-    verdicts, _ = claims_of(plant(tmp_path / "behind", {**same, "deep-d3": 0.0}, macs=cheaper))
-    assert verdicts["3"] == "does not hold"
+    verdicts, by = claims_of(plant(tmp_path / "close", {**same, "deep-d3": 0.7}, noise=0.3,
+                                   macs=cheaper))
+    assert verdicts["3 learned"] == "not resolved at this n"
+    # 1 dB behind with little noise: the CI lies below -0.3 dB, though cheaper
+    verdicts, by = claims_of(plant(tmp_path / "behind", {**same, "deep-d3": 0.0}, macs=cheaper))
+    assert verdicts["3 learned"] == "does not hold"
+    assert by.loc["3 learned", "note"].startswith("fails on non-inferiority;")
+    # 0.4 dB behind: within a 0.5 dB margin, outside 0.1 and 0.3
+    verdicts, by = claims_of(plant(tmp_path / "margins", {**same, "deep-d3": 0.6}, macs=cheaper,
+                                   noise=0.01))
+    assert by.loc["3 learned", "sensitivity"] == (
+        "0.1 dB: does not hold; 0.3 dB: does not hold; 0.5 dB: holds")
 
 
 def test_one_seed_resolves_nothing(tmp_path):
     folder = plant(tmp_path / "s", EFFECTS, seeds=1)
     verdicts, df = claims_of(folder, whole_report=True)
-    assert set(verdicts.values()) == {"not resolved at this n"}
+    costly = df["cost"] == "does not hold"  # a deep head dearer than the og: no n changes that
+    assert set(df.loc[~costly, "verdict"]) == {"not resolved at this n"}
+    assert set(df.loc[costly, "verdict"]) == {"does not hold"}
+    assert (df.loc[costly, "non_inferior"] == "not resolved at this n").all()
     assert df["ci_low"].isna().all() and (df["n"] == 1).all()
     text = (folder / "summary.md").read_text()
     assert "Not measurable: no comparison has two or more paired seeds" in text
@@ -178,13 +244,12 @@ def test_one_seed_resolves_nothing(tmp_path):
 
 def test_claims_need_their_variants(tmp_path):
     verdicts, df = claims_of(plant(tmp_path / "s", {"shallow": 0.0, "deep-d2": 2.0, "og-p4-oracle": 3.0}))
-    notes = df.set_index(df["claim"].str.split(".").str[0])["note"]
-    assert verdicts["1"] == "not resolved at this n" and "no deep variant of depth 3" in notes["1"]
-    assert verdicts["2"] == "not resolved at this n" and "no learned-grouping og" in notes["2"]
-    # claims.deep names the deep variant when depth 3 is not in the design
-    verdicts, _ = claims_of(plant(tmp_path / "named", {"shallow": 0.0, "deep-d2": 2.0},
-                                  claims={"deep": "deep-d2"}))
-    assert verdicts["1"] == "holds"
+    # deep-d2 is the deep head by the default rule (depth 3 first, else the first of depth >= 2)
+    assert verdicts["1"] == "holds" and df.loc["1", "comparison"] == "deep-d2 - shallow"
+    assert "2 learned" not in verdicts  # no learned og in the design: no learned reading
+    assert "3 fixed" not in verdicts  # the fixed grouping was not measured here
+    verdicts, df = claims_of(plant(tmp_path / "none", {"shallow": 0.0, "og-p4-oracle": 3.0}))
+    assert verdicts["1"] == "not resolved at this n" and "no deep variant" in df.loc["1", "picked"]
 
 
 def test_asha_check_flags_a_head_kind_that_catches_up(tmp_path):
@@ -232,8 +297,8 @@ def test_a_study_sweep_folder_writes_study_json_and_rebuilds_from_it(tmp_path):
              "driver_wall_s": 400.0, "study": block}
     (out / "sweep.json").write_text(json.dumps(state))
     first = R.write_report(out)
-    assert set(first["claims"]) == {"1. deep > shallow", "2. OG (P > C) > shallow",
-                                    "3. deep is an efficient OG (non-inferior)"}
+    assert set(first["claims"]) == {"1. deep > shallow", "2. OG (P > C) > shallow [learned]",
+                                    "3. deep is an efficient OG [learned]"}
     saved = json.loads((out / "study.json").read_text())
     assert saved["study"] == block and saved["sweep"]["name"] == "st" and "storage" not in saved["sweep"]
     assert sorted(R.load_trials(out / "trials.csv")["variant"].unique()) == [

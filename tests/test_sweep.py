@@ -185,7 +185,8 @@ def test_a_tuned_study_tunes_each_variant_on_its_own_seeds_then_runs_the_study(t
                             "deep-d3": {"head.kind": "deep", "head.depth": 3, "head.width": 16}},
                "tuning": {"search_space": {"train.lr": {"loguniform": [3.0e-4, 3.0e-3]}},
                           "by_head": {"deep": {"head.width": {"choice": [8, 16, 32]}}},
-                          "trials": 3, "seed": 50, "asha": {"grace_period": 1}}},
+                          "search": "optuna-tpe", "trials": 3, "startup_trials": 1, "seed": 50,
+                          "asha": {"grace_period": 1}}},
     )
     out = tmp_path / "out"
     done = sweep(ray_env, spec, "--out", out, "--num-cpus", 2, "--no-wandb", timeout=600)
@@ -201,6 +202,9 @@ def test_a_tuned_study_tunes_each_variant_on_its_own_seeds_then_runs_the_study(t
         done_rows = [r for r in rows if r["status"] == "completed"]
         best = max(done_rows, key=lambda r: r["best_val_si_snri"])
         assert tuned[variant]["train.lr"] == pytest.approx(best["searched.train.lr"])
+        # the search said how much of it was random start-up (1 of its 3 points)
+        text = (folder / "summary.md").read_text()
+        assert "TPE's first 1 of 3 configurations were random" in text
     # the study: every variant at its tuned setting, on the test seeds 0 and 1
     rows, _ = read_trials(out / "trials.csv")
     assert len(rows) == 4 and {r["seed"] for r in rows} == {0, 1}
@@ -211,7 +215,7 @@ def test_a_tuned_study_tunes_each_variant_on_its_own_seeds_then_runs_the_study(t
         if variant == "deep-d3":
             assert cfg["head"]["width"] == tuned[variant]["head.width"]
     text = (out / "summary.md").read_text()
-    assert "## Tuned settings" in text and "## Claims" in text
+    assert "## Tuned settings" in text and "### What each search saw" in text and "## Claims" in text
 
 
 def test_a_failing_trial_is_recorded_and_the_others_finish(tmp_path, ray_env):

@@ -41,7 +41,8 @@ def test_shipped_specs_load():
     search = S.load_spec(ROOT / "sweeps" / "paper-search.yaml")
     assert search.repeats == 3 and set(search.bases) == {"convtasnet", "dprnn"} and search.gpu_hours
     study = S.load_spec(ROOT / "sweeps" / "study.yaml")
-    assert S.count_trials(study) == 8 * 5 and study.study.claims == {"deep": "deep-d3"}
+    assert S.count_trials(study) == 8 * 5 and study.study.claims.deep == "deep-d3"
+    assert study.study.claims.og == "og-p8-learned" and study.study.claims.og_oracle == "og-p8-oracle"
     for name, backbone in (("paper", "tcn"), ("paper-dprnn", "dprnn")):
         paper = S.load_spec(ROOT / "sweeps" / f"{name}.yaml")
         assert paper.study is not None and paper.repeats == 3 and paper.gpu_hours
@@ -207,7 +208,7 @@ STUDY = {
 def test_a_study_is_a_grid_of_variants_by_seeds_with_common_seeds(tmp_path):
     spec = S.load_spec(write(tmp_path, STUDY))
     assert spec.search == "grid" and spec.scheduler == "none" and S.count_trials(spec) == 9
-    assert spec.study.reference == "shallow" and spec.study.claims == {"deep": "deep-d3"}
+    assert spec.study.reference == "shallow" and spec.study.claims.deep == "deep-d3"
     assert spec.study.variants["deep-d3"] == {"head.kind": "deep", "head.depth": 3, "head.width": 32}
     for index in range(3):
         cfgs = {v: spec.trial_config({S.GRID_KEY: {S.VARIANT_KEY: v}, S.TRIAL_INDEX: index})
@@ -262,7 +263,12 @@ def test_common_random_numbers_give_two_variants_of_a_seed_the_same_first_batche
         ({"study": {"variants": {"a": {"head.kind": "shallow"}}}}, "study.variants", "at least two"),
         ({"study": {**STUDY["study"], "reference": "nope"}}, "study.reference", "is not one of the variants"),
         ({"study": {**STUDY["study"], "claims": {"deep": "shallow"}}}, "study.claims.deep", "deep variant"),
-        ({"study": {**STUDY["study"], "claims": {"og": "x"}}}, "study.claims.og", "unknown claim"),
+        ({"study": {**STUDY["study"], "claims": {"ogg": "x"}}}, "study.claims.ogg", "unknown field"),
+        ({"study": {**STUDY["study"], "claims": {"og": "x"}}}, "study.claims.og", "not one of the variants"),
+        ({"study": {**STUDY["study"], "claims": {"og": "deep-d3"}}}, "study.claims.og",
+         "must name an og variant with learned grouping and P > C"),
+        ({"study": {**STUDY["study"], "claims": {"og_family": []}}}, "study.claims.og_family", "is empty"),
+        ({"study": {**STUDY["study"], "sensitivity_db": [0.3, 0]}}, "study.sensitivity_db", "margins > 0"),
         ({"study": {**STUDY["study"], "margin_db": -1}}, "study.margin_db", "must be >= 0"),
         ({"study": {"variants": {**STUDY["study"]["variants"], "x": {"seed": 3}}}},
          "study.variants.x.seed", "common random numbers"),

@@ -69,6 +69,15 @@ def test_fit_writes_every_file_and_the_checkpoint_is_self_contained(tmp_path):
     assert not list(tmp_path.rglob(".*.tmp*"))  # no half-written file left behind
 
 
+def test_an_oracle_og_is_also_scored_with_a_grouping_fixed_on_validation(tmp_path):
+    summary = fit(tiny("head.kind=og", "head.oversep=4", "head.grouping=oracle"), tmp_path)
+    grouping = summary["fixed_grouping"]
+    assert len(grouping) == 4 and grouping[0] == 0 and set(grouping) <= {0, 1}
+    # per mixture the best assignment is the best grouping, so the mean cannot be lower
+    assert summary["test_si_snri_fixed"] <= summary["test_si_snri"] + 1e-4
+    assert "test_si_snri_fixed" not in fit(tiny(), tmp_path / "shallow")  # other heads: none
+
+
 def test_resume_continues_where_the_run_stopped(tmp_path):
     fit(tiny("train.epochs=1"), tmp_path)
     first = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)

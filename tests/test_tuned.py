@@ -8,7 +8,8 @@ import yaml
 
 from masksep.errors import ConfigError
 from masksep.sweep.spec import load_spec
-from masksep.tuned import best_setting, tuning_spec
+from masksep.sweep.spec import count_trials, spec_to_dict
+from masksep.tuned import best_setting, study_spec, tuning_spec, variant_base
 
 STUDY = {
     "name": "tuned", "base": "trials/study-tcn.yaml", "repeats": 3,
@@ -17,7 +18,7 @@ STUDY = {
                            "deep-d3": {"head.kind": "deep", "head.depth": 3, "head.width": 64}},
               "tuning": {"search_space": {"train.lr": {"loguniform": [2.0e-4, 5.0e-3]}},
                          "by_head": {"deep": {"head.width": {"choice": [32, 64, 128]}}},
-                         "trials": 6, "seed": 100}},
+                         "search": "optuna-tpe", "trials": 6, "seed": 100}},
 }
 SWEEPS = Path(__file__).resolve().parent.parent / "sweeps"
 
@@ -44,19 +45,78 @@ def spec_file(tmp_path):
 
 
 def test_each_variant_is_tuned_on_the_tuning_seed_with_its_own_space(spec_file):
-    spec = load_spec(spec_file())
-    raw = yaml.safe_load(spec_file().read_text())
+    spec = load_spec(spec_file(search="optuna-tpe", trials=6))
     test_seeds = {spec.trial_config({"variant": "shallow", "__trial_index__": i}).seed for i in range(3)}
     for variant, dims in (("shallow", {"train.lr"}), ("deep-d3", {"train.lr", "head.width"})):
-        sub = tuning_spec(spec, raw, variant)
-        assert set(sub["search_space"]) == dims
-        assert sub["num_samples"] == 6 and sub["search"] == "optuna-tpe" and sub["scheduler"] == "asha"
-        assert sub["trial"]["seed"] == 100 and 100 not in test_seeds
+        sub = tuning_spec(spec, variant)
+        assert {d.name for d in sub.dims} == dims
+        assert sub.num_samples == 6 and sub.search == "optuna-tpe" and sub.scheduler == "none"
+        assert sub.startup_trials == 3  # below the 6 trials: TPE models the other 3
+        assert sub.bases["default"].seed == 100 and 100 not in test_seeds
         # the variant's own study setting is the first point tried
-        assert sub["initial_points"][0]["train.lr"] == pytest.approx(1e-3)
+        assert sub.initial_points[0]["train.lr"] == pytest.approx(1e-3)
         if variant == "deep-d3":
-            assert sub["initial_points"][0]["head.width"] == 64
-            assert sub["trial"]["head"]["kind"] == "deep"
+            assert sub.initial_points[0]["head.width"] == 64
+            assert sub.bases["default"].head.kind == "deep"
+
+
+def test_a_grid_tuning_tries_every_point_with_every_tuning_seed(spec_file):
+    path = spec_file(search="grid", trials=None, repeats=2, by_head={},
+                     search_space={"train.lr": {"choice": [5e-4, 1e-3, 2e-3]}})
+    spec = load_spec(path)
+    sub = tuning_spec(spec, "deep-d3")
+    assert sub.search == "grid" and sub.scheduler == "none"
+    assert [p["train.lr"] for p in sub.grid_points()] == [5e-4, 1e-3, 2e-3]
+    assert count_trials(sub) == 6
+
+
+def test_a_stage_runs_on_the_study_base_even_from_bases(spec_file, tmp_path):
+    """A spec with ``bases:`` (one entry) is tuned on that base, not the built-in
+    default: each stage is derived from the loaded spec and loads back equal."""
+    path = spec_file(search="grid", trials=None, by_head={},
+                     search_space={"train.lr": {"choice": [5e-4, 1e-3]}})
+    raw = yaml.safe_load(path.read_text())
+    raw["bases"] = {"tcn": raw.pop("base")}
+    raw["trial"] = {"data": {"train_items": 77}}
+    path.write_text(yaml.safe_dump(raw))
+    spec = load_spec(path)
+    study_base = next(iter(spec.bases.values()))
+    for variant in spec.study.variants:
+        written = tmp_path / f"{variant}.yaml"
+        written.write_text(yaml.safe_dump(spec_to_dict(tuning_spec(spec, variant))))
+        stage = load_spec(written)
+        base = stage.bases["default"]
+        assert base.data.train_items == 77 and base.backbone == study_base.backbone
+        assert base == variant_base(spec, variant, 100)
+    final = study_spec(spec, {"shallow": {"train.lr": 5e-4}, "deep-d3": {"train.lr": 1e-3}})
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(spec_to_dict(final)))
+    again = load_spec(tmp_path / "study.yaml")
+    assert next(iter(again.bases.values())) == study_base
+    assert again.study.tuned["shallow"] == {"train.lr": 5e-4} and again.study.tuning is None
+    assert again.trial_config({"variant": "shallow"}).train.lr == 5e-4
+
+
+def test_two_variants_draw_different_points_once_tpe_starts(spec_file):
+    """The sampler a tuning search gets leaves its random start-up within the
+    budget: two variants whose scores differ are led to different points (the old
+    protocol drew the same seeded points for every variant)."""
+    import math
+
+    import optuna
+
+    spec = load_spec(spec_file(search="optuna-tpe", trials=12, startup_trials=4, by_head={}))
+    drawn = {}
+    for variant, best_lr in (("shallow", 3e-4), ("deep-d3", 4e-3)):
+        sub = tuning_spec(spec, variant)
+        sampler = optuna.samplers.TPESampler(seed=sub.seed, n_startup_trials=sub.startup_trials)
+        study = optuna.create_study(direction="maximize", sampler=sampler)
+        dim = sub.dims[0]
+        study.optimize(lambda t, d=dim, b=best_lr: -(math.log(d.suggest(t)) - math.log(b)) ** 2,
+                       n_trials=sub.num_samples)
+        drawn[variant] = [t.params["train.lr"] for t in study.trials]
+    start = sub.startup_trials
+    assert drawn["shallow"][:start] == drawn["deep-d3"][:start]  # the same seeded start-up
+    assert drawn["shallow"][start:] != drawn["deep-d3"][start:]  # then TPE follows the scores
 
 
 @pytest.mark.parametrize("tuning, field, words", [
@@ -70,7 +130,14 @@ def test_each_variant_is_tuned_on_the_tuning_seed_with_its_own_space(spec_file):
     ({"search_space": {"train.lr": {"loguniform": [1e-3, 1e-4]}}},
      "study.tuning.search_space.train.lr", "low must be below high"),
     ({"by_head": {"og": {"head.width": {"choice": [32]}}}}, "study.tuning.by_head.og", "no variant"),
-    ({"trials": 1}, "study.tuning.trials", "at least 2"),
+    ({"search": "optuna-tpe", "trials": 1}, "study.tuning.trials", "at least 2"),
+    ({"search": "optuna-tpe", "trials": 8, "startup_trials": 10}, "study.tuning.startup_trials",
+     "10 random start-up trials leave TPE nothing to model among the 8"),
+    ({"search": "grid"}, "study.tuning.search_space.train.lr", "a grid search needs discrete values"),
+    ({"search": "grid", "search_space": {"train.lr": {"choice": [1e-3, 2e-3]}}, "by_head": {}},
+     "study.tuning.trials", "a grid tries every point"),
+    ({"asha": {"grace_period": 8}}, "study.tuning.asha.grace_period",
+     "must be below"),
 ])
 def test_a_bad_tuning_block_names_its_field(spec_file, tuning, field, words):
     with pytest.raises(ConfigError) as info:

@@ -19,6 +19,7 @@ import soundfile as sf
 from scipy.signal import resample_poly
 
 from masksep.errors import UserError
+from masksep.files import fsync_folder, write_error
 
 AUDIO_SUFFIXES = (".wav", ".flac")
 # PCM subtypes hold integers: they cannot contain NaN or Inf, so no sample scan is needed.
@@ -52,7 +53,7 @@ def info(path: str | Path) -> AudioInfo:
     if not path.is_file():
         raise UserError(f"{path}: file not found")
     try:
-        i = sf.info(str(path))
+        i = sf.info(os.fsencode(path))  # bytes: a name that is not UTF-8 opens too
     except Exception as exc:  # soundfile raises LibsndfileError, RuntimeError, TypeError...
         raise UserError(f"{path}: not a readable audio file ({_reason(exc)})") from None
     return AudioInfo(int(i.frames), int(i.samplerate), int(i.channels), str(i.subtype))
@@ -62,7 +63,7 @@ def read(path: str | Path, start: int = 0, stop: int | None = None) -> tuple[np.
     """Samples ``[start, stop)`` as float32 (channels, frames) and the file's rate."""
     try:
         data, rate = sf.read(
-            str(path), start=start, stop=stop, dtype="float32", always_2d=True
+            os.fsencode(path), start=start, stop=stop, dtype="float32", always_2d=True
         )
     except Exception as exc:
         if not Path(path).is_file():
@@ -146,32 +147,86 @@ def tmp_name(path: Path) -> Path:
     return path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
 
 
+# A WAV file's sizes are 32-bit: its RIFF chunk holds at most 4 GiB minus the
+# header. Longer outputs are written as RF64 (EBU Tech 3306: WAV with 64-bit
+# sizes, read by libsndfile, ffmpeg, sox and the DAWs). The room left for the
+# header chunks (fmt, fact, PEAK) is generous: 64 KiB.
+WAV_MAX_DATA_BYTES = 2**32 - 1 - (64 << 10)
+_SAMPLE_BYTES = {"PCM_S8": 1, "PCM_U8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4,
+                 "DOUBLE": 8}
+
+
+def wav_format(frames: int, channels: int, subtype: str) -> str:
+    """The format to write: RF64 when ``frames`` x ``channels`` samples of ``subtype``
+    pass what WAV holds, else WAV."""
+    data = int(frames) * int(channels) * _SAMPLE_BYTES[subtype]
+    return "RF64" if data > WAV_MAX_DATA_BYTES else "WAV"
+
+
+def write_failure(path: str | Path, exc: Exception) -> UserError:
+    """The one line for a wav write that failed: libsndfile reports a failed
+    system call as "System error"; the call's errno says which (cffi keeps it)."""
+    if isinstance(exc, OSError):
+        return write_error(path, exc)
+    reason = _reason(exc) or "a system error"
+    if isinstance(exc, sf.LibsndfileError):
+        err = getattr(getattr(sf, "_ffi", None), "errno", 0) if exc.code == 2 else 0
+        reason = os.strerror(err) if err else exc.error_string
+    return UserError(f"{path}: cannot be written ({reason})")
+
+
+def _sync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_wav(path: str | Path, data: np.ndarray, rate: int, subtype: str = "PCM_16") -> None:
-    """Write ``data`` (frames,) or (channels, frames) atomically (temp name, then rename)."""
+    """Write ``data`` (frames,) or (channels, frames) atomically (temp name, then
+    rename); RF64 when WAV cannot hold it. A failed write is one UserError line."""
     path = Path(path)
     tmp = tmp_name(path)
     arr = np.asarray(data)
+    frames, channels = (arr.shape[-1], arr.shape[0]) if arr.ndim == 2 else (arr.shape[0], 1)
     try:
-        sf.write(str(tmp), arr.T if arr.ndim == 2 else arr, int(rate), subtype=subtype, format="WAV")
+        sf.write(os.fsencode(tmp), arr.T if arr.ndim == 2 else arr, int(rate), subtype=subtype,
+                 format=wav_format(frames, channels, subtype))
+        _sync(tmp)
         os.replace(tmp, path)
+    except (OSError, sf.LibsndfileError) as exc:
+        raise write_failure(path, exc) from None
     finally:
         if tmp.exists():
             tmp.unlink()
+    fsync_folder(path.parent)
 
 
 @contextmanager
 def atomic_wav_writer(
-    path: str | Path, rate: int, channels: int, subtype: str = "FLOAT"
+    path: str | Path, rate: int, channels: int, subtype: str = "FLOAT", frames: int = 0
 ) -> Iterator[sf.SoundFile]:
-    """A SoundFile open for streaming writes; renamed to ``path`` only if the block succeeds."""
+    """A SoundFile open for streaming writes; renamed to ``path`` only if the block
+    succeeds. ``frames``: how many the block will write, for the format (RF64 past
+    what WAV holds). The block's own write errors are its caller's to name
+    (:func:`write_failure`); opening, syncing and renaming fail as one line here."""
     path = Path(path)
     tmp = tmp_name(path)
     try:
-        with sf.SoundFile(
-            str(tmp), "w", samplerate=int(rate), channels=int(channels), subtype=subtype, format="WAV"
-        ) as f:
+        try:
+            f = sf.SoundFile(os.fsencode(tmp), "w", samplerate=int(rate), channels=int(channels),
+                             subtype=subtype, format=wav_format(frames, channels, subtype))
+        except (OSError, sf.LibsndfileError) as exc:
+            raise write_failure(path, exc) from None
+        with f:
             yield f
-        os.replace(tmp, path)
+        try:
+            _sync(tmp)
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise write_failure(path, exc) from None
     finally:
         if tmp.exists():
             tmp.unlink()
+    fsync_folder(path.parent)

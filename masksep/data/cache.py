@@ -29,6 +29,8 @@ A lock whose process is gone (same host) or that has not been touched for
 truncated, has another header or another name is made again, never read as
 a different batch. A folder that cannot be written (read-only storage) is
 not an error: the run makes its data itself, after one warning line on stderr.
+A write that fails part way (a full disk) is: one line naming the file and the
+reason, no temp file left, and the file is made again by the next run.
 
 The hash covers the data config, not the files a ``dynamic`` data set reads:
 a cache is for the runs of one sweep (which deletes it when it finishes), not
@@ -49,6 +51,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+
+from masksep.files import fsync_folder, write_error
 
 MAGIC = b"MSKCACH1"  # 8 bytes; the format's version is its last character
 ALIGN = 64  # the data starts at a multiple of this, so each item's array is aligned
@@ -244,10 +248,16 @@ def _write(path: Path, items: list[np.ndarray], n_src: int) -> None:
             f.write(b"\0" * (start - f.tell()))
             for sources in items:
                 f.write(sources.tobytes())
+            f.flush()
+            os.fsync(f.fileno())  # a crash never leaves a name whose data never reached the disk
         os.replace(tmp, path)
+    except OSError as exc:  # a full disk: one line, and the next run makes the file again
+        _unlink(tmp)
+        raise write_error(path, exc) from None
     except BaseException:
         _unlink(tmp)
         raise
+    fsync_folder(path.parent)
 
 
 def _data_start(header_len: int) -> int:

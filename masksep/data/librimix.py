@@ -22,6 +22,7 @@ targets are still the speakers).
 from __future__ import annotations
 
 import csv
+import math
 import re
 from pathlib import Path
 
@@ -73,6 +74,18 @@ def _locate(raw: str, root: Path) -> Path:
     return moved if moved.exists() else p
 
 
+def _length(text: str) -> int | None:
+    """A CSV's ``length`` cell as a sample count; None for anything else (a word,
+    inf, NaN, a negative or fractional number)."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    if not math.isfinite(value) or value < 0 or not value.is_integer():
+        return None
+    return int(value)
+
+
 def read_csv(path: Path, root: Path, n_src: int | None = None) -> tuple[list[MixtureItem], CheckReport]:
     """The items one LibriMix CSV lists, and the problems of the CSV itself
     (missing file or column, a row that is not a row)."""
@@ -81,7 +94,8 @@ def read_csv(path: Path, root: Path, n_src: int | None = None) -> tuple[list[Mix
         report.problems.append(Problem(str(path), "metadata CSV not found"))
         return [], report
     try:
-        with open(path, newline="") as f:
+        # surrogateescape: a file name that is not UTF-8 comes back as its own bytes
+        with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
             rows = list(csv.reader(f))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         report.problems.append(Problem(str(path), f"cannot be read as CSV ({exc.__class__.__name__})"))
@@ -117,10 +131,11 @@ def read_csv(path: Path, root: Path, n_src: int | None = None) -> tuple[list[Mix
             continue
         length = None
         if "length" in col and row[col["length"]].strip():
-            try:
-                length = int(float(row[col["length"]]))
-            except ValueError:
-                report.problems.append(Problem(str(path), f"line {r}: length {row[col['length']]!r} is not a number"))
+            length = _length(row[col["length"]])
+            if length is None:
+                report.problems.append(Problem(
+                    str(path), f"line {r}: length {row[col['length']]!r} is not a sample count "
+                               "(a whole number >= 0)"))
                 continue
         noise = row[col["noise_path"]].strip() if "noise_path" in col else ""
         items.append(MixtureItem(

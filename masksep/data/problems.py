@@ -7,7 +7,7 @@ mixing). :func:`check_items` and :func:`check_files` return one
 :class:`Problem` per fault:
 
 - a path that does not exist (e.g. listed in a LibriMix CSV);
-- an unreadable or corrupt file, an empty file;
+- an unreadable or corrupt file, an empty file or one of a single sample;
 - NaN or Inf samples (only float files can hold them, so PCM files are not
   scanned for this);
 - a sample rate other than the expected one, more than one channel;
@@ -51,6 +51,7 @@ from masksep.errors import EXIT_DATA_PROBLEMS, UserError
 # a wrong source, gain or alignment falls far below 20 dB.
 SUM_TOL_DB = 30.0
 MAX_LISTED = 3  # problems quoted in the one-line error
+MIN_FRAMES = 2  # the fewest samples SI-SNR is defined on (the mean of one is the sample)
 # level="auto": read every sample of data sets up to this many hours of mixtures
 # (about 20 s on two busy laptop cores; WSJ0-2mix tt and Libri2Mix test are ~5 h).
 AUTO_FULL_HOURS = 10.0
@@ -176,6 +177,9 @@ class _FileCheck:
                 self.infos[path] = i
                 if i.frames == 0:
                     msgs.append("empty file (0 samples)")
+                elif i.frames < MIN_FRAMES:
+                    msgs.append(f"has {i.frames} sample: too short to separate and score "
+                                "(SI-SNR removes the mean, and of one sample nothing is left)")
                 if i.channels != 1:
                     msgs.append(f"has {i.channels} channels, expected 1 (mono)")
                 if self.rate and i.samplerate != self.rate and not self.allow_resample:

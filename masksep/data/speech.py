@@ -262,8 +262,24 @@ def _prepare(x: np.ndarray, rate: int) -> np.ndarray:
 
 def make_corpus(out: str | Path, spec: SpeechSpec, workers: int = 0,
                 log=lambda line: print(line, file=sys.stderr, flush=True)) -> dict:
-    """Write the corpus of ``spec`` into ``out`` (see the module docstring); what was written."""
+    """Write the corpus of ``spec`` into ``out`` (see the module docstring); what was written.
+
+    One run at a time per corpus: the run holds ``.OUT.lock`` beside OUT
+    (masksep/locks.py); a second one says who holds it (UserError). Under the
+    lock, the temp folders a killed run left beside OUT (``.OUT.tmp-<pid>``) are removed."""
+    from glob import escape
+
+    from masksep import locks
+
     out = Path(out).resolve()
+    validate(spec)  # a bad spec is refused before anything is made, the lock's folder included
+    with locks.hold(out.parent / f".{out.name}.lock", "masksep data speech", out):
+        for stale in out.parent.glob(f".{escape(out.name)}.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)  # no live run holds them: we hold the lock
+        return _make_corpus(out, spec, workers, log)
+
+
+def _make_corpus(out: Path, spec: SpeechSpec, workers: int, log) -> dict:
     genders = validate(spec)
     wanted = spec.to_dict()
     if out.exists():

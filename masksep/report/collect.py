@@ -1,9 +1,10 @@
 """A sweep folder's trials as two tables: one row per trial, one row per epoch.
 
 Where each thing comes from. Ray Tune's experiment (``experiment_path(state)``,
-a local folder or an s3:// / gs:// URI) is read through Ray's public
-``ray.tune.ExperimentAnalysis``: which trials exist, their status, their
-retries and, for a trial that never finished, its last reported result.
+a local folder or an s3:// / gs:// URI) gives, from its newest snapshot read as
+plain JSON (masksep.rundir.tune_trials; never unpickled, so a folder from
+elsewhere runs no code here): which trials exist, their status, their retries
+and, for a trial that never finished, its last reported result.
 masksep's own files in each trial's folder give the rest: searched.json (the
 searched values; a study adds the variant's name), config.yaml (the resolved
 trial config), metrics.jsonl (one line per epoch) and summary.json (written
@@ -83,22 +84,14 @@ def _pid_alive(pid: Any) -> bool:
 
 def _ray_trials(store: rundir.Store) -> dict[str, dict[str, Any]] | None:
     """Trial folder name -> {status, retries, last_result} from Ray's own
-    experiment state, or None when the folder has none (a copy without it)."""
-    if not any(n.startswith("experiment_state") for n, is_dir in store.listdir() if not is_dir):
+    experiment state, or None when the folder has none (a copy without it).
+    Read as JSON (rundir.tune_trials): a report never unpickles anything."""
+    if not any(n.startswith(rundir.TUNE_STATE_PREFIX) for n, is_dir in store.listdir() if not is_dir):
         return None
-    from ray.tune import ExperimentAnalysis
-
-    try:
-        analysis = ExperimentAnalysis(store.path, storage_filesystem=store.fs)
-    except Exception as exc:  # noqa: BLE001 - a snapshot being rewritten: the files still tell
-        log.warning("masksep: Ray's experiment state is unreadable (%s); reading trial folders alone",
-                    type(exc).__name__)
-        return None
-    return {
-        Path(trial.path).name: {"status": trial.status, "retries": trial.num_failures,
-                                "last_result": trial.last_result or {}}
-        for trial in analysis.trials
-    }
+    trials = rundir.tune_trials(store)
+    if trials is None:  # a snapshot being rewritten: the files still tell
+        log.warning("masksep: Ray's experiment state is unreadable; reading trial folders alone")
+    return trials
 
 
 def _status(ray: dict[str, Any] | None, summary: dict, error: str, state: dict[str, Any],
@@ -133,10 +126,8 @@ def _trial_row(store: rundir.Store, name: str, ray: dict[str, Any] | None, state
 
     cfg_text = store.read_text(name, rundir.CONFIG)
     if cfg_text:
-        import yaml
-
         try:
-            cfg = config_mod.from_dict(yaml.safe_load(cfg_text))
+            cfg = config_mod.from_dict(config_mod.load_yaml_text(cfg_text))
             row.update(config_mod.head_summary(cfg), backbone=cfg.backbone.kind, n_src=cfg.n_src,
                        seed=cfg.seed)
         except Exception:  # noqa: BLE001 - a half-written config is reported, not fatal
@@ -146,6 +137,7 @@ def _trial_row(store: rundir.Store, name: str, ray: dict[str, Any] | None, state
     for key in ("best_epoch", "test_si_snr", "test_si_snri", "test_sdri", "train_steps",
                 "train_audio_s"):
         row[key] = summary.get(key)
+    row.update({k: summary[k] for k in rundir.FIXED_KEYS if k in summary})
     row["epochs"] = summary.get("epochs", last.get("epoch", 0))
     row["wall_s"] = summary.get("wall_s", last.get("time_total_s"))
     row.update({k: summary[k] for k in [*HEAD_COLUMNS, "seed"] if k in summary})

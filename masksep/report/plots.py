@@ -266,9 +266,13 @@ def plot_paired(comparisons: pd.DataFrame, claims: pd.DataFrame, reference: str,
     marked, and each claim's comparison with the CI its verdict was computed from."""
     rows = comparisons[~comparisons["pooled"].astype(bool)] if "pooled" in comparisons else comparisons
     claim_rows = claims[np.isfinite(claims["estimate"])] if not claims.empty else claims
+    def claim_label(claim: str, comparison: str) -> str:
+        reading = claim[claim.index("[") + 1:claim.index("]")] if "[" in claim else ""
+        return f"claim {claim.split('.')[0]}{f' ({reading})' if reading else ''}: {comparison}"
+
     labels = [f"{v} - {reference}" for v in rows["variant"]] + [
-        f"claim {c.split('.')[0]}: {comp}" for c, comp in zip(claim_rows["claim"],
-                                                              claim_rows["comparison"], strict=True)]
+        claim_label(c, comp) for c, comp in zip(claim_rows["claim"], claim_rows["comparison"],
+                                                strict=True)]
     means = list(rows["mean"]) + list(claim_rows["estimate"])
     lows = list(rows["ci_low"]) + list(claim_rows["ci_low"])
     highs = list(rows["ci_high"]) + list(claim_rows["ci_high"])

@@ -58,6 +58,9 @@ def _typed(df: pd.DataFrame) -> pd.DataFrame:
         if col not in df.columns:
             df[col] = np.nan
         df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
+    for col in rundir.FIXED_KEYS:  # only in a sweep that has an og head with oracle grouping
+        if col in df.columns:
+            df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
     for col in TEXT:
         if col in df.columns:
             df[col] = df[col].where(df[col].notna(), "").astype(str)

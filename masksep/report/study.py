@@ -30,12 +30,14 @@ import numpy as np
 import pandas as pd
 
 import masksep.stats as stats
-from masksep import formats
-from masksep.design import StudyDesign
+from masksep import formats, rundir
+from masksep.design import StudyDesign, default_deep, og_members
 from masksep.errors import UserError
 from masksep.report.tables import fmt, macs, markdown, n_src_values, p_value
 
 METRIC = "test_si_snri"
+FIXED_METRIC = "test_si_snri_fixed"  # an oracle-grouping og head scored without references
+FIXED_SUFFIX = " (fixed grouping)"  # its rows in the cells and paired differences
 TARGET_DB = 0.2  # the difference the seeds-needed line is sized for (issue 9)
 
 
@@ -60,12 +62,13 @@ def variants(trials: pd.DataFrame, design: StudyDesign) -> pd.DataFrame:
             "width": first.get("width", math.nan), "oversep": first.get("oversep", math.nan),
             "grouping": first.get("grouping", ""), "n_src": min(c) if c else math.nan,
             "head_macs_per_s": rows["head_macs_per_s"].median(),
+            "head_params": rows["head_params"].median(),
             "macs_per_s": rows["macs_per_s"].median(), "trials": len(rows),
             "completed": int((rows["status"] == "completed").sum()),
         })
     return pd.DataFrame(out).set_index("variant") if out else pd.DataFrame(
         columns=["head", "depth", "width", "oversep", "grouping", "n_src", "head_macs_per_s",
-                 "macs_per_s", "trials", "completed"])
+                 "head_params", "macs_per_s", "trials", "completed"])
 
 
 def by_seed(trials: pd.DataFrame, design: StudyDesign, metric: str = METRIC) -> pd.DataFrame:
@@ -77,6 +80,12 @@ def by_seed(trials: pd.DataFrame, design: StudyDesign, metric: str = METRIC) -> 
     table = table.reindex(columns=_variant_order(trials, design))
     for name, members in design.pooled_members.items():
         table[name] = table.reindex(columns=members).mean(axis=1, skipna=False)
+    fixed = {"test_si_snri": FIXED_METRIC, "test_sdri": "test_sdri_fixed"}.get(metric)
+    if fixed in trials.columns:  # oracle og heads scored again, without references
+        scored = done[np.isfinite(done[fixed])]
+        extra = scored.pivot_table(index="seed", columns="variant", values=fixed, aggfunc="mean")
+        for name in extra.columns:
+            table[name + FIXED_SUFFIX] = extra[name].reindex(table.index)
     return table
 
 
@@ -107,8 +116,11 @@ def cells(trials: pd.DataFrame, design: StudyDesign) -> pd.DataFrame:
     for name in si.columns:
         members = design.pooled_members.get(name)
         row = {"variant": name, "pooled": " + ".join(members) if members else ""}
-        if members is None and name in info.index:
-            row.update(info.loc[name].to_dict())
+        base = name.removesuffix(FIXED_SUFFIX)
+        if members is None and base in info.index:
+            row.update(info.loc[base].to_dict())
+            if base != name:
+                row["grouping"] = "fixed"
         else:
             row.update(head="pooled", head_macs_per_s=math.nan)
         row.update(stats.describe(si[name]))
@@ -136,93 +148,193 @@ def comparisons(trials: pd.DataFrame, design: StudyDesign) -> pd.DataFrame:
 # --------------------------------------------------------------------------- claims
 
 
+def _heads(info: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Each variant's head as design.py's rules read it."""
+    return {v: {"head": r["head"], "depth": r["depth"], "oversep": r["oversep"],
+                "grouping": r["grouping"], "n_src": r["n_src"]} for v, r in info.iterrows()}
+
+
 def _deep_variant(info: pd.DataFrame, design: StudyDesign) -> tuple[str | None, str]:
     if design.deep:
-        return design.deep, "study.claims.deep"
-    depth3 = [v for v, r in info.iterrows() if r["head"] == "deep" and r["depth"] == 3]
-    if not depth3:
-        return None, "no deep variant of depth 3 (name one with study.claims.deep)"
-    note = "the deep variant of depth 3"
-    if len(depth3) > 1:
-        note = f"the first of {len(depth3)} depth-3 deep variants (name one with study.claims.deep)"
-    return depth3[0], note
+        return design.deep, "named in the spec (study.claims.deep)"
+    deep = default_deep(_heads(info))
+    if deep is None:
+        return None, "no deep variant of depth >= 2 (name one with study.claims.deep)"
+    return deep, "the first deep variant of depth 3 (the default rule; not named in the spec)"
 
 
-def _og_variants(info: pd.DataFrame, grouping: str) -> list[str]:
-    return [v for v, r in info.iterrows() if r["head"] == "og" and r["grouping"] == grouping
-            and r["oversep"] > r["n_src"]]
+# How each reading of OG is scored: the og variants of one grouping, and the metric.
+READINGS = {
+    "learned": ("learned", "learned", METRIC,
+                "og heads with a learned soft grouping, used at test"),
+    "oracle": ("best assignment", "oracle", METRIC,
+               "og heads trained and scored with the best-assignment grouping (MixIT's): it uses "
+               "the test references to group"),
+    "fixed": ("fixed grouping", "oracle", FIXED_METRIC,
+              "the same best-assignment heads, scored with the grouping found best most often on "
+              "validation, fixed for test: no references at test"),
+}
 
 
-def _best(table: pd.DataFrame, reference: str, names: list[str]) -> str | None:
-    """The variant of ``names`` with the largest mean paired difference from the reference."""
-    means = {n: (table[n] - table[reference]).mean() for n in names
-             if n in table.columns and reference in table.columns}
+def _pick_on_validation(trials: pd.DataFrame, design: StudyDesign, names: list[str]) -> str | None:
+    """The member of ``names`` with the largest mean paired difference from the
+    reference in best validation SI-SNRi (the rule for 'the best of a family':
+    never the test score)."""
+    table = by_seed(trials, design, "best_val_si_snri")
+    ref = design.reference
+    if ref not in table.columns:
+        return None
+    means = {n: (table[n] - table[ref]).mean() for n in names if n in table.columns}
     means = {n: m for n, m in means.items() if math.isfinite(m)}
     return max(means, key=means.get) if means else None
 
 
-def claims(trials: pd.DataFrame, design: StudyDesign) -> pd.DataFrame:
-    """The claims table: one row per claim (and the oracle-grouping upper bound)."""
-    info = variants(trials, design)
-    table = by_seed(trials, design)
-    ref = design.reference
+def comparators(trials: pd.DataFrame, design: StudyDesign, info: pd.DataFrame, grouping: str
+                ) -> dict[str, Any]:
+    """Claim 2's family and claim 3's single og comparator for one grouping, and
+    how each was chosen: named in the spec, or picked on validation from the
+    declared (else the default) family. Never on test."""
+    members = og_members(_heads(info), grouping)
+    declared_family = design.claims.family(grouping)
+    family = list(declared_family) if declared_family is not None else members
+    listed = ", ".join(family) or "none"
+    family_how = (f"family declared in the spec: {listed}" if declared_family is not None
+                  else f"default family, every og with {grouping} grouping and P > C: {listed}")
+    single = design.claims.single(grouping)
+    if single:
+        one, one_how = single, "named in the spec"
+    else:
+        one = _pick_on_validation(trials, design, family)
+        one_how = f"best on validation of the {family_how}"
+    if declared_family is None and single:
+        two, k, two_how = single, 1, "named in the spec"
+    else:
+        two = _pick_on_validation(trials, design, family)
+        k = max(len(family), 1)
+        two_how = (f"best on validation of the {family_how}; CI Bonferroni-adjusted for "
+                   f"{len(family)}" if len(family) > 1 else family_how)
+    return {"family": family, "claim2": two, "k": k, "claim2_how": two_how,
+            "claim3": one, "claim3_how": one_how}
 
-    def pair(a: str | None, b: str | None, confidence: float = stats.CONFIDENCE) -> dict[str, Any]:
+
+def _scored(trials: pd.DataFrame, reading: str) -> pd.DataFrame | None:
+    """``trials`` with the og heads of ``reading`` scored as it scores them (the
+    fixed-grouping score in place of the best-assignment one); None when the
+    run did not measure that reading."""
+    metric = READINGS[reading][2]
+    if metric == METRIC:
+        return trials
+    if metric not in trials.columns:
+        return None
+    out = trials.copy()
+    rows = (out["head"] == "og") & (out["grouping"] == READINGS[reading][1])
+    out.loc[rows, METRIC] = out.loc[rows, metric]
+    return out
+
+
+def _cost(info: pd.DataFrame, deep: str | None, og: str | None) -> dict[str, Any]:
+    get = (lambda col, name: float(info[col].get(name, math.nan)) if name else math.nan)
+    out = {"deep_head_macs": get("head_macs_per_s", deep), "og_head_macs": get("head_macs_per_s", og),
+           "deep_head_params": get("head_params", deep), "og_head_params": get("head_params", og)}
+    macs_known = math.isfinite(out["deep_head_macs"]) and math.isfinite(out["og_head_macs"])
+    if not macs_known:
+        out["cost"] = stats.NOT_RESOLVED
+    else:
+        out["cost"] = stats.HOLDS if out["deep_head_macs"] < out["og_head_macs"] else stats.DOES_NOT_HOLD
+    return out
+
+
+def _both(non_inferior: str, cost: str) -> str:
+    """Claim 3 holds when both parts hold and does not when either does not."""
+    if stats.DOES_NOT_HOLD in (non_inferior, cost):
+        return stats.DOES_NOT_HOLD
+    return stats.HOLDS if non_inferior == cost == stats.HOLDS else stats.NOT_RESOLVED
+
+
+# p: two-sided paired t p-value against the verdict's bound (0; claim 3: -margin), times
+# the Bonferroni factor of a family pick: what the overview adjusts across experiments.
+CLAIM_COLUMNS = ["claim", "reading", "comparison", "picked", "n", "estimate", "ci_low", "ci_high",
+                 "ci_level", "p", "verdict", "non_inferior", "cost", "deep_head_macs", "og_head_macs",
+                 "deep_head_params", "og_head_params", "sensitivity", "note"]
+
+
+def claims(trials: pd.DataFrame, design: StudyDesign) -> pd.DataFrame:
+    """The claims table: claim 1, then claims 2 and 3 under each reading of OG the
+    design has (learned grouping; best-assignment grouping, scored with the best
+    assignment and with a grouping fixed on validation)."""
+    info = variants(trials, design)
+    ref = design.reference
+    deep, deep_how = _deep_variant(info, design)
+    rows: list[dict[str, Any]] = []
+
+    def pair(table: pd.DataFrame, a: str | None, b: str | None,
+             confidence: float = stats.CONFIDENCE) -> dict[str, Any]:
         if a is None or b is None or a not in table.columns or b not in table.columns:
             return stats.paired([], [], confidence)
         return stats.paired(table[a], table[b], confidence)
 
-    def row(claim: str, comparison: str, result: dict[str, Any], level: float, verdict: str,
-            note: str) -> dict[str, Any]:
-        return {"claim": claim, "comparison": comparison, "n": result["n"], "estimate": result["mean"],
-                "ci_low": result["ci_low"], "ci_high": result["ci_high"],
-                "ci_level": level, "verdict": verdict, "note": note}
+    def p_of(table: pd.DataFrame, a: str | None, b: str | None, bound: float, k: int = 1) -> float:
+        if a is None or b is None or a not in table.columns or b not in table.columns:
+            return math.nan
+        return min(1.0, k * stats.p_against(table[a], table[b], bound))
 
-    rows = []
-    deep, deep_note = _deep_variant(info, design)
-    one = pair(deep, ref)
-    rows.append(row("1. deep > shallow", f"{deep or '(none)'} - {ref}", one, stats.CONFIDENCE,
-                    stats.verdict(one["ci_low"], one["ci_high"]), f"deep = {deep_note}"))
+    def row(claim: str, reading: str, a: str | None, b: str | None, result: dict[str, Any],
+            level: float, verdict: str, picked: str, note: str, **extra: Any) -> None:
+        rows.append({"claim": claim, "reading": reading,
+                     "comparison": f"{a or '(none)'} - {b or '(none)'}", "picked": picked,
+                     "n": result["n"], "estimate": result["mean"], "ci_low": result["ci_low"],
+                     "ci_high": result["ci_high"], "ci_level": level, "verdict": verdict,
+                     "note": note, **extra})
 
-    learned = [v for v in _og_variants(info, "learned") if v in table.columns]
-    best_og = _best(table, ref, learned)
-    k = max(len(learned), 1)
-    level = 1 - (1 - stats.CONFIDENCE) / k
-    two = pair(best_og, ref, level)
-    rows.append(row("2. OG (P > C) > shallow", f"{best_og or '(none)'} - {ref}", two, level,
-                    stats.verdict(two["ci_low"], two["ci_high"]),
-                    (f"best of {len(learned)} learned-grouping og variants with P > C by mean "
-                     f"difference; CI Bonferroni-adjusted for {len(learned)}"
-                     if learned else "no learned-grouping og variant with P > C in the design")))
-    oracle = [v for v in _og_variants(info, "oracle") if v in table.columns]
-    best_oracle = _best(table, ref, oracle)
-    if best_oracle is not None:
-        level_o = 1 - (1 - stats.CONFIDENCE) / len(oracle)
-        upper = pair(best_oracle, ref, level_o)
-        rows.append(row("2'. upper bound: oracle grouping", f"{best_oracle} - {ref}", upper,
-                        level_o, stats.verdict(upper["ci_low"], upper["ci_high"]),
-                        f"oracle grouping uses the references; an upper bound, not the claim "
-                        f"(best of {len(oracle)}, Bonferroni-adjusted)"))
+    table = by_seed(trials, design)
+    one = pair(table, deep, ref)
+    row("1. deep > shallow", "", deep, ref, one, stats.CONFIDENCE,
+        stats.verdict(one["ci_low"], one["ci_high"]), f"deep: {deep_how}", "",
+        p=p_of(table, deep, ref, 0.0))
 
-    three = pair(deep, best_og)
     margin = design.margin_db
-    deep_macs = info["head_macs_per_s"].get(deep, math.nan) if deep else math.nan
-    og_macs = info["head_macs_per_s"].get(best_og, math.nan) if best_og else math.nan
-    if deep is None or best_og is None:
-        verdict, why = stats.NOT_RESOLVED, "needs a deep and a learned og variant with P > C"
-    elif not (math.isfinite(deep_macs) and math.isfinite(og_macs)):
-        verdict, why = stats.NOT_RESOLVED, "head MACs unknown"
-    elif deep_macs >= og_macs:
-        verdict = stats.DOES_NOT_HOLD
-        why = f"the deep head's MACs ({macs(deep_macs)}/s) are not lower than the og head's ({macs(og_macs)}/s)"
-    else:
-        verdict = stats.verdict(three["ci_low"], three["ci_high"], -margin)
-        why = f"head MACs {macs(deep_macs)}/s < {macs(og_macs)}/s"
-    rows.append(row("3. deep is an efficient OG (non-inferior)", f"{deep or '(none)'} - {best_og or '(none)'}",
-                    three, stats.CONFIDENCE, verdict,
-                    f"margin -{margin:g} dB; {why}; the og is the best learned one (picked after "
-                    f"seeing the data, which favours it)"))
-    return pd.DataFrame(rows)
+    for reading, (label, grouping, _, what) in READINGS.items():
+        picks = comparators(trials, design, info, grouping)
+        if not picks["family"] and not picks["claim3"]:
+            continue  # the design has no og of this grouping
+        scored = _scored(trials, reading)
+        if scored is None:
+            continue  # not measured in this run (claims_section says so)
+        table = by_seed(scored, design)
+        level = 1 - (1 - stats.CONFIDENCE) / picks["k"]
+        two = pair(table, picks["claim2"], ref, level)
+        row(f"2. OG (P > C) > shallow [{label}]", reading, picks["claim2"], ref, two, level,
+            stats.verdict(two["ci_low"], two["ci_high"]), f"og: {picks['claim2_how']}", what,
+            p=p_of(table, picks["claim2"], ref, 0.0, picks["k"]))
+
+        og = picks["claim3"]
+        three = pair(table, deep, og)
+        cost = _cost(info, deep, og)
+        non_inferior = stats.verdict(three["ci_low"], three["ci_high"], -margin)
+        if deep is None or og is None:
+            non_inferior = cost["cost"] = stats.NOT_RESOLVED
+        verdict = _both(non_inferior, cost["cost"])
+        failed = [part for part, v in (("non-inferiority", non_inferior), ("cost", cost["cost"]))
+                  if v == stats.DOES_NOT_HOLD]
+        sensitivity = "; ".join(
+            f"{m:g} dB: {_both(stats.verdict(three['ci_low'], three['ci_high'], -m), cost['cost'])}"
+            for m in design.sensitivity_db)
+        row(f"3. deep is an efficient OG [{label}]", reading, deep, og, three, stats.CONFIDENCE,
+            verdict, f"og: {picks['claim3_how']}",
+            (f"fails on {' and '.join(failed)}; " if failed else "")
+            + f"margin -{margin:g} dB; head MACs/s {macs(cost['deep_head_macs'])} (deep) vs "
+            f"{macs(cost['og_head_macs'])} (og)",
+            non_inferior=non_inferior, sensitivity=sensitivity, p=p_of(table, deep, og, -margin),
+            **cost)
+    return pd.DataFrame(rows).reindex(columns=CLAIM_COLUMNS)
+
+
+def unmeasured_readings(trials: pd.DataFrame, design: StudyDesign) -> list[str]:
+    """Readings the design has og heads for but the run did not score (a run
+    made before the fixed-grouping score existed)."""
+    info = variants(trials, design)
+    return [READINGS[r][0] for r in READINGS
+            if og_members(_heads(info), READINGS[r][1]) and _scored(trials, r) is None]
 
 
 def resolution(comparisons_df: pd.DataFrame, design: StudyDesign, target: float = TARGET_DB
@@ -234,7 +346,8 @@ def resolution(comparisons_df: pd.DataFrame, design: StudyDesign, target: float 
     sd, dof = stats.pooled_sd(zip(rows["n"].astype(int), rows["std"], strict=True))
     n = design.repeats or (int(rows["n"].max()) if len(rows) else 0)
     return {"sd": sd, "dof": dof, "n": n, "half_width": stats.half_width(sd, n),
-            "target": target, "seeds_needed": stats.seeds_needed(sd, target)}
+            "target": target, "seeds_needed": stats.seeds_needed(sd, target),
+            "power": stats.power(sd, n, target), "seeds_for_power": stats.seeds_for_power(sd, target)}
 
 
 # --------------------------------------------------------------------------- budget milestones
@@ -247,10 +360,12 @@ def at_milestone(trials: pd.DataFrame, milestones: pd.DataFrame, steps: int) -> 
     of the pairs instead of lending its end-of-run score."""
     marks = milestones[milestones["steps"] == steps].drop_duplicates("trial_id", keep="last")
     marks = marks.set_index("trial_id")
-    cols = ["best_epoch", "best_val_si_snri", "test_si_snr", "test_si_snri", "test_sdri"]
+    cols = ["best_epoch", "best_val_si_snri", "test_si_snr", "test_si_snri", "test_sdri",
+            *[c for c in rundir.FIXED_KEYS if c in trials.columns]]
     out = trials.copy()
-    for col in cols:
-        out[col] = out["trial_id"].map(marks[col]).astype(float)
+    for col in cols:  # a score the milestone did not take is missing there, not the end's
+        out[col] = (out["trial_id"].map(marks[col]).astype(float) if col in marks.columns
+                    else math.nan)
     out["train_steps"] = float(steps)
     return out
 
@@ -261,8 +376,7 @@ def claims_by_budget(trials: pd.DataFrame, milestones: pd.DataFrame, design: Stu
     as at the end, on the test scores each trial had at that step."""
     steps = design.milestones or sorted(int(s) for s in milestones["steps"].unique())
     frames = [claims(at_milestone(trials, milestones, s), design).assign(steps=s) for s in steps]
-    columns = ["steps", "claim", "comparison", "n", "estimate", "ci_low", "ci_high", "ci_level",
-               "verdict", "note"]
+    columns = ["steps", *CLAIM_COLUMNS]
     return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
 
 
@@ -380,6 +494,8 @@ def _variant_label(row: pd.Series | dict) -> str:
     name = row["variant"]
     if row.get("pooled"):
         return f"{name} (pooled: {row['pooled']}; per-seed mean)"
+    if row.get("grouping") == "fixed":
+        return f"{name.removesuffix(FIXED_SUFFIX)} (oracle-trained, grouping fixed on validation)"
     return f"{name} (oracle grouping)" if row.get("grouping") == "oracle" else name
 
 
@@ -396,7 +512,7 @@ def sections(trials: pd.DataFrame, epochs: pd.DataFrame | None, design: StudyDes
     lines += spend_section(spend)
     lines += cells_section(cell)
     lines += comparisons_section(comp, design.reference)
-    lines += claims_section(claim, design.margin_db)
+    lines += claims_section(claim, design, unmeasured_readings(trials, design))
     lines += resolution_section(resolution(comp, design))
     tables = {"study_cells.csv": cell, "study_comparisons.csv": comp, "study_claims.csv": claim,
               "study_budget.csv": spend}
@@ -492,19 +608,58 @@ def comparisons_section(comp: pd.DataFrame, ref: str) -> list[str]:
     return lines
 
 
-def claims_section(claim: pd.DataFrame, margin_db: float) -> list[str]:
-    """The claims table and how its verdicts are computed."""
-    lines: list[str] = []
-    lines += ["## Claims", "", *markdown(pd.DataFrame({
+def claims_section(claim: pd.DataFrame, design: StudyDesign, unmeasured: list[str]) -> list[str]:
+    """The claims table, claim 3's two parts and its margins, and how the verdicts
+    are computed."""
+    margin = design.margin_db
+    lines: list[str] = ["## Claims", "", *markdown(pd.DataFrame({
         "claim": claim["claim"], "comparison": claim["comparison"], "n": claim["n"].astype(int),
         "estimate (dB)": claim["estimate"].map(lambda v: f"{v:+.2f}" if math.isfinite(v) else "-"),
         "CI": [formats.level(lvl) + " " + _ci(lo, hi) for lvl, lo, hi in
                zip(claim["ci_level"], claim["ci_low"], claim["ci_high"], strict=True)],
         "verdict": claim["verdict"].map(lambda v: f"**{v}**"),
-        "how": claim["note"],
+        "comparator": claim["picked"],
     })), "", "Each verdict is computed from the CI: *holds* when the whole CI lies above 0 "
-        f"(claim 3: above -{margin_db:g} dB, with lower head MACs), *does not hold* when "
-        "it lies below, else *not resolved at this n*.", ""]
+        f"(claim 3: see below), *does not hold* when it lies below, else *not resolved at this "
+        "n*, which says the design cannot tell, not that the claim fails. Every comparator "
+        "is named in the spec or picked on validation, never on test.", ""]
+    readings = claim[claim["reading"].astype(str) != ""]
+    if not readings.empty:
+        lines += ["Two readings of OG. *learned*: the og head groups its P outputs with a trained "
+                  "soft assignment. *best assignment*: trained and scored with the grouping that "
+                  "best reconstructs the references, as in MixIT, which the paper builds on (the "
+                  "paper's public description sums or groups the outputs into the mixtures that "
+                  "best reconstruct the inputs); at test it uses the references, so it is not a "
+                  "separator a user can run. *fixed grouping*: the same heads, with the grouping "
+                  "found best most often on validation fixed for test: no references at test.", ""]
+    if unmeasured:
+        lines += [f"Not measured in this run: the {', '.join(unmeasured)} reading (its trials "
+                  "predate that score; re-run the study to measure it).", ""]
+    three = claim[claim["claim"].str.startswith("3.")]
+    if not three.empty:
+        lines += ["### Claim 3 in two parts", "",
+                  "Deep is an efficient OG when it is *non-inferior* (the CI of deep - og lies "
+                  f"above -{margin:g} dB) *and cheaper* (fewer head MACs per second of audio). "
+                  "It does not hold when either part does not; the columns say which.", ""]
+        lines += markdown(pd.DataFrame({
+            "comparison": three["claim"].str.extract(r"\[(.*)\]")[0].fillna("") + ": "
+            + three["comparison"],
+            "difference [CI]": [f"{formats.signed(e)} {_ci(lo, hi)}" for e, lo, hi in
+                                zip(three["estimate"], three["ci_low"], three["ci_high"], strict=True)],
+            f"non-inferior at -{margin:g} dB": three["non_inferior"],
+            "head MACs/s deep vs og": [f"{macs(a)} vs {macs(b)}" for a, b in
+                                       zip(three["deep_head_macs"], three["og_head_macs"], strict=True)],
+            "head params deep vs og": [f"{formats.count(a)} vs {formats.count(b)}" for a, b in
+                                       zip(three["deep_head_params"], three["og_head_params"],
+                                           strict=True)],
+            "cheaper": three["cost"],
+            "verdict": three["verdict"].map(lambda v: f"**{v}**"),
+        }))
+        lines += ["", f"The margin is a choice. The verdict at margins of "
+                  f"{', '.join(f'{m:g}' for m in design.sensitivity_db)} dB:", ""]
+        lines += markdown(pd.DataFrame({"comparison": three["comparison"],
+                                        "verdict by margin": three["sensitivity"]}))
+        lines.append("")
     return lines
 
 
@@ -518,9 +673,16 @@ def resolution_section(res: dict[str, Any]) -> list[str]:
             f"Pooled SD of the paired differences: {res['sd']:.2f} dB ({res['dof']} degrees of "
             f"freedom). At n = {res['n']} seeds a paired difference has a 95% CI half-width of "
             f"{res['half_width']:.2f} dB: the smallest difference this design resolves. "
-            + (f"Resolving {res['target']:g} dB needs n = {need} seeds (smallest n with "
+            + (f"A CI half-width of {res['target']:g} dB needs n = {need} seeds (smallest n with "
                f"t(0.975, n-1) × SD / sqrt(n) <= {res['target']:g})." if need else
-               f"No practical n resolves {res['target']:g} dB at this SD."))
+               f"No practical n gives a CI half-width of {res['target']:g} dB at this SD."))
+        powered = res["seeds_for_power"]
+        lines += ["", f"**Power.** A real difference of {res['target']:g} dB would be found "
+                  f"(paired t, two-sided, 5 %) with probability {res['power']:.0%} at n = "
+                  f"{res['n']}; 80 % power needs n = "
+                  + (f"{powered} seeds" if powered else "more seeds than is practical")
+                  + ". A claim *not resolved* at this n is not evidence that it fails: "
+                  "choose the seeds of a study from a pilot's SD with this line."]
     else:
         lines.append("Not measurable: no comparison has two or more paired seeds, so the noise "
                      "of a paired difference is unknown.")
@@ -536,10 +698,10 @@ def tuned_section(design: StudyDesign) -> list[str]:
         rows[key] = [_setting(design.tuned[v].get(key)) for v in design.tuned]
     return ["## Tuned settings", "",
             "Each variant ran at its own setting, chosen by its own search before the study "
-            "(Optuna TPE, ASHA on validation, the same number of tuning trials per variant, on "
-            "tuning seeds the study does not test on): the best mean validation SI-SNRi over the "
-            "tuning trials that trained to the end. Test scores played no part. The searches are "
-            "in `tuning/`.", "", *markdown(pd.DataFrame(rows)), ""]
+            "(on validation, the same points or trials per variant, on tuning seeds the study "
+            "does not test on; each search's spec is in `tuning/`): the best mean validation "
+            "SI-SNRi over the tuning trials that trained to the end. Test scores played no "
+            "part.", "", *markdown(pd.DataFrame(rows)), ""]
 
 
 def _setting(value: Any) -> str:

@@ -1,8 +1,9 @@
 """The one place where masksep reaches into Ray's private names, and the check that they are there.
 
 Ray's public API has no way to read OptunaSearch's study or a Repeater's groups,
-or to give a local Ray a temp dir; masksep needs each (the optuna.db export, the
-multi-objective repeater, short socket paths). They are read through the
+to give a local Ray a temp dir, or to find a cluster's dashboard from its address;
+masksep needs each (the optuna.db export, the multi-objective repeater, short socket
+paths, masksep submit). They are read through the
 functions below, and :func:`check` (run by the test suite) names whatever a Ray
 release renamed or dropped, instead of a sweep failing half-way. (W&B needs none:
 masksep's runs hang off ``ray.tune.Callback``'s public hooks, sweep/callbacks.py.)
@@ -29,6 +30,14 @@ def optuna_study(searcher) -> Any:
 def repeater_group(repeater, trial_id: str) -> Any:
     """The group (one configuration's repeats) of a trial in a ray.tune.search.Repeater."""
     return repeater._trial_id_to_group[trial_id]
+
+
+def dashboard_of(cluster_address: str) -> str:
+    """The dashboard URL of the running cluster at ``cluster_address`` (GCS
+    ``HOST:PORT`` or ``ray://``), found as `ray job submit` finds it."""
+    from ray.dashboard.utils import get_address_for_submission_client
+
+    return get_address_for_submission_client(cluster_address)
 
 
 def init_local(temp_dir: str, **kwargs) -> None:
@@ -58,6 +67,10 @@ def check() -> None:
     init = inspect.unwrap(ray.init)  # it takes _temp_dir from its **kwargs
     if '"_temp_dir"' not in inspect.getsource(init) and "_temp_dir" not in inspect.signature(init).parameters:
         missing.append("ray.init(_temp_dir=...)")
+    try:
+        from ray.dashboard.utils import get_address_for_submission_client  # noqa: F401
+    except ImportError:
+        missing.append("ray.dashboard.utils.get_address_for_submission_client")
     if missing:
         raise UserError(f"ray {ray.__version__}: private names masksep uses are gone: "
                         f"{', '.join(missing)} (masksep/sweep/ray_compat.py)")

@@ -21,10 +21,12 @@ from their folders; finished ones re-send their results without training.
 Folder of a sweep (``--out DIR``)::
 
     DIR/sweep.json      what ran, where its Ray state lives, status, this run's W&B target
+    DIR/.masksep.lock   while a driver runs: its host and pid (masksep/locks.py)
     DIR/spec.yaml       the spec, self-contained (base configs inlined)
     DIR/optuna.db       export of the Optuna study (optuna-dashboard sqlite:///DIR/optuna.db)
     DIR/ray/NAME/       Ray Tune's experiment (unless storage_path points elsewhere),
-                        one folder per trial (sweep/trial.py)
+                        one folder per trial (sweep/trial.py), and masksep-sweep.json
+                        (sweep.json's uid: a resume restores only its own sweep's state)
     DIR/orphaned/       trial folders a resume found but Tune's snapshot did not know
     DIR/wandb/          offline W&B runs
     DIR/trials.csv, pareto.csv, summary.md, *.png   the report
@@ -32,6 +34,7 @@ Folder of a sweep (``--out DIR``)::
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -44,7 +47,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from masksep import rundir
+from masksep import locks, rundir
 from masksep.errors import UserError
 from masksep.progress import line as _line
 from masksep.rundir import STATE as STATE_FILE
@@ -160,7 +163,8 @@ def build_searcher(spec: SweepSpec, optuna_db: Path):
         metric, mode = METRIC, "max"
     searcher = _exporting_optuna_search()(
         space=spec_mod.DefineByRun(spec.dims), metric=metric, mode=mode,
-        sampler=optuna.samplers.TPESampler(seed=spec.seed), study_name=spec.name,
+        sampler=optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=spec.startup_trials),
+        study_name=spec.name,
         points_to_evaluate=[dict(p) for p in spec.initial_points] or None,
         export_path=str(optuna_db.resolve()),
     )
@@ -282,12 +286,16 @@ def _quiet_tune(state: dict[str, Any]):
 def _start_ray(address: str | None, dashboard: bool, num_cpus: int | None) -> bool:
     """Connect to a cluster (address or RAY_ADDRESS) or start a private local Ray.
     Returns True when this process started Ray (and so must stop it)."""
+    where = "--address" if address else "RAY_ADDRESS"
     address = address or os.environ.get("RAY_ADDRESS")
     if not address and "ray" not in sys.modules:
         os.environ.setdefault("RAY_AUTH_MODE", "token")  # Ray's own default, said explicitly
     import ray
 
     quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
+    if address and address.startswith(("http://", "https://")):
+        raise UserError(f"{where} {address}: a dashboard's address (what masksep submit takes); "
+                        "a sweep joins the cluster itself: HEAD:6379 or ray://HEAD:10001")
     if address:
         try:
             ray.init(address=address, **quiet)
@@ -332,14 +340,13 @@ def _check_resources(spec: SweepSpec, started_locally: bool) -> None:
 
 def _check_same_spec(spec: SweepSpec, out: Path) -> None:
     """A resume runs the sweep that was started: the same spec, base configs included."""
-    import yaml
+    from masksep.config import flatten, load_yaml_text
 
     saved = out / rundir.SPEC
     if not saved.is_file():
         return
-    old = yaml.safe_load(saved.read_text())
-    new = yaml.safe_load(spec_mod.self_contained_yaml(spec))
-    from masksep.config import flatten
+    old = load_yaml_text(saved.read_text(), str(saved))
+    new = load_yaml_text(spec_mod.self_contained_yaml(spec))
 
     old_flat, new_flat = flatten(old or {}), flatten(new or {})
     for key in sorted(set(old_flat) | set(new_flat)):
@@ -351,21 +358,12 @@ def _check_same_spec(spec: SweepSpec, out: Path) -> None:
 
 def _set_orphans_aside(experiment: str, out: Path) -> list[str]:
     """Trial folders the newest snapshot does not know -> OUT/orphaned/. Returns their names."""
-    from ray.tune import ExperimentAnalysis
-
-    tune_log = logging.getLogger("ray.tune")
-    level = tune_log.level
-    tune_log.setLevel(logging.ERROR)  # it warns about every trial whose result.json a kill lost
-    try:
-        known = {t.trial_id for t in ExperimentAnalysis(experiment).trials}
-    except Exception:  # noqa: BLE001 - no snapshot yet: every folder is an orphan
-        known = set()
-    finally:
-        tune_log.setLevel(level)
     store = rundir.Store.of_uri(experiment)
+    # The snapshot read as JSON (nothing unpickled); none yet: every folder is an orphan.
+    known = set(rundir.tune_trials(store) or {})
     moved = []
     for name, is_dir in store.listdir():
-        if not is_dir or not name.startswith("trial_") or name[len("trial_"):] in known:
+        if not is_dir or not name.startswith("trial_") or name in known:
             continue
         store.move_out(name, out / rundir.ORPHANED / f"{name}-{uuid.uuid4().hex[:6]}")
         moved.append(name)
@@ -380,14 +378,31 @@ def _drop_data_cache(experiment: str) -> None:
 
 
 def _resumed_state(spec: SweepSpec, out: Path, storage_path: str | None) -> dict[str, Any] | None:
-    """sweep.json of the sweep a resume continues (None: it has already finished)."""
+    """sweep.json of the sweep a resume continues (None: it has already finished).
+
+    A resume restores Tune's snapshot, which Tune unpickles: whoever can write OUT
+    or the sweep's storage can run code in this process (docs/trust.md). So it
+    reads only a folder that its sweep.json identifies as this sweep's: the spec's
+    name, the spec itself (spec.yaml), the storage this run would use, and an
+    experiment whose owner file names sweep.json's uid."""
     state = read_state(out)
     if state.get("name") != spec.name:
         raise UserError(f"{out}: holds sweep {state.get('name')!r}, not {spec.name!r}")
     _check_same_spec(spec, out)
-    if storage_path and _storage_uri(spec, out, storage_path) != state["storage"]:
-        raise UserError(f"--storage-path {storage_path}: the sweep in {out} keeps its Ray state "
-                        f"at {state['storage']}; resume without --storage-path")
+    if _storage_uri(spec, out, storage_path) != state["storage"]:
+        if storage_path:
+            raise UserError(f"--storage-path {storage_path}: the sweep in {out} keeps its Ray state "
+                            f"at {state['storage']}; resume without --storage-path")
+        raise UserError(f"{out / STATE_FILE}: keeps its Ray state at {state['storage']}, not where "
+                        f"this sweep would ({_storage_uri(spec, out, None)}): a sweep folder moved "
+                        f"or copied is not resumed; resume it where it ran, or pass "
+                        f"--storage-path {state['storage']} if you trust that folder")
+    if state.get("owner"):
+        owner = rundir.Store.of_uri(experiment_path(state)).read_json(state["owner"])
+        if not isinstance(owner, dict) or owner.get("uid") != state.get("uid"):
+            raise UserError(f"{experiment_path(state)}: is not the Ray state of the sweep in {out} "
+                            f"(its {state['owner']} does not name uid {state.get('uid')!r}); "
+                            "not resumed")
     if state.get("status") == "finished":
         _line(f"the sweep in {out} has already finished; nothing to run "
               f"(its report: {out / rundir.REPORT})")
@@ -412,6 +427,9 @@ def _new_state(spec: SweepSpec, spec_path: str | Path, out: Path, storage_path: 
         "started": time.time(),
         "tune_loggers": TUNE_LOGGERS,
     }
+    if spec.search.startswith("optuna"):  # the report states the sampler's random start-up
+        state["startup_trials"] = spec.startup_trials
+        state["configurations"] = spec.configurations
     if spec.study is not None:
         state["study"] = spec.study.to_dict()
     return state
@@ -455,10 +473,19 @@ def run_sweep(
 ) -> dict[str, Any] | None:
     """Run (or resume) the sweep of ``spec_path`` into ``out`` to its end; returns
     its state (sweep.json's contents), or None when a resume finds it already finished."""
-    from masksep.sweep import tracking
-
     spec = spec_mod.load_spec(spec_path)  # every spec error surfaces before anything is written
     out = Path(out).resolve()
+    # One driver per sweep folder (masksep sweep holds it already: re-entrant).
+    with locks.hold_folder(out, f"masksep sweep {spec.name}"):
+        return _run_sweep(spec, spec_path, out, resume=resume, address=address, use_wandb=use_wandb,
+                          storage_path=storage_path, dashboard=dashboard, num_cpus=num_cpus)
+
+
+def _run_sweep(spec: SweepSpec, spec_path: str | Path, out: Path, *, resume: bool,
+               address: str | None, use_wandb: bool, storage_path: str | None, dashboard: bool,
+               num_cpus: int | None) -> dict[str, Any] | None:
+    from masksep.sweep import tracking
+
     state = _resumed_state(spec, out, storage_path) if resume else _new_state(
         spec, spec_path, out, storage_path)
     if state is None:
@@ -469,6 +496,10 @@ def run_sweep(
         out.mkdir(parents=True, exist_ok=True)
         if not resume:
             (out / rundir.SPEC).write_text(spec_mod.self_contained_yaml(spec))
+            # Ties the experiment to this sweep.json (a resume checks it), before sweep.json exists.
+            rundir.Store.of_uri(experiment_path(state)).put_bytes(rundir.OWNER, json.dumps(
+                {"name": spec.name, "uid": state["uid"], "out": str(out)}).encode())
+            state["owner"] = rundir.OWNER
         # This invocation's W&B target: the callback pickled in Tune's state reads it
         # from here at set-up, so a resume honours --no-wandb and changed settings.
         target = tracking.resolve_target(spec.wandb, spec.name, out) if (

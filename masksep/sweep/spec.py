@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from masksep import config as config_mod
 from masksep.config import Config
-from masksep.design import StudyDesign
+from masksep.design import StudyDesign, default_deep, default_reference
 from masksep.errors import ConfigError
 
 DIM_KINDS = ("choice", "grid", "int", "uniform", "loguniform", "logint")
@@ -141,16 +141,32 @@ class WandbSpec:
 @dataclass
 class TuningSpec:
     """A tuned study (``study.tuning``): before the study, each variant's own setting
-    is searched (Optuna TPE, ASHA on validation, ``trials`` per variant) on tuning
-    seeds ``seed``, ``seed + 1``, ... that the study's test seeds never use; the study
-    then runs every variant at its tuned setting (masksep/tuned.py)."""
+    is searched on validation, on tuning seeds ``seed``, ``seed + 1``, ... that the
+    study's test seeds never use; the study then runs every variant at its tuned
+    setting (masksep/tuned.py).
+
+    ``search: grid`` (the default) tries every point of a discrete space with each
+    tuning seed: for one or two searched fields the honest design, since every
+    variant sees the same points. ``search: optuna-tpe`` samples ``trials`` points;
+    its first ``startup_trials`` are random, so they must stay well below ``trials``
+    or TPE never runs (Optuna's default of 10 start-up trials against 8 tuning trials
+    once made every variant draw the same seeded points). No pruning unless ``asha``
+    is given: an ASHA rung earlier than the study's own ASHA check supports stops
+    trials that would have caught up."""
 
     search_space: dict[str, Any] = field(default_factory=dict)  # searched for every variant
     by_head: dict[str, dict[str, Any]] = field(default_factory=dict)  # head kind -> its own dims
-    trials: int = 8  # tuning trials per variant, the same for every variant
+    search: Literal["grid", "optuna-tpe"] = "grid"
+    trials: int | None = None  # optuna-tpe: points per variant (default 8); grid: every point
+    startup_trials: int | None = None  # optuna-tpe: random points first (default: half of trials)
     seed: int = 1000  # the first tuning seed
     repeats: int = 1  # tuning seeds per point
-    asha: AshaSpec = field(default_factory=lambda: AshaSpec(grace_period=2))
+    asha: AshaSpec | None = None  # ASHA over the tuning trials; none by default
+
+    @property
+    def points(self) -> int:
+        """Searched points per variant (each run with ``repeats`` seeds); grid: unknown here."""
+        return self.trials if self.trials is not None else 8
 
 
 @dataclass
@@ -187,6 +203,7 @@ class SpecFile:
     gpu_hours: str | None = ""
     initial_points: list[dict[str, Any]] = field(default_factory=list)
     data_cache: bool = True
+    startup_trials: int | None = None  # optuna: random configurations before TPE models
 
 
 @dataclass
@@ -213,6 +230,14 @@ class SweepSpec:
     # Trials on the same data and seed share the data made on the fly (masksep/data/cache.py):
     # made once into the experiment's data-cache folder, read by the others.
     data_cache: bool = True
+    # Optuna searches: the TPE sampler's random start-up, in configurations (each run
+    # with ``repeats`` seeds). Below the configurations the search gets, or TPE never runs.
+    startup_trials: int = 10
+
+    @property
+    def configurations(self) -> int:
+        """Distinct points an optuna search tries (num_samples over the seeds of each)."""
+        return self.num_samples // max(self.repeats, 1)
 
     @property
     def multi_objective(self) -> bool:
@@ -309,6 +334,13 @@ def _parse_dim(name: str, raw: Any, path: Path) -> Dimension:
     return Dimension(name, kind, low=low, high=high, when=tuple(when))
 
 
+def _folder_name(name: object) -> bool:
+    """A name that is one folder name (a sweep's experiment, a variant's tuning
+    folder): no separator, and not "." or ".." (the folder itself, its parent)."""
+    return (isinstance(name, str) and bool(name) and name.strip(".") != ""
+            and all(ch.isalnum() or ch in "-_." for ch in name))
+
+
 def load_spec(path: str | Path) -> SweepSpec:
     """Read and fully validate a sweep spec. Raises UserError naming file and field."""
     path = Path(path)
@@ -316,8 +348,8 @@ def load_spec(path: str | Path) -> SweepSpec:
     top: SpecFile = config_mod.build(SpecFile, raw, "", str(path))
 
     name = top.name if top.name is not None else path.stem
-    if not name or not all(ch.isalnum() or ch in "-_." for ch in name):
-        _fail(path, "name", f"use letters, digits, '-', '_' or '.', got {name!r}")
+    if not _folder_name(name):
+        _fail(path, "name", f"use letters, digits, '-', '_' or '.' (not only dots), got {name!r}")
 
     # Base configs: `base` (one) or `bases` (several, picked by the `base` dimension),
     # each with the spec's `trial` overrides laid over it.
@@ -356,10 +388,21 @@ def load_spec(path: str | Path) -> SweepSpec:
         gpu_hours=top.gpu_hours or "", initial_points=tuple(top.initial_points), study=study,
         data_cache=top.data_cache,
     )
+    # Every default filled here, once; the validators below only read.
+    spec.startup_trials = (top.startup_trials if top.startup_trials is not None
+                           else default_startup(spec.configurations))
+    _validate_bounds(spec)  # before any rule that loops over what the spec counts
     if study is not None:  # first: a study's own rules explain its errors best
+        _complete_study(spec, study)
         _validate_study(spec, study)
     _validate(spec)
     return spec
+
+
+def default_startup(configurations: int) -> int:
+    """Optuna's 10 random start-up points, but never more than half of what the
+    search gets: TPE must model at least as many points as it drew at random."""
+    return max(1, min(10, configurations // 2))
 
 
 def _validate(spec: SweepSpec) -> None:
@@ -388,6 +431,63 @@ def _validate_counts(spec: SweepSpec) -> None:
         _fail(path, "num_samples", f"must be a multiple of repeats ({spec.repeats}): every configuration runs with each seed")
     if spec.time_budget_s < 0:
         _fail(path, "time_budget_s", f"must be >= 0, got {spec.time_budget_s}")
+    if spec.search.startswith("optuna") and not 1 <= spec.startup_trials < spec.configurations:
+        _fail(path, "startup_trials", f"{spec.startup_trials} random start-up configurations leave "
+                                      f"TPE nothing to model among the {spec.configurations} this "
+                                      "search tries (num_samples / repeats); use fewer")
+
+
+# Bounds on what a spec counts, checked before anything loops over them or allocates
+# (a tuned study builds its seed sets, a grid its points, validation a trial config
+# per pair of values). Generous: the specs in sweeps/ run at most a few hundred
+# trials and validate a few hundred configs; raise one here if a real sweep needs more.
+MAX_TRIALS = 100_000  # num_samples, study.tuning.trials, and a grid's points x repeats x num_samples
+MAX_REPEATS = 10_000  # seeds per point: repeats, study.tuning.repeats
+MAX_VALUES = 10_000  # values of one dimension (a grid's integer range too), variants, initial points
+MAX_CHECKS = 20_000  # trial configs validation builds (about 1 ms each)
+
+
+def _validate_bounds(spec: SweepSpec) -> None:
+    path = spec.path
+
+    def at_most(name: str, value: float, limit: int) -> None:
+        if value > limit:
+            _fail(path, name, f"must be <= {limit}, got {value:.0f}")
+
+    at_most("num_samples", spec.num_samples, MAX_TRIALS)
+    at_most("repeats", spec.repeats, MAX_REPEATS)
+    at_most("initial_points", len(spec.initial_points), MAX_VALUES)
+    if spec.study is not None:
+        at_most("study.variants", len(spec.study.variants), MAX_VALUES)
+        at_most("study.milestones", len(spec.study.milestones), config_mod.MAX_MILESTONES)
+        if spec.study.tuning is not None:
+            at_most("study.tuning.repeats", spec.study.tuning.repeats, MAX_REPEATS)
+            at_most("study.tuning.trials", spec.study.tuning.points, MAX_TRIALS)
+    sizes = {}
+    for dim in spec.dims:
+        if dim.kind not in ("choice", "grid", "int", "logint") or (
+                dim.kind in ("int", "logint") and spec.search != "grid"):
+            continue  # a range lists nothing, unless a grid lists its integers
+        n = len(dim.values) if dim.kind in ("choice", "grid") else dim.high - dim.low + 1
+        if n > MAX_VALUES:
+            _fail(path, f"search_space.{dim.name}", f"has {n:.0f} values; at most {MAX_VALUES} are allowed")
+        sizes[dim.name] = n
+    if spec.search == "grid":  # counted (an upper bound, `when` aside) before grid_points lists them
+        points = math.prod(float(n) for n in sizes.values())
+        if points * spec.repeats * spec.num_samples > MAX_TRIALS:
+            _fail(path, "search_space", f"the grid has up to {points:.3g} points x {spec.repeats} "
+                                        f"repeats x {spec.num_samples} samples; at most {MAX_TRIALS} "
+                                        "trials are allowed")
+    # _validate_values: each value of a dimension beside each value of every other
+    # (corners only for ranges), for every combination of the values its `when` allows.
+    corners = {d.name: len(d.corner_values()) for d in spec.dims}
+    checks = sum(
+        math.prod(float(len(allowed)) for _, allowed in dim.when) * corners[dim.name]
+        * (1 + sum(n for other, n in corners.items() if other != dim.name))
+        for dim in spec.dims if dim.name not in (BASE_KEY, VARIANT_KEY)) * len(spec.bases)
+    if checks > MAX_CHECKS:
+        _fail(path, "search_space", f"checking each value beside every other takes {checks:.3g} "
+                                    f"trial configs; at most {MAX_CHECKS} are allowed (fewer values)")
 
 
 def _validate_resources(spec: SweepSpec) -> None:
@@ -486,6 +586,35 @@ def _validate_initial_points(spec: SweepSpec) -> None:
         _check_trial(spec, dict(point), where, point)
 
 
+def head_kind(cfg: Config) -> dict[str, Any]:
+    """What the design's rules need of a variant's head (design.py's head rows)."""
+    return {"head": cfg.head.kind, "depth": cfg.head.depth, "oversep": cfg.head.oversep,
+            "grouping": cfg.head.grouping, "n_src": cfg.n_src}
+
+
+def _complete_study(spec: SweepSpec, study: StudySpec) -> None:
+    """Fill the study's defaults: variants as dotted overrides, the seeds, and the
+    reference and deep variant the trial configs give (design.default_reference,
+    design.default_deep: the report uses the same rules for an old folder)."""
+    path = spec.path
+    for name, overrides in study.variants.items():
+        study.variants[name] = config_mod.flatten(
+            config_mod.coerce(overrides, dict, f"study.variants.{name}", str(path)))
+    if study.repeats is not None:
+        _fail(path, "study.repeats", "seeds per variant are the spec's top-level repeats")
+    study.repeats = spec.repeats
+    heads = {}
+    for name in study.variants:
+        try:
+            heads[name] = head_kind(spec.trial_config({VARIANT_KEY: name}))
+        except ConfigError:
+            return  # _validate_study names the variant
+    if not study.reference:
+        study.reference = default_reference(heads)
+    if not study.claims.deep:
+        study.claims.deep = default_deep(heads) or ""
+
+
 def _validate_study(spec: SweepSpec, study: StudySpec) -> None:
     path = spec.path
     if spec.search != "grid":
@@ -503,36 +632,21 @@ def _validate_study(spec: SweepSpec, study: StudySpec) -> None:
                              {"train.milestones": list(study.milestones)}, str(path))
         except ConfigError as exc:
             _fail(path, "study.milestones", exc.message)
-    for name, overrides in study.variants.items():
+    for name in study.variants:
         where = f"study.variants.{name}"
-        if not all(ch.isalnum() or ch in "-_." for ch in name):
-            _fail(path, where, "use letters, digits, '-', '_' or '.' in variant names")
-        overrides = config_mod.coerce(overrides, dict, where, str(path))
-        study.variants[name] = config_mod.flatten(overrides)
+        if not _folder_name(name):
+            _fail(path, where, "use letters, digits, '-', '_' or '.' (not only dots) in variant names")
         for key in study.variants[name]:
             if key not in fields:
                 _fail(path, f"{where}.{key}", "is not a trial config field (use dotted names like head.depth)")
             if key == "seed" or key.startswith("data."):
                 _fail(path, f"{where}.{key}", "variants share the seed and the data (common random numbers)")
         _check_trial(spec, {VARIANT_KEY: name}, where, name)
-    heads = {name: spec.trial_config({VARIANT_KEY: name}).head for name in study.variants}
-    if study.repeats is not None:
-        _fail(path, "study.repeats", "seeds per variant are the spec's top-level repeats")
-    study.repeats = spec.repeats
-    # The defaults come from the trial config: the shallow variant, the deep one of depth 3.
-    if not study.reference:
-        study.reference = next((n for n, h in heads.items() if h.kind == "shallow"), "")
-    if "deep" not in study.claims:
-        deep3 = [n for n, h in heads.items() if h.kind == "deep" and h.depth == 3]
-        deeps = deep3 or [n for n, h in heads.items() if h.kind == "deep" and h.depth > 1]
-        if deeps:
-            study.claims["deep"] = deeps[0]
+    heads = {name: head_kind(spec.trial_config({VARIANT_KEY: name})) for name in study.variants}
     study.check(str(path))
-    deep = study.deep
-    if deep is not None and (heads[deep].kind != "deep" or heads[deep].depth < 2):
-        _fail(path, "study.claims.deep", f"must name a deep variant of depth >= 2, got {deep!r}")
+    study.check_heads(heads, str(path))
     if study.tuning is not None:
-        _validate_tuning(spec, study.tuning, fields, {h.kind for h in heads.values()})
+        _validate_tuning(spec, study.tuning, fields, {h["head"] for h in heads.values()})
 
 
 def _validate_tuning(spec: SweepSpec, tuning: TuningSpec, fields: set[str], kinds: set[str]) -> None:
@@ -554,13 +668,33 @@ def _validate_tuning(spec: SweepSpec, tuning: TuningSpec, fields: set[str], kind
             if name == "seed" or name.startswith("data."):
                 _fail(path, at, "variants share the seed and the data (common random numbers)")
             try:
-                _parse_dim(name, raw, path)
+                dim = _parse_dim(name, raw, path)
             except ConfigError as exc:
                 _fail(path, at, exc.message)
-    if tuning.trials < 2:
-        _fail(path, f"{where}.trials", f"a search needs at least 2 trials per variant, got {tuning.trials}")
+            if tuning.search == "grid" and dim.kind not in ("choice", "grid", "int", "logint"):
+                _fail(path, at, f"a grid search needs discrete values, not {dim.kind} "
+                                "(list them with choice, or use search: optuna-tpe)")
     if tuning.repeats < 1:
         _fail(path, f"{where}.repeats", f"must be >= 1, got {tuning.repeats}")
+    if tuning.search == "grid":
+        for key in ("trials", "startup_trials"):
+            if getattr(tuning, key) is not None:
+                _fail(path, f"{where}.{key}", "a grid tries every point with each tuning seed; "
+                                             f"leave {key} out (or use search: optuna-tpe)")
+    else:
+        if tuning.points < 2:
+            _fail(path, f"{where}.trials", f"a search needs at least 2 trials per variant, got {tuning.points}")
+        startup = tuning_startup(tuning)
+        if not 1 <= startup < tuning.points:
+            _fail(path, f"{where}.startup_trials",
+                  f"{startup} random start-up trials leave TPE nothing to model among the "
+                  f"{tuning.points} tuning trials per variant; use fewer start-up trials or more trials")
+    if tuning.asha is not None:
+        if tuning.asha.grace_period < 1 or tuning.asha.reduction_factor < 2:
+            _fail(path, f"{where}.asha", "grace_period must be >= 1 and reduction_factor >= 2")
+        if tuning.asha.grace_period >= spec.max_epochs:
+            _fail(path, f"{where}.asha.grace_period", f"must be below the trials' train.epochs "
+                                                      f"({spec.max_epochs}), got {tuning.asha.grace_period}")
     first = next(iter(spec.bases.values())).seed
     test = set(range(first, first + spec.repeats))
     tune_seeds = set(range(tuning.seed, tuning.seed + tuning.repeats))
@@ -568,6 +702,11 @@ def _validate_tuning(spec: SweepSpec, tuning: TuningSpec, fields: set[str], kind
         _fail(path, f"{where}.seed", f"the tuning seeds {tuning.seed}-{tuning.seed + tuning.repeats - 1} "
                                      f"overlap the study's test seeds {first}-{first + spec.repeats - 1}: "
                                      "tune on seeds the study never tests on")
+
+
+def tuning_startup(tuning: TuningSpec) -> int:
+    """The random start-up trials of a TPE tuning search (each with ``repeats`` seeds)."""
+    return tuning.startup_trials if tuning.startup_trials is not None else max(1, tuning.points // 2)
 
 
 def count_trials(spec: SweepSpec) -> int:
@@ -590,6 +729,45 @@ def _check_trial(spec: SweepSpec, params: dict[str, Any], name: str, value: Any)
         beside = f" beside {others}" if others else ""
         where = name if name.startswith(("study.", "initial_points")) else f"search_space.{name}"
         _fail(spec.path, where, f"value {value!r}{beside} gives an invalid trial ({exc.field}: {exc.message})")
+
+
+def _dim_to_dict(dim: Dimension) -> dict[str, Any]:
+    out: dict[str, Any] = ({dim.kind: list(dim.values)} if dim.kind in ("choice", "grid")
+                           else {dim.kind: [dim.low, dim.high]})
+    if dim.when:
+        out["when"] = {key: list(allowed) for key, allowed in dim.when}
+    return out
+
+
+def spec_to_dict(spec: SweepSpec) -> dict[str, Any]:
+    """A loaded spec as the mapping that loads back to it (base configs inlined,
+    every default filled): how masksep writes the specs it derives from a spec
+    (a tuned study's stages) without re-reading the user's YAML."""
+    import dataclasses
+
+    out: dict[str, Any] = {"name": spec.name}
+    if len(spec.bases) == 1 and not any(d.name == BASE_KEY for d in spec.dims):
+        out["base"] = config_mod.to_dict(next(iter(spec.bases.values())))
+    else:
+        out["bases"] = {k: config_mod.to_dict(cfg) for k, cfg in spec.bases.items()}
+    if spec.study is not None:
+        study = spec.study.to_dict()
+        study.pop("repeats", None)  # the top-level repeats
+        if spec.study.tuning is not None:
+            study["tuning"] = {k: v for k, v in dataclasses.asdict(spec.study.tuning).items()
+                               if v is not None}
+        out["study"] = study
+    else:
+        out["search_space"] = {d.name: _dim_to_dict(d) for d in spec.dims}
+    out.update(
+        search=spec.search, scheduler=spec.scheduler, asha=dataclasses.asdict(spec.asha),
+        num_samples=spec.num_samples, max_concurrent_trials=spec.max_concurrent_trials,
+        resources=dataclasses.asdict(spec.resources), time_budget_s=spec.time_budget_s,
+        repeats=spec.repeats, max_failures=spec.max_failures, seed=spec.seed,
+        storage_path=spec.storage_path, wandb=dataclasses.asdict(spec.wandb),
+        gpu_hours=spec.gpu_hours, initial_points=[dict(p) for p in spec.initial_points],
+        data_cache=spec.data_cache, startup_trials=spec.startup_trials)
+    return out
 
 
 def self_contained_yaml(spec: SweepSpec) -> str:

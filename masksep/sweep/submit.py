@@ -92,7 +92,74 @@ def dashboard_url(address: str) -> str:
     return address if "://" in address else f"http://{address}"
 
 
-def _check_reachable(url: str) -> None:
+def resolve_address(address: str | None) -> tuple[str, str]:
+    """(the dashboard's URL, where it was given), in the order `ray job submit`
+    reads them: --address, else RAY_API_SERVER_ADDRESS, else RAY_ADDRESS. A
+    RAY_ADDRESS that is a cluster's address (GCS ``HOST:PORT`` or ``ray://``, as
+    ``masksep sweep`` takes it) is looked up on the cluster, as Ray does."""
+    for where, value in (("--address", address),
+                         ("RAY_API_SERVER_ADDRESS", os.environ.get("RAY_API_SERVER_ADDRESS")),
+                         ("RAY_ADDRESS", os.environ.get("RAY_ADDRESS"))):
+        if not value:
+            continue
+        if where != "RAY_ADDRESS" or value.startswith(("http://", "https://")):
+            return dashboard_url(value), where
+        from masksep.sweep import ray_compat
+
+        _check_port(value.split("://", 1)[-1], f"{where} {value}")
+        try:
+            return ray_compat.dashboard_of(value), where
+        except Exception as exc:  # noqa: BLE001 - Ray raises many types; one line for the user
+            raise UserError(f"{where} {value}: cannot find the cluster's dashboard there "
+                            f"({_explain(exc)}); give --address http://HEAD:8265") from None
+    raise UserError("--address: give the Ray dashboard's address, e.g. http://HEAD:8265 "
+                    "(or set RAY_API_SERVER_ADDRESS or RAY_ADDRESS, as for `ray job submit`)")
+
+
+def _is_loopback(host: str) -> bool:
+    """Every address ``host`` names is a loopback one (127.0.0.0/8, ::1)."""
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return host == "localhost"
+    return bool(infos) and all(ipaddress.ip_address(i[4][0].split("%")[0]).is_loopback for i in infos)
+
+
+def clear_token_warning(url: str, where: str = "--address") -> str | None:
+    """The one-line warning for a Ray auth token that would cross the network
+    unencrypted (token authentication on, plain http:// to another host); None if not."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if os.environ.get("RAY_AUTH_MODE", "").strip().lower() != "token" or parts.scheme != "http":
+        return None
+    if not parts.hostname or _is_loopback(parts.hostname):
+        return None
+    return (f"masksep: warning: {where} {url}: RAY_AUTH_MODE=token sends the cluster's auth token "
+            f"over plain http, in the clear, to {parts.hostname}; use https:// or an SSH tunnel "
+            f"to a 127.0.0.1 port (cluster/README.md)")
+
+
+def _check_port(hostport: str, label: str) -> None:
+    """A TCP connection to ``HOST:PORT`` (before Ray, which retries a dead port for long)."""
+    host, _, port = hostport.rstrip("/").rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"{label}: expected HOST:PORT")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except socket.gaierror:
+        raise UserError(f"{label}: cannot resolve the host name {host!r}") from None
+    except OSError as exc:
+        raise UserError(f"{label}: cannot reach {host}:{port} ({exc.strerror or exc})") from None
+
+
+def _check_reachable(url: str, source: str = "--address") -> None:
     """Fail fast and clearly (the job client has no timeouts): resolve the host,
     connect, and ask for /api/version, which a Ray dashboard answers (or
     refuses with 401/403 when it wants a token the job client then sends)."""
@@ -106,21 +173,21 @@ def _check_reachable(url: str) -> None:
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
-        raise UserError(f"--address {url}: not a valid port") from None
+        raise UserError(f"{source} {url}: not a valid port") from None
     where = f"{parts.hostname}:{port}"
     try:
         socket.create_connection((parts.hostname, port), timeout=CONNECT_TIMEOUT_S).close()
     except socket.gaierror:
-        raise UserError(f"--address {url}: cannot resolve the host name {parts.hostname!r}") from None
+        raise UserError(f"{source} {url}: cannot resolve the host name {parts.hostname!r}") from None
     except ConnectionRefusedError:
-        raise UserError(f"--address {url}: connection refused at {where} (is the Ray "
+        raise UserError(f"{source} {url}: connection refused at {where} (is the Ray "
                         f"dashboard running there? ray start --head serves it on port 8265)") from None
     except TimeoutError:
-        raise UserError(f"--address {url}: no answer from {where} within "
+        raise UserError(f"{source} {url}: no answer from {where} within "
                         f"{CONNECT_TIMEOUT_S:g} s (head down, or a firewall?)") from None
     except OSError as exc:
-        raise UserError(f"--address {url}: cannot reach {where} ({exc.strerror or exc})") from None
-    not_dashboard = (f"--address {url}: {where} answers, but not as a Ray dashboard "
+        raise UserError(f"{source} {url}: cannot reach {where} ({exc.strerror or exc})") from None
+    not_dashboard = (f"{source} {url}: {where} answers, but not as a Ray dashboard "
                      f"(the dashboard's port is 8265 unless --dashboard-port says otherwise)")
     try:
         reply = requests.get(f"{url.rstrip('/')}/api/version", timeout=CONNECT_TIMEOUT_S)
@@ -166,14 +233,23 @@ def _explain(exc: BaseException) -> str:
     return (lines[0][:200] if lines else type(exc).__name__).rstrip(".")
 
 
-def _job_client(url: str):
+def _job_client(url: str, where: str = "--address"):
     from ray.job_submission import JobSubmissionClient
 
-    _check_reachable(url)
+    _check_reachable(url, where)
+    # Ray's client takes RAY_API_SERVER_ADDRESS (else RAY_ADDRESS) over the address it
+    # is given; set it to the one resolved here, so that what was checked is what is used.
+    saved = os.environ.get("RAY_API_SERVER_ADDRESS")
+    os.environ["RAY_API_SERVER_ADDRESS"] = url
     try:
         return JobSubmissionClient(url)
     except Exception as exc:  # noqa: BLE001 - Ray raises many types; one line for the user
-        raise UserError(f"--address {url}: {_explain(exc)}") from None
+        raise UserError(f"{where} {url}: {_explain(exc)}") from None
+    finally:
+        if saved is None:
+            os.environ.pop("RAY_API_SERVER_ADDRESS", None)
+        else:
+            os.environ["RAY_API_SERVER_ADDRESS"] = saved
 
 
 def _status(client, submission_id: str):
@@ -246,18 +322,17 @@ def submit(spec_path: str | Path, address: str | None, out: str, *, wait: bool =
     """Submit ``masksep sweep`` as a Ray job and follow its logs (unless ``wait``
     is False). Returns the exit code: 0 SUCCEEDED (or submitted, with no wait),
     1 FAILED or STOPPED. ``job_options`` go to :func:`prepare_job`."""
-    address = address or os.environ.get("RAY_API_SERVER_ADDRESS", "")
-    if not address:
-        raise UserError("--address: give the Ray dashboard's address, e.g. http://HEAD:8265 "
-                        "(or set RAY_API_SERVER_ADDRESS)")
     job = prepare_job(spec_path, out, **job_options)
-    address = dashboard_url(address)
-    client = _job_client(address)
+    address, where = resolve_address(address)
+    warning = clear_token_warning(address, where)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
+    client = _job_client(address, where)
     try:
         client.submit_job(entrypoint=job.entrypoint, runtime_env=job.runtime_env,
                           submission_id=job.submission_id, metadata=job.metadata)
     except Exception as exc:  # noqa: BLE001
-        raise UserError(f"--address {address}: the job was not submitted ({_explain(exc)})") from None
+        raise UserError(f"{where} {address}: the job was not submitted ({_explain(exc)})") from None
     sid, err = job.submission_id, sys.stderr
     print(f"masksep: submitted job {sid} to {address}: {job.shown}", file=err, flush=True)
     stop = f"ray job stop --address {address} {sid}"
@@ -278,7 +353,7 @@ def submit(spec_path: str | Path, address: str | None, out: str, *, wait: bool =
         print(f"\nmasksep: stopped following; the job goes on. Stop it with: {stop}", file=err)
         return 130
     except Exception as exc:  # noqa: BLE001
-        raise UserError(f"--address {address}: lost the job {sid} ({_explain(exc)}); "
+        raise UserError(f"{where} {address}: lost the job {sid} ({_explain(exc)}); "
                         f"it may still run: ray job status --address {address} {sid}") from None
     if status == "SUCCEEDED":
         print(f"masksep: job {sid} SUCCEEDED", file=err)
