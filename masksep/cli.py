@@ -7,9 +7,16 @@ import json
 import sys
 from pathlib import Path
 
-from masksep import rundir
-from masksep.errors import UserError
+from masksep import __version__, rundir
+from masksep.errors import EXIT_BAD_INPUT, EXIT_DATA_PROBLEMS, UserError
 from masksep.files import check_writable
+
+EXIT_CODES = (
+    "exit codes: 0 done; 1 a Ray job that failed or was stopped (submit); "
+    f"{EXIT_BAD_INPUT} bad input (one line naming the file, field or flag); "
+    f"{EXIT_DATA_PROBLEMS} the data check found problems (data check, or a data set "
+    "refused when opened); 130 interrupted"
+)
 
 
 def _print_problems(exc: UserError) -> None:
@@ -68,9 +75,11 @@ def _with_sets(cfg, sets: list[str]):
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from masksep import train
+    from masksep import evaluation, metrics, train
     from masksep.data import build_dataset
 
+    extra = metrics.BSS_METRICS + tuple(m for m in ("pesq", "stoi") if getattr(args, m))
+    metrics.require_metrics(extra)  # a missing extra: one line, before any work
     ckpt = train.load_checkpoint(args.checkpoint)
     cfg, model = train.model_from_checkpoint(ckpt, str(args.checkpoint))
     if args.set:
@@ -79,6 +88,12 @@ def _eval(args: argparse.Namespace) -> int:
         from masksep.data.checks import with_folder
 
         cfg = with_folder(cfg, Path(args.data))
+    metrics.check_perceptual_rate(extra, cfg.sample_rate)
+    out = args.out if args.out is not None else evaluation.default_out(
+        args.checkpoint, args.split, args.data)
+    for folder in ([out] if out is not None else []) + (
+            [args.csv.absolute().parent] if args.csv is not None else []):
+        check_writable(folder)  # before any work
     threads = train.setup_threads(cfg.train.threads, "train.threads")
     device = train.pick_device(cfg.train.device)
     model.to(device)
@@ -88,14 +103,15 @@ def _eval(args: argparse.Namespace) -> int:
         _print_problems(exc)
         raise
     _check_eval_lengths(dataset, cfg.sample_rate)
-    means, rows = train.evaluate(model, dataset, device, cfg.train.batch_size, with_sdr=True)
+    _, rows = train.evaluate(model, dataset, device, cfg.train.batch_size, with_sdr=True,
+                             extra=extra, sample_rate=cfg.sample_rate)
     result = {
         "checkpoint": str(args.checkpoint),
         "split": args.split,
         "data": cfg.data.kind,
         **({"root": cfg.data.root} if args.data is not None else {}),
         "items": len(dataset),
-        **{k: round(v, 4) for k, v in means.items()},
+        **evaluation.means(rows),
         "oracle_grouping": bool(model.oracle_grouping),
         "device": str(device),
         "threads": threads,
@@ -104,14 +120,18 @@ def _eval(args: argparse.Namespace) -> int:
         result["skipped_items"] = dataset.skipped
     if model.oracle_grouping:
         result["note"] = "oracle grouping: outputs grouped with the references (MixIT-style)"
+    written = evaluation.write(rows, result, out, args.csv)
     if args.json:
-        files = [{"name": r.get("name", str(i)), **{k: round(v, 4) for k, v in r.items() if k != "name"}}
-                 for i, r in enumerate(rows)]
+        files = [{"name": evaluation.mixture_id(r, i),
+                  **{k: None if v != v else round(v, 4) for k, v in r.items() if k != "name"}}
+                 for i, r in enumerate(rows)]  # v != v: NaN, which JSON cannot hold
         print(json.dumps({**result, "files": files}, indent=2))
     elif args.data is not None:
         print(_eval_table(result, rows))
     else:
         print(json.dumps(result))
+    if written:
+        print(f"masksep: eval written to {', '.join(map(str, written))}", file=sys.stderr)
     return 0
 
 
@@ -142,8 +162,10 @@ def _check_eval_lengths(dataset, rate: int) -> None:
 
 
 def _eval_table(result: dict, rows: list[dict]) -> str:
-    keys = ("si_snri", "sdri", "si_snr", "sdr")
-    names = [str(r.get("name", i)) for i, r in enumerate(rows)]
+    from masksep.evaluation import columns, mixture_id
+
+    keys = columns(rows)
+    names = [mixture_id(r, i) for i, r in enumerate(rows)]
     width = max([len("mean"), len("file"), *map(len, names)])
     lines = [
         f"# {result['checkpoint']} on {result['root']} ({result['data']}, {result['split']}, "
@@ -156,7 +178,8 @@ def _eval_table(result: dict, rows: list[dict]) -> str:
     lines.append(f"{'file':<{width}}  " + "  ".join(f"{k:>8}" for k in keys))
     for name, r in zip(names, rows, strict=True):
         lines.append(f"{name:<{width}}  " + "  ".join(f"{r[k]:8.2f}" for k in keys))
-    lines.append(f"{'mean':<{width}}  " + "  ".join(f"{result[k]:8.2f}" for k in keys))
+    mean = ("    -   " if result[k] is None else f"{result[k]:8.2f}" for k in keys)
+    lines.append(f"{'mean':<{width}}  " + "  ".join(mean))
     return "\n".join(lines)
 
 
@@ -217,14 +240,14 @@ def _data_check(args: argparse.Namespace) -> int:
     )
     print_report(report)
     print(f"{args.dir}: {report.summary()}")
-    return 2 if report.problems else 0
+    return EXIT_DATA_PROBLEMS if report.problems else 0
 
 
 def _separate(args: argparse.Namespace) -> int:
     from masksep.separate import DEFAULT_CHUNK_S, separate_files
 
     results = separate_files(
-        args.checkpoint, args.inputs, args.out_dir,
+        args.checkpoint, args.inputs, args.out,
         chunk_s=DEFAULT_CHUNK_S if args.chunk_s is None else args.chunk_s,
         overlap_s=args.overlap_s, device=args.device, threads=args.threads, force=args.force,
     )
@@ -317,7 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="masksep",
         description="Mask estimation modules for neural source separation: train, sweep, report.",
+        epilog=EXIT_CODES,
     )
+    parser.add_argument("--version", action="version", version=f"masksep {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train one separator (one trial) on this machine")
@@ -338,20 +363,34 @@ def build_parser() -> argparse.ArgumentParser:
                         "there: runs on the same data and seed share it (the same batches)")
     p.set_defaults(func=_train)
 
-    p = sub.add_parser("eval", help="evaluate a checkpoint (synthetic test split by default)")
+    p = sub.add_parser(
+        "eval", help="evaluate a checkpoint (its own test split by default)",
+        description="SI-SNRi, SDRi, SIR and SAR (BSS-eval v3) of every test mixture, and PESQ "
+                    "and STOI on request (the metrics extra). Writes all_metrics.csv (a row per "
+                    "mixture) and final_metrics.json (the means) into RUN/eval/SPLIT when the "
+                    "checkpoint is RUN/checkpoints/*.pt (RUN/eval/DATA-SPLIT with --data), or "
+                    "into --out; prints the means.")
     p.add_argument("--checkpoint", required=True, type=Path)
     p.add_argument("--split", default="test", choices=("valid", "test"))
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a field of the checkpoint's config, e.g. data.test_items=20")
     p.add_argument("--data", type=Path, metavar="DIR",
                    help="a LibriMix- or WSJ0-mix/WHAM!-layout folder (default: the checkpoint's data)")
+    p.add_argument("--out", type=Path, metavar="DIR",
+                   help="write all_metrics.csv and final_metrics.json here (default: RUN/eval/NAME "
+                        "for a checkpoint in a run folder, else nothing)")
+    p.add_argument("--csv", type=Path, metavar="FILE", help="also write the per-mixture CSV to FILE")
+    p.add_argument("--pesq", action="store_true",
+                   help="add PESQ (8 kHz narrow band, 16 kHz wide band; pip install 'masksep[metrics]')")
+    p.add_argument("--stoi", action="store_true", help="add STOI (pip install 'masksep[metrics]')")
     p.add_argument("--json", action="store_true", help="print JSON with per-file rows")
     p.set_defaults(func=_eval)
 
     p = sub.add_parser("separate", help="separate audio files with a trained checkpoint")
     p.add_argument("--checkpoint", required=True, type=Path)
     p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT.wav")
-    p.add_argument("--out-dir", required=True, type=Path, help="writes <input stem>_s1.wav ... here")
+    p.add_argument("--out", "--out-dir", dest="out", required=True, type=Path, metavar="DIR",
+                   help="writes <input stem>_s1.wav ... here (--out-dir: the old spelling)")
     p.add_argument("--chunk-s", type=float, default=None, help="chunk length in seconds (default 8)")
     p.add_argument("--overlap-s", type=float, default=None,
                    help="overlap (cross-fade) between chunks in seconds (default 1, at most a quarter chunk)")
@@ -394,7 +433,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--workers", type=int, default=0, help="synthesizer processes (default: the CPUs)")
     q.set_defaults(func=_data_speech)
-    q = data_sub.add_parser("check", help="list every problem of a data folder (exit 2 if any)")
+    q = data_sub.add_parser(
+        "check", help=f"list every problem of a data folder (exit {EXIT_DATA_PROBLEMS} if any)",
+        description=f"Every problem of a data folder, a line each, then a summary line. Exit 0 "
+                    f"when there is none, {EXIT_DATA_PROBLEMS} when there are, {EXIT_BAD_INPUT} "
+                    "when the folder cannot be checked (missing, not a known layout).")
     q.add_argument("dir", type=Path)
     q.add_argument("--layout", default="auto", choices=("auto", "librimix", "wsj0mix", "wham", "utterances"))
     q.add_argument("--split", action="append", default=[], help="only this split (repeatable)")

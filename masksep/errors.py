@@ -1,4 +1,14 @@
-"""The one error type a user sees: one line, exit code 2, no traceback."""
+"""The one error type a user sees: one line, exit code 2, no traceback.
+
+masksep's exit codes (``masksep --help`` lists them too):
+0 done; 1 a Ray job that failed or was stopped (``masksep submit``); 2 bad input
+(a config, spec, flag, file or folder: one line naming it); 3 the data check found
+problems (``masksep data check``, or a data set refused when opened, with the list);
+130 interrupted.
+"""
+
+EXIT_BAD_INPUT = 2
+EXIT_DATA_PROBLEMS = 3
 
 
 class UserError(Exception):
@@ -8,7 +18,7 @@ class UserError(Exception):
     The CLI prints it as ``masksep: error: <message>`` and exits with code 2.
     """
 
-    exit_code = 2
+    exit_code = EXIT_BAD_INPUT
 
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))

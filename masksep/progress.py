@@ -11,6 +11,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 
+def line(text: str) -> None:
+    """A time-stamped line on the terminal of a sweep's driver."""
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
 class Reporter:
     """Hooks called by :func:`masksep.train.fit`, on every rank of a DDP run
     (a reporter that writes files checks ``info["rank"]`` from :meth:`start`).

@@ -8,6 +8,7 @@ Three kinds of folder, each written by one module and read by the others:
 
       config.yaml  metrics.jsonl  summary.json  checkpoints/last.pt  checkpoints/best.pt
       searched.json  attempts.json  error.txt (Ray's, when the trial failed)
+      eval/NAME/all_metrics.csv  eval/NAME/final_metrics.json  (masksep eval, evaluation.py)
       .masksep.lock (while masksep train runs in it)
 
 * a **sweep** (``masksep sweep --out``): written by sweep/runner.py::
@@ -48,6 +49,9 @@ BEST = f"{CHECKPOINTS}/best.pt"  # the best weights with their config
 SEARCHED = "searched.json"  # a sweep trial's searched values (a study adds its variant)
 ATTEMPTS = "attempts.json"  # every start of a sweep trial
 ERROR = "error.txt"  # Ray's, when the trial failed
+EVAL_DIR = "eval"  # masksep eval of the run's checkpoint: a folder per data set and split
+EVAL_ROWS = "all_metrics.csv"  # a row per mixture (Asteroid's name for it)
+EVAL_SUMMARY = "final_metrics.json"  # the means and what was evaluated (Asteroid's name)
 
 # --------------------------------------------------------------------------- a sweep
 STATE = "sweep.json"  # what ran, where its Ray state lives, its status

@@ -203,6 +203,8 @@ def evaluate(
     batch_size: int = 1,
     with_sdr: bool = False,
     dist: Dist = SINGLE,
+    extra: tuple[str, ...] = (),
+    sample_rate: int | None = None,
     grouping: torch.Tensor | None = None,
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Mean and per-item metrics of ``model`` on ``dataset``.
@@ -214,12 +216,14 @@ def evaluate(
     Items of different lengths are evaluated one at a time; data sets that
     declare ``fixed_length = True`` are batched. Under DDP each rank takes its
     shard of the items and the sums are all-reduced. Rows carry ``name`` too
-    when the data set has ``item_name(i)`` (a file's mixture ID).
+    when the data set has ``item_name(i)`` (a file's mixture ID). ``extra`` adds
+    metrics of :data:`masksep.metrics.EXTRA_METRICS` (SIR, SAR, PESQ, STOI).
     """
     batch = batch_size if getattr(dataset, "fixed_length", False) else 1
     indices = dist.shard(list(range(len(dataset))))
     loader = DataLoader(Subset(dataset, indices), batch_size=batch, shuffle=False)
     keys = ("si_snr", "si_snri", "sdr", "sdri") if with_sdr else ("si_snr", "si_snri")
+    keys += tuple(extra)
     item_name = getattr(dataset, "item_name", None)
     rows: list[dict[str, Any]] = []
     was_training = model.training
@@ -229,7 +233,7 @@ def evaluate(
             mix, ref = mix.to(device), ref.to(device)
             est = model(mix).float()
             scores = evaluate_batch(est, ref, mix, model.oracle_grouping, with_sdr=with_sdr,
-                                    grouping=grouping)
+                                    extra=extra, sample_rate=sample_rate, grouping=grouping)
             for b in range(mix.shape[0]):
                 row: dict[str, Any] = {k: float(scores[k][b]) for k in keys}
                 if item_name is not None:

@@ -292,6 +292,11 @@ def test_a_sweep_is_analysed_over_its_deep_and_og_trials_and_renders_again(check
     assert analysis["entries"][0]["test_si_snri"] == 1.5
     assert analysis["left_out"] == [{"name": "b", "reason": analysis["left_out"][0]["reason"]}]
     assert "shallow" in analysis["left_out"][0]["reason"]
+    # Paths relative to the analysis folder: the same wherever the folder is copied.
+    assert analysis["source"] == ".."
+    assert analysis["entries"][0]["checkpoint"] == "../ray/study/trial_a/checkpoints/best.pt"
+    assert str(tmp_path) not in (sweep / "analysis" / "analysis.json").read_text()
+    assert "The sweep folder (`..`): 1 checkpoint analysed" in (sweep / "analysis" / "summary.md").read_text()
 
     # A committed results folder: no sweep state, no checkpoints, only analysis/.
     results = tmp_path / "results"

@@ -1,7 +1,7 @@
 """The GPU check (tests/benchmarks/gpu_check.py) on a machine without CUDA: its
 one-line refusal, its CPU rehearsal of the model sections, and the sweep specs
 it would run on a GPU. The rehearsal's Ray sections take a minute and run in
-`gpu_check.py --rehearse` by hand (README, Benchmarks); the suite's sweep and
+`gpu_check.py --rehearse` by hand (docs/benchmarks.md); the suite's sweep and
 Ray Train tests cover the machinery under them."""
 
 import json

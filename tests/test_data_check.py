@@ -116,7 +116,7 @@ def test_a_clean_folder_passes(data, capsys):
 @pytest.mark.parametrize("breaker", CASES, ids=lambda f: f.__name__)
 def test_each_problem_is_found_and_named(data, breaker, capsys):
     path, words = breaker(data)
-    assert cli.main(["data", "check", str(data)]) == 2
+    assert cli.main(["data", "check", str(data)]) == 3
     out = capsys.readouterr().out.splitlines()
     problems, summary = out[:-1], out[-1]
     assert len(problems) == 1, out
@@ -128,7 +128,7 @@ def test_every_problem_is_listed_not_only_the_first(data, capsys):
     for breaker in (nan, wrong_rate):
         breaker(data)
     (data / "test" / "s1" / "synthte00002.wav").unlink()
-    assert cli.main(["data", "check", str(data)]) == 2
+    assert cli.main(["data", "check", str(data)]) == 3
     out = capsys.readouterr().out
     assert "NaN/Inf" in out and "16000 Hz" in out and "synthte00002.wav: file not found" in out
     assert "3 problems in 2 of 3 items" in out
@@ -149,7 +149,7 @@ def test_a_noisy_mixture_is_the_sum_of_sources_and_noise(tmp_path, capsys):
     path = tmp_path / "test" / "noise" / "synthte00000.wav"
     x, rate = read(path)
     sf.write(str(path), 0.3 * x, rate, subtype="PCM_16")
-    assert cli.main(["data", "check", str(tmp_path)]) == 2
+    assert cli.main(["data", "check", str(tmp_path)]) == 3
     out = capsys.readouterr().out
     assert "mix_both/synthte00000.wav: is not the sum of its sources and noise" in out
 
@@ -157,7 +157,7 @@ def test_a_noisy_mixture_is_the_sum_of_sources_and_noise(tmp_path, capsys):
 def test_wsj0mix_source_file_missing(tmp_path, capsys):
     synth(tmp_path, "wsj0mix", "tt", 2, seconds=0.3)
     (tmp_path / "tt" / "s2" / "synthte00001.wav").unlink()
-    assert cli.main(["data", "check", str(tmp_path), "--split", "test"]) == 2
+    assert cli.main(["data", "check", str(tmp_path), "--split", "test"]) == 3
     assert f"{tmp_path / 'tt' / 's2' / 'synthte00001.wav'}: file not found" in capsys.readouterr().out
 
 
@@ -165,7 +165,7 @@ def test_utterance_folder_problems(tmp_path, capsys):
     synth(tmp_path, "utterances", "train", 4, seconds=0.3)
     bad = next((tmp_path / "train").rglob("*.wav"))
     sf.write(str(bad), np.array([0.1, np.nan, 0.2], dtype=np.float32), 8000, subtype="FLOAT")
-    assert cli.main(["data", "check", str(tmp_path)]) == 2
+    assert cli.main(["data", "check", str(tmp_path)]) == 3
     assert f"{bad}: 1 NaN/Inf samples" in capsys.readouterr().out
 
 
@@ -173,7 +173,7 @@ def test_headers_only_check_skips_the_sample_scan(data, capsys):
     nan(data)
     assert cli.main(["data", "check", str(data), "--headers-only"]) == 0
     wrong_rate(data)
-    assert cli.main(["data", "check", str(data), "--headers-only"]) == 2
+    assert cli.main(["data", "check", str(data), "--headers-only"]) == 3
 
 
 def cfg(root, *sets):
@@ -217,7 +217,7 @@ def test_train_refuses_a_bad_data_set_at_start_and_lists_the_problems(data, tmp_
     (data / "dev" / "s1" / "synthva00000.wav").unlink()
     args = ["train", "--config", str(tmp_path / "none.yaml"), "--out", str(tmp_path / "run")]
     (tmp_path / "none.yaml").write_text(f"data: {{kind: librimix, root: {data}}}\n")
-    assert cli.main(args) == 2
+    assert cli.main(args) == 3  # the data check's code, not bad input's
     err = capsys.readouterr().err
     assert "synthva00000.wav: file not found" in err  # the validation split, opened at start
     assert not (tmp_path / "run" / "checkpoints" / "last.pt").exists()

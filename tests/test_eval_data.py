@@ -44,7 +44,7 @@ def test_eval_on_a_librimix_folder_per_file_and_mean(folders, capsys):
     assert result["data"] == "librimix" and result["items"] == 3
     names = [f["name"] for f in result["files"]]
     assert names == ["synthte00000", "synthte00001", "synthte00002"]
-    for key in ("si_snri", "sdri", "si_snr", "sdr"):
+    for key in ("si_snri", "sdri", "sir", "sar", "si_snr", "sdr"):
         per_file = [f[key] for f in result["files"]]
         assert result[key] == pytest.approx(np.mean(per_file), abs=1e-3)
         assert all(np.isfinite(per_file))
@@ -52,7 +52,7 @@ def test_eval_on_a_librimix_folder_per_file_and_mean(folders, capsys):
     # the table: a header, one row per file, the mean
     assert cli.main(["eval", "--checkpoint", str(ckpt), "--data", str(data)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[1].split() == ["file", "si_snri", "sdri", "si_snr", "sdr"]
+    assert lines[1].split() == ["file", "si_snri", "sdri", "sir", "sar", "si_snr", "sdr"]
     assert [row.split()[0] for row in lines[2:]] == names + ["mean"]
     assert float(lines[-1].split()[1]) == pytest.approx(result["si_snri"], abs=0.006)
 
@@ -82,7 +82,7 @@ def test_eval_data_errors_are_one_line(folders, tmp_path, capsys):
     assert "needs a LibriMix- or WSJ0-mix-layout folder" in capsys.readouterr().err
     synth(tmp_path / "lm", "librimix", "test", 2, seconds=0.3)
     (tmp_path / "lm" / "test" / "s1" / "synthte00001.wav").unlink()
-    assert cli.main(["eval", "--checkpoint", str(ckpt), "--data", str(tmp_path / "lm")]) == 2
+    assert cli.main(["eval", "--checkpoint", str(ckpt), "--data", str(tmp_path / "lm")]) == 3
     err = capsys.readouterr().err.strip().splitlines()
     assert "synthte00001.wav: file not found" in err[0]  # the list ...
     assert err[-1].startswith("masksep: error: ")  # ... then the one-line error
@@ -93,6 +93,83 @@ def test_eval_without_data_keeps_the_synthetic_one_line(folders, capsys):
     result = run_json(capsys, "eval", "--checkpoint", str(ckpt),
                       "--set", "data.test_items=2", "--set", "data.eval_seconds=0.3")
     assert result["data"] == "synthetic" and result["items"] == 2 and "files" not in result
+
+
+def read_csv(path):
+    import csv
+
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_eval_writes_a_row_per_mixture_and_the_means(folders, tmp_path, capsys):
+    """--csv FILE and --out DIR: Asteroid's all_metrics.csv and final_metrics.json."""
+    base, ckpt = folders
+    data = base / "Libri2Mix" / "wav8k" / "min"
+    args = ["eval", "--checkpoint", str(ckpt), "--data", str(data)]
+    result = run_json(capsys, *args, "--json", "--csv", str(tmp_path / "rows" / "per_mix.csv"),
+                      "--out", str(tmp_path / "ev"))
+    rows = read_csv(tmp_path / "rows" / "per_mix.csv")
+    assert list(rows[0]) == ["mixture_id", "si_snri", "sdri", "sir", "sar", "si_snr", "sdr"]
+    assert [r["mixture_id"] for r in rows] == ["synthte00000", "synthte00001", "synthte00002"]
+    for row, printed in zip(rows, result["files"], strict=True):
+        for key in ("si_snri", "sdri", "sir", "sar"):
+            assert float(row[key]) == pytest.approx(printed[key], abs=1e-4)
+    assert (tmp_path / "ev" / "all_metrics.csv").read_text() == (tmp_path / "rows" / "per_mix.csv").read_text()
+    summary = json.loads((tmp_path / "ev" / "final_metrics.json").read_text())
+    assert summary == {k: v for k, v in result.items() if k != "files"}
+    for key in ("si_snri", "sdri", "sir", "sar"):
+        assert summary[key] == pytest.approx(np.mean([float(r[key]) for r in rows]), abs=1e-3)
+    # The tiny random model leaks the other source and adds artefacts: SDR below both.
+    assert all(float(r["sdr"]) < min(float(r["sir"]), float(r["sar"])) for r in rows)
+
+
+def test_eval_of_a_runs_checkpoint_writes_into_the_run_folder(folders, tmp_path, capsys):
+    base, _ = folders
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    save_checkpoint(run / "checkpoints" / "best.pt")
+    (run / "config.yaml").write_text("{}\n")  # what marks a run folder
+    result = run_json(capsys, "eval", "--checkpoint", str(run / "checkpoints" / "best.pt"),
+                      "--set", "data.test_items=2", "--set", "data.eval_seconds=0.3")
+    rows = read_csv(run / "eval" / "test" / "all_metrics.csv")
+    assert [r["mixture_id"] for r in rows] == ["0", "1"]
+    assert json.loads((run / "eval" / "test" / "final_metrics.json").read_text()) == result
+    # another data set gets a folder of its own, named after it
+    data = base / "Libri2Mix" / "wav8k" / "min"
+    capsys.readouterr()
+    assert cli.main(["eval", "--checkpoint", str(run / "checkpoints" / "best.pt"), "--data", str(data)]) == 0
+    assert (run / "eval" / "Libri2Mix-wav8k-min-test" / "all_metrics.csv").is_file()
+    assert "eval written to" in capsys.readouterr().err
+
+
+def test_eval_adds_pesq_and_stoi_on_request(folders, tmp_path, capsys):
+    pytest.importorskip("pesq", reason="the metrics extra (pip install 'masksep[metrics]') is not installed")
+    pytest.importorskip("pystoi", reason="the metrics extra (pip install 'masksep[metrics]') is not installed")
+    base, ckpt = folders
+    data = base / "Libri2Mix" / "wav8k" / "min"
+    result = run_json(capsys, "eval", "--checkpoint", str(ckpt), "--data", str(data), "--json",
+                      "--pesq", "--stoi", "--csv", str(tmp_path / "m.csv"))
+    rows = read_csv(tmp_path / "m.csv")
+    assert list(rows[0])[-2:] == ["pesq", "stoi"]
+    stoi = [float(r["stoi"]) for r in rows]
+    assert all(0 <= v <= 1 for v in stoi) and result["stoi"] == pytest.approx(np.mean(stoi), abs=1e-3)
+    pesq = [float(r["pesq"]) for r in rows]  # nan where PESQ found no speech
+    scored = [v for v in pesq if v == v]
+    assert result.get("pesq_missing", 0) == len(pesq) - len(scored)
+    if scored:
+        assert all(1.0 <= v <= 4.6 for v in scored)
+        assert result["pesq"] == pytest.approx(np.mean(scored), abs=1e-3)
+
+
+def test_eval_without_the_metrics_extra_is_one_line(folders, tmp_path, monkeypatch, capsys):
+    _, ckpt = folders
+    monkeypatch.setitem(sys.modules, "pystoi", None)  # as if the extra were not installed
+    assert cli.main(["eval", "--checkpoint", str(ckpt), "--stoi", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["masksep: error: --stoi: STOI needs the pystoi package, not installed here: "
+                   "pip install 'masksep[metrics]'"]
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.slow
@@ -128,10 +205,10 @@ def test_end_to_end_synth_check_train_eval_separate(tmp_path, capsys):
 
     # a broken file now: training refuses at start, --skip-bad goes on and says how many
     (data / "train-360" / "s2" / "synthtr00003.wav").unlink()
-    assert cli.main(["data", "check", str(data)]) == 2
+    assert cli.main(["data", "check", str(data)]) == 3
     capsys.readouterr()
     args = ["train", "--config", str(config), "--out", str(tmp_path / "run2")] + [f"--set={s}" for s in tiny.CHECKPOINT_MODEL]
-    assert cli.main(args) == 2
+    assert cli.main(args) == 3
     assert "synthtr00003.wav: file not found" in capsys.readouterr().err
     assert cli.main(args + ["--skip-bad"]) == 0
     assert "skipping 1 of 6 items with problems" in capsys.readouterr().err

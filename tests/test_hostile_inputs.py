@@ -76,10 +76,10 @@ def test_a_csv_length_that_is_not_a_sample_count_is_one_problem_naming_the_line(
     meta, rows = librimix(tmp_path / "d")
     rows[2][rows[0].index("length")] = length
     write_csv(meta, rows)
-    assert main(["data", "check", str(tmp_path / "d")]) == 2
+    assert main(["data", "check", str(tmp_path / "d")]) == 3  # the data check found problems
     out = capsys.readouterr().out
     assert f"{meta}: line 3: length {length!r} is not a sample count (a whole number >= 0)" in out
-    assert main(["eval", "--checkpoint", str(ckpt), "--data", str(tmp_path / "d")]) == 2
+    assert main(["eval", "--checkpoint", str(ckpt), "--data", str(tmp_path / "d")]) == 3
     assert "line 3: length" in error_line(capsys)
 
 
@@ -104,11 +104,11 @@ def test_one_sample_wavs_are_a_problem_of_the_data_and_separate_without_a_crash(
     write_csv(meta, rows)
     mix = first[header.index("mixture_path")]
 
-    assert main(["data", "check", str(tmp_path / "d")]) == 2
+    assert main(["data", "check", str(tmp_path / "d")]) == 3
     out = capsys.readouterr().out
     assert f"{mix}: has 1 sample: too short to separate and score" in out
     # eval: the item is refused (it would score -80 dB into the mean), or left out
-    assert main(["eval", "--checkpoint", str(ckpt), "--data", str(tmp_path / "d")]) == 2
+    assert main(["eval", "--checkpoint", str(ckpt), "--data", str(tmp_path / "d")]) == 3
     assert "has 1 sample" in error_line(capsys)
     assert main(["eval", "--checkpoint", str(ckpt), "--data", str(tmp_path / "d"), "--set",
                  "data.skip_bad=true", "--json"]) == 0
@@ -151,7 +151,7 @@ def test_file_names_that_are_not_utf8_are_read_written_and_printed_as_their_byte
     x, rate = sf.read(bad_mix)
     sf.write(bad_mix, x[: len(x) // 2], rate, subtype="PCM_16")
     checked = masksep("data", "check", str(folder))
-    assert checked.returncode == 2 and b"Traceback" not in checked.stderr
+    assert checked.returncode == 3 and b"Traceback" not in checked.stderr
     assert bad_mix + b": has " in checked.stdout
 
     # separate reads it and writes outputs named by the same bytes

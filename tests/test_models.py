@@ -224,12 +224,12 @@ def test_an_unknown_name_is_one_line_naming_the_field():
         build_model(cfg)
 
 
-def _readme_head_example() -> tuple[str, str, str, str]:
-    """(file text, import line, registry line, names line) of the README's "Adding a mask head"."""
-    readme = (REPO / "README.md").read_text()
-    section = readme.split("## Adding a mask head", 1)[1].split("\n## ", 1)[0]
+def _docs_head_example() -> tuple[str, str, str, str]:
+    """(file text, import line, registry line, names line) of docs/extending.md's "Adding a mask head"."""
+    page = (REPO / "docs" / "extending.md").read_text()
+    section = page.split("## Adding a mask head", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
-    assert len(blocks) == 3, "the README section should show the file, the registry and the name"
+    assert len(blocks) == 3, "the docs section should show the file, the registry and the name"
     head_file, registry_edit, spec_edit = blocks
     assert head_file.startswith("# masksep/models/context_head.py\n")
     assert registry_edit.startswith("# masksep/models/separator.py\n")
@@ -240,21 +240,21 @@ def _readme_head_example() -> tuple[str, str, str, str]:
     return head_file, import_line, entry, names
 
 
-def test_the_readme_head_section_names_every_head_config_field():
+def test_the_docs_head_section_names_every_head_config_field():
     import dataclasses
 
-    readme = (REPO / "README.md").read_text()
-    section = readme.split("## Adding a mask head", 1)[1].split("\n## ", 1)[0]
+    page = (REPO / "docs" / "extending.md").read_text()
+    section = page.split("## Adding a mask head", 1)[1].split("\n## ", 1)[0]
     prose = section.split("```", 1)[0]
     missing = [f.name for f in dataclasses.fields(HeadConfig) if f"`{f.name}`" not in prose]
-    assert not missing, f"README's 'Adding a mask head' does not name HeadConfig's {missing}"
+    assert not missing, f"docs/extending.md's 'Adding a mask head' does not name HeadConfig's {missing}"
     assert "`per_source`" in prose and "`joint`" in prose
 
 
-def test_the_readme_head_example_is_one_file_a_registry_line_and_a_name(tmp_path):
-    """The README's example head, added to a copy of the package exactly as the
-    README says, is accepted by the config and trained a step by build_model's model."""
-    head_file, import_line, entry, names = _readme_head_example()
+def test_the_docs_head_example_is_one_file_a_registry_line_and_a_name(tmp_path):
+    """docs/extending.md's example head, added to a copy of the package exactly as the
+    page says, is accepted by the config and trained a step by build_model's model."""
+    head_file, import_line, entry, names = _docs_head_example()
     package = tmp_path / "masksep"
     shutil.copytree(REPO / "masksep", package, ignore=shutil.ignore_patterns("__pycache__"))
     (package / "models" / "context_head.py").write_text(head_file)

@@ -98,6 +98,14 @@ def test_optuna_asha_sweep_with_wandb_offline(tmp_path, ray_env):
     done = sweep(ray_env, spec, "--out", out, "--num-cpus", 2)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "report:" in done.stdout and "wandb sync" in done.stdout
+    # Ray's lines that mean nothing to a masksep user are not printed: TensorBoard's
+    # hint at a temp folder of the driver, the local Ray's token-auth notice.
+    printed = done.stdout + done.stderr
+    assert "tensorboard --logdir" not in printed and "Token authentication" not in printed, printed
+    # Tune keeps its own result files (ExperimentAnalysis reads them), and only those.
+    first = trial_dirs(out)[0]
+    assert (first / "result.json").is_file() and (first / "progress.csv").is_file()
+    assert not list(first.glob("events.out.tfevents*"))
 
     rows, columns = read_trials(out / "trials.csv")
     assert len(rows) == 4

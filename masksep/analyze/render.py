@@ -86,7 +86,10 @@ def summary_markdown(analysis: dict[str, Any], rerendered: bool = False) -> str:
     datas = sorted({str(e.get("data")) for e in entries})
     items = sorted({e.get("items") for e in entries})
     n = len(entries)
-    lines.append(f"{analysis['source']}: {n} checkpoint{'s' * (n != 1)} analysed on "
+    source = analysis["source"]
+    if source == "..":
+        source = "The sweep folder (`..`)"
+    lines.append(f"{source}: {n} checkpoint{'s' * (n != 1)} analysed on "
                  f"{', '.join(datas)} test items ({', '.join(map(str, items))} per checkpoint), "
                  f"{analysis['threads']} torch thread(s), {analysis['seconds']} s in all "
                  f"({analysis['seconds'] / max(n, 1):.1f} s per checkpoint).")

@@ -12,6 +12,7 @@ again from that file.
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -255,9 +256,11 @@ def _run(targets: list[Target], out: Path, source: str, data: Path | None, items
         entries.append(entry)
         figures[entry["figure"]] = png
     seconds = time.perf_counter() - start
+    for entry in entries:  # results folders keep paths relative to their own folder
+        entry["checkpoint"] = _relative(entry["checkpoint"], out)
     analysis = {
         "format": FORMAT,
-        "source": source,
+        "source": source if source == rundir.CHECKPOINTS else _relative(source, out),
         "settings": settings.as_dict(),
         "threads": used,
         "seconds": round(seconds, 2),
@@ -268,6 +271,12 @@ def _run(targets: list[Target], out: Path, source: str, data: Path | None, items
     return {"out": str(out), "analysed": len(entries), "left_out": len(skipped),
             "seconds": round(seconds, 2), "seconds_per_checkpoint": round(seconds / len(entries), 2),
             "threads": used}
+
+
+def _relative(path: str | Path, out: Path) -> str:
+    """``path`` as seen from the analysis folder ``out`` (``..`` for its sweep folder), so
+    that analysis.json reads the same wherever the folder is copied."""
+    return Path(os.path.relpath(Path(path).resolve(), Path(out).resolve())).as_posix()
 
 
 def analyze_checkpoints(paths: list[Path], out: Path, **kw) -> dict[str, Any]:

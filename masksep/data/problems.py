@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from masksep.data import audio
-from masksep.errors import UserError
+from masksep.errors import EXIT_DATA_PROBLEMS, UserError
 
 # A clean mixture must equal the sum of its sources to within this SNR (dB):
 # 16-bit files quantized one by one stay above ~60 dB for speech levels, while
@@ -124,7 +124,10 @@ class CheckReport:
 
 
 class DataCheckError(UserError):
-    """A data set with problems; ``problems`` holds the whole list."""
+    """A data set with problems; ``problems`` holds the whole list. Its exit code
+    is the data check's, not bad input's: the input was read, and found wanting."""
+
+    exit_code = EXIT_DATA_PROBLEMS
 
     def __init__(self, where: str, report: CheckReport, folder: str | None = None):
         self.problems = list(report.problems)

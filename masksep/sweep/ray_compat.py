@@ -1,13 +1,12 @@
 """The one place where masksep reaches into Ray's private names, and the check that they are there.
 
-Ray's public API has no way to read OptunaSearch's study, a Repeater's groups,
-the items of WandbLoggerCallback's queues, or to give a local Ray a temp dir;
-masksep needs each (the optuna.db export, the multi-objective repeater, W&B
-runs as threads of the driver, short socket paths). They are read through the
+Ray's public API has no way to read OptunaSearch's study or a Repeater's groups,
+to give a local Ray a temp dir, or to find a cluster's dashboard from its address;
+masksep needs each (the optuna.db export, the multi-objective repeater, short socket
+paths, masksep submit). They are read through the
 functions below, and :func:`check` (run by the test suite) names whatever a Ray
-release renamed or dropped, instead of a sweep failing half-way.
-``SweepWandb`` in :mod:`masksep.sweep.tracking` subclasses WandbLoggerCallback and
-keeps its bookkeeping attributes (:data:`WANDB_CALLBACK_PRIVATE`); they are checked here too.
+release renamed or dropped, instead of a sweep failing half-way. (W&B needs none:
+masksep's runs hang off ``ray.tune.Callback``'s public hooks, sweep/callbacks.py.)
 """
 
 from __future__ import annotations
@@ -19,11 +18,8 @@ from masksep.errors import UserError
 
 # The Ray releases these names were read from (pyproject pins the same range).
 SUPPORTED = ((2, 52), (2, 61))  # from 2.52 up to, not including, 2.61
-WANDB_CALLBACK_PRIVATE = (
-    "_trial_queues", "_trial_logging_actors", "_trial_logging_futures", "_logging_future_to_trial",
-    "_start_logging_actor", "_cleanup_logging_actor", "_signal_logging_actor_stop",
-    "_cleanup_logging_actors",
-)
+# The private attributes read below, by the class that holds them.
+PRIVATE_ATTRIBUTES = {"OptunaSearch": ("_ot_study",), "Repeater": ("_trial_id_to_group",)}
 
 
 def optuna_study(searcher) -> Any:
@@ -34,13 +30,6 @@ def optuna_study(searcher) -> Any:
 def repeater_group(repeater, trial_id: str) -> Any:
     """The group (one configuration's repeats) of a trial in a ray.tune.search.Repeater."""
     return repeater._trial_id_to_group[trial_id]
-
-
-def wandb_queue_item():
-    """The item kinds (RESULT, END) of WandbLoggerCallback's per-trial queues."""
-    from ray.air.integrations.wandb import _QueueItem
-
-    return _QueueItem
 
 
 def dashboard_of(cluster_address: str) -> str:
@@ -62,7 +51,7 @@ def check() -> None:
     """Every private name above exists in the installed Ray, of a supported version;
     else one UserError naming what is missing."""
     import ray
-    from ray.air.integrations.wandb import WandbLoggerCallback
+    from ray import tune
     from ray.tune.search import Repeater
     from ray.tune.search.optuna import OptunaSearch
 
@@ -71,22 +60,10 @@ def check() -> None:
     if not lo <= version < hi:
         raise UserError(f"ray {ray.__version__}: masksep supports ray >= {lo[0]}.{lo[1]}, "
                         f"< {hi[0]}.{hi[1]} (masksep/sweep/ray_compat.py)")
-    missing = []
-    from ray import tune
-
     search = OptunaSearch(space={"x": tune.uniform(0, 1)}, metric="m", mode="max")
-    if not hasattr(search, "_ot_study"):
-        missing.append("OptunaSearch._ot_study")
-    if not hasattr(Repeater(search, repeat=2), "_trial_id_to_group"):
-        missing.append("Repeater._trial_id_to_group")
-    try:
-        item = wandb_queue_item()
-        if not (hasattr(item, "RESULT") and hasattr(item, "END")):
-            missing.append("ray.air.integrations.wandb._QueueItem.RESULT/END")
-    except ImportError:
-        missing.append("ray.air.integrations.wandb._QueueItem")
-    callback = WandbLoggerCallback(project="masksep-compat-check")
-    missing += [f"WandbLoggerCallback.{n}" for n in WANDB_CALLBACK_PRIVATE if not hasattr(callback, n)]
+    objects = {"OptunaSearch": search, "Repeater": Repeater(search, repeat=2)}
+    missing = [f"{cls}.{name}" for cls, names in PRIVATE_ATTRIBUTES.items()
+               for name in names if not hasattr(objects[cls], name)]
     init = inspect.unwrap(ray.init)  # it takes _temp_dir from its **kwargs
     if '"_temp_dir"' not in inspect.getsource(init) and "_temp_dir" not in inspect.signature(init).parameters:
         missing.append("ray.init(_temp_dir=...)")

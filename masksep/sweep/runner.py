@@ -43,11 +43,13 @@ import sys
 import tempfile
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from masksep import locks, rundir
 from masksep.errors import UserError
+from masksep.progress import line as _line
 from masksep.rundir import STATE as STATE_FILE
 from masksep.rundir import experiment_path, read_state, write_state
 from masksep.sweep import ray_compat
@@ -56,50 +58,6 @@ from masksep.sweep.spec import COST, METRIC, SweepSpec
 from masksep.sweep.trial import DATA_CACHE
 
 # --------------------------------------------------------------------------- the search
-
-
-def _line(text: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
-
-
-def _describe(spec: SweepSpec, config: dict[str, Any]) -> str:
-    shown = spec.searched(config) if spec.study is None else {
-        spec_mod.VARIANT_KEY: spec_mod.searched_params(config).get(spec_mod.VARIANT_KEY)}
-    seed = spec.trial_config(config).seed
-    return " ".join(f"{k}={_short(v)}" for k, v in shown.items()) + f" seed={seed}"
-
-
-def _short(value: Any) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
-
-
-def progress_callback(spec: SweepSpec, total: int):
-    """A line per trial event on the driver's stdout (Ray's own tables are off)."""
-    from ray.tune import Callback
-
-    class ProgressCallback(Callback):
-        def on_trial_start(self, iteration, trials, trial, **info):
-            _line(f"start  {trial.trial_id}  {_describe(spec, trial.config)}")
-
-        def on_trial_result(self, iteration, trials, trial, result, **info):
-            if result.get("final"):
-                _line(f"test   {trial.trial_id}  SI-SNRi {result['test_si_snri']:.2f} dB, "
-                      f"SDRi {result['test_sdri']:.2f} dB")
-            elif "epoch" in result:
-                _line(f"epoch  {trial.trial_id}  {result['epoch']:>3}  val SI-SNRi "
-                      f"{result['val_si_snri']:6.2f} dB (best {result[METRIC]:.2f})")
-
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            done = sum(t.status in ("TERMINATED", "ERROR") for t in trials) + 1
-            _line(f"done   {trial.trial_id}  ({min(done, total)}/{total} trials finished)")
-
-        def on_trial_recover(self, iteration, trials, trial, **info):
-            _line(f"retry  {trial.trial_id}  from its last checkpoint")
-
-        def on_trial_error(self, iteration, trials, trial, **info):
-            _line(f"FAILED {trial.trial_id}  (its error.txt says why; the sweep goes on)")
-
-    return ProgressCallback()
 
 
 def _exporting_optuna_search():
@@ -263,11 +221,15 @@ def build_tuner(spec: SweepSpec, out: Path, storage: str, callbacks: list):
         trial_name_creator=lambda trial: f"trial_{trial.trial_id}",
         trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
     )
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
     run_config = tune.RunConfig(
         name=spec.name,
         storage_path=storage,
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-        callbacks=callbacks,
+        # Tune's own result files, named so that Tune adds no TensorBoard logger
+        # (see _quiet_tune); ExperimentAnalysis reads these.
+        callbacks=[*callbacks, CSVLoggerCallback(), JsonLoggerCallback()],
         verbose=0,
     )
     return tune.Tuner(trainable_with_resources(spec), param_space=param_space,
@@ -286,13 +248,50 @@ def _storage_uri(spec: SweepSpec, out: Path, override: str | None) -> str:
     return str(Path(storage).expanduser().resolve())
 
 
+# Ray prints two lines that mean nothing to a masksep user. Both are turned off
+# through Ray's own settings (environment variables it documents), not patched:
+# * Tune's "To visualize your results with TensorBoard, run: `tensorboard --logdir
+#   <a temp folder of the driver>`", printed whenever its TensorBoard logger runs.
+#   build_tuner names Tune's CSV and JSON loggers (ExperimentAnalysis reads their
+#   files) and TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=1 keeps Tune from adding the
+#   TensorBoard one; W&B is the live view. A sweep started before this keeps its
+#   loggers on a resume (sweep.json's "tune_loggers" says which kind it has).
+# * "Token authentication is enabled for this Ray cluster. Set RAY_AUTH_MODE=disabled
+#   to opt out": Ray's notice when a new local Ray turns token auth on because
+#   RAY_AUTH_MODE is unset. For its private local Ray masksep sets RAY_AUTH_MODE=token
+#   itself (a value of the user's own is kept): the same Ray, without the notice.
+#   Ray reads the variable once, when it is imported, so this is done only before
+#   the first `import ray` of the process (the CLI's case); later, Ray's notice stays.
+TUNE_LOGGERS = "csv+json"  # sweep.json's tune_loggers of a sweep whose Tuner names them
+
+
+@contextmanager
+def _quiet_tune(state: dict[str, Any]):
+    """tuner.fit without Tune's TensorBoard logger, for a sweep that names its loggers."""
+    key = "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"
+    if state.get("tune_loggers") != TUNE_LOGGERS:
+        yield
+        return
+    before = os.environ.get(key)
+    os.environ[key] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before
+
+
 def _start_ray(address: str | None, dashboard: bool, num_cpus: int | None) -> bool:
     """Connect to a cluster (address or RAY_ADDRESS) or start a private local Ray.
     Returns True when this process started Ray (and so must stop it)."""
-    import ray
-
     where = "--address" if address else "RAY_ADDRESS"
     address = address or os.environ.get("RAY_ADDRESS")
+    if not address and "ray" not in sys.modules:
+        os.environ.setdefault("RAY_AUTH_MODE", "token")  # Ray's own default, said explicitly
+    import ray
+
     quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
     if address and address.startswith(("http://", "https://")):
         raise UserError(f"{where} {address}: a dashboard's address (what masksep submit takes); "
@@ -426,6 +425,7 @@ def _new_state(spec: SweepSpec, spec_path: str | Path, out: Path, storage_path: 
         "num_trials": spec_mod.count_trials(spec),
         "max_concurrent_trials": spec.max_concurrent_trials,
         "started": time.time(),
+        "tune_loggers": TUNE_LOGGERS,
     }
     if spec.search.startswith("optuna"):  # the report states the sampler's random start-up
         state["startup_trials"] = spec.startup_trials
@@ -438,8 +438,6 @@ def _new_state(spec: SweepSpec, spec_path: str | Path, out: Path, storage_path: 
 def _tuner(spec: SweepSpec, out: Path, state: dict[str, Any], resume: bool):
     """Tune's Tuner: restored from the experiment's snapshot on a resume, else new."""
     from ray import tune
-
-    from masksep.sweep import tracking
 
     experiment = experiment_path(state)
     if resume and tune.Tuner.can_restore(experiment):
@@ -456,8 +454,9 @@ def _tuner(spec: SweepSpec, out: Path, state: dict[str, Any], resume: bool):
         orphans = _set_orphans_aside(experiment, out)
         _line(f"no snapshot of the sweep in {experiment} yet; starting it again"
               + (f" ({len(orphans)} trial folder(s) moved to {out / rundir.ORPHANED})" if orphans else ""))
-    callbacks = [progress_callback(spec, state["num_trials"]),
-                 tracking.wandb_callback(spec, out, state["uid"])]
+    from masksep.sweep.callbacks import Progress, WandbRuns  # imports Ray: it has started
+
+    callbacks = [Progress(spec, state["num_trials"]), WandbRuns(spec, out, state["uid"])]
     return build_tuner(spec, out, state["storage"], callbacks)
 
 
@@ -516,7 +515,8 @@ def _run_sweep(spec: SweepSpec, spec_path: str | Path, out: Path, *, resume: boo
             _line(f"W&B: {target.note}")
         tuner = _tuner(spec, out, state, resume)
         t0 = time.monotonic()
-        tuner.fit()
+        with _quiet_tune(state):
+            tuner.fit()
         _drop_data_cache(experiment_path(state))
         state.update(status="finished", finished=time.time(),
                      driver_wall_s=state.get("driver_wall_s", 0.0) + time.monotonic() - t0)

@@ -1,9 +1,10 @@
-"""W&B tracking for sweeps: Ray's ``WandbLoggerCallback``, extended where it falls short.
+"""W&B tracking for sweeps: a run per trial, as Ray's ``WandbLoggerCallback`` keeps
+them, through a ``ray.tune.Callback`` of masksep's own (masksep/sweep/callbacks.py).
 
-Ray's callback already runs one W&B run per trial on the driver's node, fed
-by Tune's events, so a trial that is stopped, fails or loses its node cannot
-leave its run half-written, and only the driver's node needs the API key.
-masksep adds what it lacks:
+As with Ray's callback, each trial's run lives on the driver's node and is fed by
+Tune's events, so a trial that is stopped, fails or loses its node cannot leave
+its run half-written, and only the driver's node needs the API key. Ray's callback
+is not subclassed (its logging actors and queues are private); masksep's adds:
 
 * an offline fallback that loses nothing: when online init fails (a refused key,
   an unreachable server) the run goes on offline under ``OUT/wandb/`` with a
@@ -34,8 +35,6 @@ import logging
 import netrc
 import os
 import socket
-import threading
-import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -43,7 +42,6 @@ from queue import Queue
 from typing import Any
 from urllib.parse import urlsplit
 
-from masksep import config as config_mod
 from masksep import rundir
 
 log = logging.getLogger("masksep.wandb")
@@ -162,24 +160,20 @@ def init_run(target: dict[str, Any], *, run_id: str, name: str, job_type: str,
     return None
 
 
-def _run_trial_log(queue: Queue, kwargs: dict[str, Any]) -> None:
-    """One trial's W&B run, fed from ``queue`` until END: Ray's logging actor's
-    loop with masksep's init (offline fallback, a new id) and its items:
-    {"log": metrics} stepped by epoch, {"config": ...}, {"summary": ...}."""
-    from masksep.sweep.ray_compat import wandb_queue_item
-
-    _QueueItem = wandb_queue_item()
-
+def write_run(feed: Queue, kwargs: dict[str, Any]) -> None:
+    """One trial's W&B run, written from ``feed`` until None: init (offline fallback,
+    a new id), then each item of :func:`result_item` and the final status, then finish.
+    Runs in a thread of the driver (masksep.sweep.callbacks.WandbRuns)."""
     kwargs = dict(kwargs)
     run = init_run(kwargs.pop("target"), **kwargs)
     if run is not None:
         run.define_metric("epoch")
         run.define_metric("*", step_metric="epoch")
     while True:
-        item_type, item = queue.get()
-        if item_type == _QueueItem.END:
+        item = feed.get()
+        if item is None:
             break
-        if run is None or item_type != _QueueItem.RESULT:
+        if run is None:
             continue
         try:
             if item.get("config"):
@@ -194,120 +188,18 @@ def _run_trial_log(queue: Queue, kwargs: dict[str, Any]) -> None:
         run.finish()
 
 
-def wandb_callback(spec, out: Path, sweep_uid: str):
-    """The sweep's W&B callback (inert when this invocation's sweep.json says W&B is off)."""
-    from ray.air.integrations.wandb import WandbLoggerCallback
-
-    from masksep.sweep.ray_compat import wandb_queue_item
-
-    _QueueItem = wandb_queue_item()
-
-    class SweepWandb(WandbLoggerCallback):
-        # Ray starts two worker processes per trial (its logging actor and the actor
-        # behind its ray.util Queue), each importing Ray and W&B: about 3 CPU-seconds a
-        # trial, taken from the trials. Here each trial's run is a thread of the driver
-        # instead, fed by a queue.Queue; W&B runs several runs in one process
-        # (reinit="create_new") through one service. The callback's own bookkeeping
-        # (ray_compat.WANDB_CALLBACK_PRIVATE, checked by the tests) is kept, so Ray's log_trial_end,
-        # on_experiment_end and __del__ work unchanged.
-
-        def __init__(self):
-            super().__init__(project=spec.name, upload_timeout=int(FINISH_TIMEOUT_S))
-            self.out_dir = str(Path(out).resolve())
-            self.target: dict[str, Any] | None = None
-
-        def setup(self, *args, **kwargs):
-            from masksep.rundir import read_state
-
-            self.target = read_state(Path(self.out_dir)).get("wandb")
-
-        def log_trial_start(self, trial):
-            if self.target is None:
-                return
-            from masksep.sweep.spec import searched_params
-
-            try:
-                cfg = spec.trial_config(trial.config)
-                config = {**config_mod.flatten(cfg), **config_mod.head_summary(cfg)}
-            except Exception:  # noqa: BLE001 - the trial itself will report a bad config
-                config = {}
-            config.update({"trial_id": trial.trial_id, "sweep": spec.name,
-                           **{f"searched/{k}": v for k, v in searched_params(trial.config).items()}})
-            self._start_logging_actor(
-                trial, [], target=self.target, run_id=f"{sweep_uid}-{trial.trial_id}",
-                name=f"{spec.name}-{trial.trial_id}", job_type="trial", config=config)
-
-        def log_trial_result(self, iteration, trial, result):
-            if self.target is None:
-                return
-            if trial not in self._trial_logging_actors:
-                self.log_trial_start(trial)
-            numbers = {k: v for k, v in result.items()
-                       if k not in RAY_KEYS and isinstance(v, (int, float)) and not isinstance(v, bool)}
-            item: dict[str, Any] = {"config": {k: numbers.pop(k) for k in STATIC_KEYS if k in numbers}}
-            if result.get("final"):
-                item["summary"] = {k: v for k, v in numbers.items() if k.startswith("test_")}
-            else:
-                item["log"] = numbers
-            self._trial_queues[trial].put((_QueueItem.RESULT, item))
-
-        def log_trial_save(self, trial):
-            pass  # checkpoints stay in the trial folder
-
-        def _start_logging_actor(self, trial, exclude_results, **kwargs):
-            if trial in self._trial_logging_futures:  # a restarted trial keeps its run
-                return
-            feed: Queue = Queue()
-            thread = threading.Thread(target=_run_trial_log, args=(feed, kwargs),
-                                      name=f"wandb-{trial.trial_id}", daemon=True)
-            self._trial_queues[trial] = feed
-            self._trial_logging_actors[trial] = self._trial_logging_futures[trial] = thread
-            self._logging_future_to_trial[thread] = trial
-            thread.start()
-
-        def _cleanup_logging_actors(self, timeout: float = 0, kill_on_timeout: bool = False):
-            # Ray's version waits on actor futures; here on the threads, within one deadline.
-            # A thread still running at the deadline is dropped when kill_on_timeout (it is a
-            # daemon; its offline files stay for wandb sync).
-            deadline = time.monotonic() + timeout
-            for trial, thread in list(self._trial_logging_futures.items()):
-                thread.join(max(0.0, deadline - time.monotonic()))
-                if kill_on_timeout or not thread.is_alive():
-                    self._cleanup_logging_actor(trial)
-
-        def _cleanup_logging_actor(self, trial):
-            thread = self._trial_logging_futures.pop(trial)
-            self._logging_future_to_trial.pop(thread, None)
-            self._trial_queues.pop(trial, None)
-            self._trial_logging_actors.pop(trial, None)
-
-        def __getstate__(self):
-            # Tune pickles its callbacks; threads and queues stay behind.
-            state = dict(self.__dict__)
-            for key in ("_trial_queues", "_trial_logging_actors", "_trial_logging_futures",
-                        "_logging_future_to_trial"):
-                state[key] = {}
-            return state
-
-        def log_trial_end(self, trial, failed: bool = False):
-            if self.target is None or trial not in self._trial_queues:
-                return
-            status = "failed" if failed else (
-                "completed" if trial.last_result.get("final") else "stopped")
-            self._trial_queues[trial].put((_QueueItem.RESULT, {"summary": {"status": status}}))
-            super().log_trial_end(trial, failed)
-
-        def on_experiment_end(self, trials, **info):
-            if self.target is not None:
-                super().on_experiment_end(trials, **info)
-
-        def __del__(self):
-            if getattr(self, "target", None) is not None:
-                for trial in list(self._trial_logging_futures):
-                    self._signal_logging_actor_stop(trial)
-                self._cleanup_logging_actors(timeout=2, kill_on_timeout=True)
-
-    return SweepWandb()
+def result_item(result: dict[str, Any]) -> dict[str, Any]:
+    """What a Tune result gives a trial's run: the model's complexity to its config,
+    an epoch's metrics to its history (stepped by the trial's own epoch), the final
+    result's test metrics to its summary."""
+    numbers = {k: v for k, v in result.items()
+               if k not in RAY_KEYS and isinstance(v, (int, float)) and not isinstance(v, bool)}
+    item: dict[str, Any] = {"config": {k: numbers.pop(k) for k in STATIC_KEYS if k in numbers}}
+    if result.get("final"):
+        item["summary"] = {k: v for k, v in numbers.items() if k.startswith("test_")}
+    else:
+        item["log"] = numbers
+    return item
 
 
 def log_sweep_run(target, trials_csv: Path, sweep_info: dict[str, Any], sweep_uid: str) -> str | None:

@@ -6,7 +6,7 @@ For P in {4, 8, 16} outputs grouped into C = 2 sources (4 s at 8 kHz, batch 4),
 times ``separation_loss(..., oracle_grouping=True)`` plus its backward pass,
 and the same for PIT with K = C = 2 outputs on the same batch. Prints a
 markdown table (median over the repeats, after warm-up; the two losses are
-timed alternately) for the README.
+timed alternately) for docs/benchmarks.md.
 
 With ``--asteroid`` (Asteroid installed as in bench_asteroid.py, a
 benchmark-only extra), it also times Asteroid's MixIT loss

@@ -15,7 +15,7 @@
    with the input length (the outputs, 32-bit float wav on disk, do). The
    wall time there includes the process start and the checkpoint loading.
 
-Prints markdown tables for the README.
+Prints markdown tables for docs/benchmarks.md.
 """
 
 from __future__ import annotations

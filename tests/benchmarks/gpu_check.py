@@ -24,7 +24,7 @@ and separate sections.
 
 The device machine has PyTorch but not Ray, Optuna, W&B or soundfile:
 ``python tests/benchmarks/gpu_bundle.py`` packs them into ``.gpu/`` (ignored by
-git, carried with the run); README.md (Benchmarks) has the command that runs both.
+git, carried with the run); its docstring has the command that unpacks it.
 """
 
 from __future__ import annotations

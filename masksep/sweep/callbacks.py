@@ -1,0 +1,167 @@
+"""masksep's Ray Tune callbacks, on ``ray.tune.Callback``'s public hooks only.
+
+Imported when a sweep builds its Tuner (after Ray has started: it imports Ray).
+Tune pickles its callbacks with the experiment's state, so each is a module-level
+class whose state is plain data; threads and queues are made again after a restore.
+
+* :class:`Progress`: a line per trial event on the driver's terminal (Ray's own
+  tables are off).
+* :class:`WandbRuns`: a W&B run per trial, written by a thread of the driver and
+  fed by Tune's events (see :mod:`masksep.sweep.tracking` for what masksep's runs
+  add to Ray's own W&B callback, which this replaces).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from queue import Queue
+from typing import Any
+
+from ray.tune import Callback
+
+from masksep import config as config_mod
+from masksep.progress import line
+from masksep.rundir import read_state
+from masksep.sweep import spec as spec_mod
+from masksep.sweep import tracking
+from masksep.sweep.spec import METRIC, SweepSpec
+
+
+def describe(spec: SweepSpec, config: dict[str, Any]) -> str:
+    """A trial's searched values (a study's variant) and seed, for its terminal lines."""
+    shown = spec.searched(config) if spec.study is None else {
+        spec_mod.VARIANT_KEY: spec_mod.searched_params(config).get(spec_mod.VARIANT_KEY)}
+    seed = spec.trial_config(config).seed
+    return " ".join(f"{k}={_short(v)}" for k, v in shown.items()) + f" seed={seed}"
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+class Progress(Callback):
+    """A line per trial event on the driver's stdout."""
+
+    def __init__(self, spec: SweepSpec, total: int):
+        self.spec = spec
+        self.total = total
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        line(f"start  {trial.trial_id}  {describe(self.spec, trial.config)}")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if result.get("final"):
+            line(f"test   {trial.trial_id}  SI-SNRi {result['test_si_snri']:.2f} dB, "
+                 f"SDRi {result['test_sdri']:.2f} dB")
+        elif "epoch" in result:
+            line(f"epoch  {trial.trial_id}  {result['epoch']:>3}  val SI-SNRi "
+                 f"{result['val_si_snri']:6.2f} dB (best {result[METRIC]:.2f})")
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        done = sum(t.status in ("TERMINATED", "ERROR") for t in trials) + 1
+        line(f"done   {trial.trial_id}  ({min(done, self.total)}/{self.total} trials finished)")
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        line(f"retry  {trial.trial_id}  from its last checkpoint")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        line(f"FAILED {trial.trial_id}  (its error.txt says why; the sweep goes on)")
+
+
+class WandbRuns(Callback):
+    """A W&B run per trial, each a thread of the driver fed by a queue (no Ray
+    worker processes: W&B runs several runs in one process, reinit="create_new").
+
+    Where the runs go is read from ``OUT/sweep.json`` at set-up, written by this
+    invocation of ``masksep sweep`` (``--resume`` included), so a resumed sweep
+    honours its own W&B flags; when it says W&B is off, the callback does nothing.
+    A restarted trial (a retry, a resumed driver) keeps its run: the run id is the
+    sweep's uid and the trial id, and W&B resumes it.
+    """
+
+    def __init__(self, spec: SweepSpec, out: Path, sweep_uid: str):
+        self.spec = spec
+        self.out_dir = str(Path(out).resolve())
+        self.sweep_uid = sweep_uid
+        self.target: dict[str, Any] | None = None
+        self._feeds: dict[str, Queue] = {}  # trial id -> its run's queue
+        self._threads: dict[str, threading.Thread] = {}
+
+    def __getstate__(self):
+        # Tune pickles its callbacks; threads and queues stay behind.
+        return {**self.__dict__, "_feeds": {}, "_threads": {}}
+
+    def setup(self, **info):
+        self.target = read_state(Path(self.out_dir)).get("wandb")
+
+    def _start(self, trial) -> None:
+        if self.target is None or trial.trial_id in self._threads:
+            return
+        try:
+            cfg = self.spec.trial_config(trial.config)
+            config = {**config_mod.flatten(cfg), **config_mod.head_summary(cfg)}
+        except Exception:  # noqa: BLE001 - the trial itself will report a bad config
+            config = {}
+        config.update({"trial_id": trial.trial_id, "sweep": self.spec.name,
+                       **{f"searched/{k}": v
+                          for k, v in spec_mod.searched_params(trial.config).items()}})
+        feed: Queue = Queue()
+        kwargs = dict(target=self.target, run_id=f"{self.sweep_uid}-{trial.trial_id}",
+                      name=f"{self.spec.name}-{trial.trial_id}", job_type="trial", config=config)
+        thread = threading.Thread(target=tracking.write_run, args=(feed, kwargs),
+                                  name=f"wandb-{trial.trial_id}", daemon=True)
+        self._feeds[trial.trial_id] = feed
+        self._threads[trial.trial_id] = thread
+        thread.start()
+
+    def _stop(self, trial_id: str) -> None:
+        feed = self._feeds.pop(trial_id, None)
+        if feed is not None:
+            feed.put(None)  # the run finishes after what is queued
+
+    def _join(self, timeout: float) -> None:
+        """Wait for the runs' threads within one deadline; a thread still running
+        then is left (a daemon: its offline files stay for wandb sync)."""
+        deadline = time.monotonic() + timeout
+        for trial_id, thread in list(self._threads.items()):
+            thread.join(max(0.0, deadline - time.monotonic()))
+            if not thread.is_alive():
+                self._threads.pop(trial_id, None)
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._start(trial)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if self.target is None:
+            return
+        self._start(trial)
+        feed = self._feeds.get(trial.trial_id)
+        if feed is not None:
+            feed.put(tracking.result_item(result))
+
+    def _end(self, trial, status: str) -> None:
+        feed = self._feeds.get(trial.trial_id)
+        if feed is None:
+            return
+        feed.put({"summary": {"status": status}})
+        self._stop(trial.trial_id)
+        self._join(0)  # forget the threads that have finished
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._end(trial, "completed" if trial.last_result.get("final") else "stopped")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._end(trial, "failed")
+
+    def on_experiment_end(self, trials, **info):
+        for trial_id in list(self._feeds):
+            self._stop(trial_id)
+        self._join(tracking.FINISH_TIMEOUT_S)
+
+    def __del__(self):
+        for trial_id in list(getattr(self, "_feeds", {})):
+            self._stop(trial_id)
+        if getattr(self, "_threads", None):
+            self._join(2)
