@@ -239,3 +239,70 @@ def test_auto_check_reads_samples_of_small_sets_and_headers_of_large_ones(data, 
     ds = build_dataset(cfg(data), "test")
     assert len(ds) == 3
     assert "checked the file headers only" in capsys.readouterr().err
+
+
+def rewrite_csv(root, change):
+    path = root / "metadata" / "mixture_test_mix_clean.csv"
+    rows = list(csv.reader(path.open()))
+    change(rows)
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows(rows)
+
+
+def test_a_mixture_listed_twice_is_a_problem_of_the_second_row(data, capsys):
+    rewrite_csv(data, lambda rows: rows.append(rows[1]))  # the same row again, as line 5
+    assert cli.main(["data", "check", str(data)]) == 2
+    out = capsys.readouterr().out.splitlines()
+    mix = data / "test" / "mix_clean" / "synthte00000.wav"
+    assert out[0] == (f"{mix}: repeats mixture ID 'synthte00000' (mixture_test_mix_clean.csv "
+                      "line 5; first mixture_test_mix_clean.csv line 2)")
+    assert "1 problem in 1 of 4 items" in out[-1]
+    ds = build_dataset(cfg(data, "data.skip_bad=true"), "test")  # the first is kept
+    assert len(ds) == 3 and [ds.item_name(i) for i in range(3)] == [
+        "synthte00000", "synthte00001", "synthte00002"]
+    with pytest.raises(DataCheckError, match="repeats mixture ID"):  # eval would count it twice
+        build_dataset(cfg(data), "test")
+
+
+def test_another_id_on_the_same_files_and_a_mixture_as_a_source_are_problems(data, capsys):
+    mixture = [data / "test" / "mix_clean" / f"synthte0000{i}.wav" for i in range(3)]
+    rewrite_csv(data, lambda rows: rows.append(["renamed", *rows[1][1:]]))  # line 2's files
+    assert cli.main(["data", "check", str(data)]) == 2
+    out = capsys.readouterr().out.splitlines()
+    assert out[:-1] == [f"{mixture[0]}: is listed again (mixture_test_mix_clean.csv line 5; "
+                        "first mixture_test_mix_clean.csv line 2)"]
+    assert "1 problem in 1 of 4 items" in out[-1]
+    # line 5 takes line 2's mixture as its first source
+    rewrite_csv(data, lambda rows: rows.__setitem__(4, ["crossed", str(data / "x.wav"), str(mixture[0]),
+                                                        *rows[2][3:]]))
+    assert cli.main(["data", "check", str(data)]) == 2
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == (f"{mixture[0]}: is a source here (mixture_test_mix_clean.csv line 5) and the "
+                      "mixture in mixture_test_mix_clean.csv line 2")
+
+
+def test_a_source_shared_by_two_mixtures_is_no_problem(data, capsys):
+    import shutil
+
+    def change(rows):  # mixture 3 = source 1 of mixture 1 + source 2 of mixture 3, rewritten
+        rows[3][2] = rows[1][2]
+    rewrite_csv(data, change)
+    s1 = read(data / "test" / "s1" / "synthte00000.wav")[0]
+    s2, rate = read(data / "test" / "s2" / "synthte00002.wav")
+    n = min(len(s1), len(s2))
+    sf.write(str(data / "test" / "s2" / "synthte00002.wav"), s2[:n], rate, subtype="FLOAT")
+    sf.write(str(data / "test" / "mix_clean" / "synthte00002.wav"), s1[:n] + s2[:n], rate, subtype="FLOAT")
+    rewrite_csv(data, lambda rows: rows[3].__setitem__(4, str(n)))
+    shutil.rmtree(data / "test" / "mix_both", ignore_errors=True)
+    assert cli.main(["data", "check", str(data)]) == 0, capsys.readouterr().out
+
+
+def test_wsj0mix_mixtures_that_are_one_file_through_a_link_are_found(tmp_path, capsys):
+    synth(tmp_path, "wsj0mix", "tt", 2, seconds=0.3)
+    for sub in ("mix", "s1", "s2"):
+        (tmp_path / "tt" / sub / "zlink.wav").symlink_to(tmp_path / "tt" / sub / "synthte00000.wav")
+    assert cli.main(["data", "check", str(tmp_path), "--split", "test"]) == 2
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == (f"{tmp_path / 'tt' / 'mix' / 'zlink.wav'}: is listed again (tt/mix/zlink.wav; "
+                      "first tt/mix/synthte00000.wav)")
+    assert "1 problem in 1 of 3 items" in out[-1]

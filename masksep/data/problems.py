@@ -14,7 +14,10 @@ mixing). :func:`check_items` and :func:`check_files` return one
 - mixture and source files of different lengths (and a CSV ``length`` that
   disagrees with the file);
 - a mixture that is not the sum of its sources (plus the noise in a noisy
-  mixture) within :data:`SUM_TOL_DB`.
+  mixture) within :data:`SUM_TOL_DB`;
+- the same mixture listed twice: a mixture ID or a mixture file an earlier item
+  has, or a file that is one item's mixture and another's source
+  (:func:`duplicates`).
 
 Header checks read only the file headers (``soundfile.info``); ``level="full"``
 also reads the samples of every item once (NaN/Inf and the sum check);
@@ -292,6 +295,7 @@ def check_items(
         fc.rate = rates.most_common(1)[0][0] if rates else None
         fc.errors.clear()
     report = CheckReport(n_items=len(items))
+    report.problems += duplicates(items)
     for index, item in enumerate(items):
         if n_src is not None and len(item.sources) != n_src:
             report.problems.append(Problem(
@@ -315,6 +319,50 @@ def check_items(
     report.hours = hours
     report.seconds = time.monotonic() - t0
     return report
+
+
+def duplicates(items: list[MixtureItem]) -> list[Problem]:
+    """The same mixture listed twice in one list: an item whose mixture ID or mixture
+    file an earlier item has, or one of whose files is another item's mixture (or
+    whose sources name one file twice). Each is a problem of the later item, so
+    ``skip_bad`` keeps the first. Paths compare resolved (a symbolic link to a file is
+    that file, as in a wsj0-2mix copy made of links); a source shared by two mixtures
+    is no problem (a corpus may mix one utterance file into several mixtures). Single
+    utterances (no sources) are not mixtures: their names may repeat across speakers."""
+    out: list[Problem] = []
+    ids: dict[str, int] = {}
+    mixtures: dict[str, int] = {}  # resolved mixture path -> first item
+    sources: dict[str, int] = {}  # resolved source path -> first item
+
+    def where(i: int) -> str:
+        return items[i].origin or f"item {i + 1}"
+
+    for index, item in enumerate(items):
+        if not item.sources:
+            continue
+        mix = os.path.realpath(item.mix)
+        srcs = [os.path.realpath(p) for p in item.sources]
+        if item.name in ids:
+            out.append(Problem(str(item.mix), f"repeats mixture ID {item.name!r} ({where(index)}; "
+                               f"first {where(ids[item.name])})", index))
+        elif mix in mixtures:
+            out.append(Problem(str(item.mix), f"is listed again ({where(index)}; first "
+                               f"{where(mixtures[mix])})", index))
+        elif mix in sources:
+            out.append(Problem(str(item.mix), f"is a mixture here ({where(index)}) and a source "
+                               f"in {where(sources[mix])}", index))
+        elif any(s in mixtures for s in srcs):
+            path, s = next((p, s) for p, s in zip(item.sources, srcs, strict=True) if s in mixtures)
+            out.append(Problem(str(path), f"is a source here ({where(index)}) and the mixture in "
+                               f"{where(mixtures[s])}", index))
+        elif len(set(srcs)) < len(srcs) or mix in srcs:
+            out.append(Problem(str(item.mix), f"names one file twice among its mixture and "
+                               f"sources ({where(index)})", index))
+        ids.setdefault(item.name, index)
+        mixtures.setdefault(mix, index)
+        for s in srcs:
+            sources.setdefault(s, index)
+    return out
 
 
 def check_files(
