@@ -12,7 +12,7 @@ $(BIN)/masksep: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[dev,speech,metrics]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,speech,metrics,kokoro]"
 	touch $@
 
 install: $(BIN)/masksep

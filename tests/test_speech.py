@@ -142,6 +142,7 @@ def test_a_second_run_with_the_same_spec_is_a_no_op_and_another_spec_is_refused(
     ({"modes": ("mid",)}, "--modes"),
     ({"mixtures": {"train": -1, "dev": 1, "test": 1}}, "--train-mixtures"),
     ({"speakers": {"train": 1, "dev": 2, "test": 2}}, "--train-speakers"),
+    ({"mixtures": {"train": 61, "dev": 1, "test": 1}}, "--train-mixtures"),  # 15 x 2 x 2 = 60 pairs
 ])
 def test_bad_arguments_name_the_field_and_write_nothing(tmp_path, change, field):
     with pytest.raises(UserError, match=field):
@@ -178,3 +179,25 @@ def test_items_of_the_corpus_are_torch_float32(corpus):
     cfg = load_config(None, ["data.kind=librimix", f"data.root={out}", "data.mode=max"])
     mix, src = build_dataset(cfg, "test")[0]
     assert mix.dtype == torch.float32 and src.dtype == torch.float32
+
+
+def test_no_two_mixtures_of_a_split_share_their_pair_of_utterances(corpus):
+    out, _ = corpus
+    for split in ("train-100", "dev", "test"):
+        rows = read_csv(out / "wav8k" / "min" / "metadata" / f"mixture_{split}_mix_clean.csv")
+        ids = [r["mixture_ID"] for r in rows]
+        assert len(set(ids)) == len(ids) == {"train-100": 6, "dev": 3, "test": 3}[split]
+        assert len(set(p for r in rows for p in (r["mixture_path"], r["source_1_path"]))) == 2 * len(rows)
+    # the defaults' 60 talkers x 25 utterances: seed 0 drew a pair twice in 1,500 (issue 34)
+    talkers = [(f"t{t}", [f"t{t}-{u}" for u in range(25)]) for t in range(60)]
+    pairs = speech._pairs(speech.SpeechSpec(), "train", talkers)
+    assert len({frozenset((a[1], b[1])) for a, b in pairs}) == len(pairs) == 1500
+    assert all(a[0] != b[0] for a, b in pairs)
+    # as many mixtures as there are pairs: each pair once, in both orders of source 1 and 2
+    few = [("a", ["a-0", "a-1"]), ("b", ["b-0"]), ("c", ["c-0", "c-1", "c-2"])]
+    spec = replace(SMALL, mixtures={"train": 11, "dev": 1, "test": 1})
+    pairs = speech._pairs(spec, "train", few)
+    assert len({frozenset((a[1], b[1])) for a, b in pairs}) == 11
+    assert {a[0] for a, _ in pairs} == {"a", "b", "c"}
+    assert all(-2.5 <= g <= 2.5 for pair in pairs for _, _, g in pair)
+    assert pairs == speech._pairs(spec, "train", few)  # the same seed, the same draw

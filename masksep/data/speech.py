@@ -1,13 +1,19 @@
-"""``masksep data speech OUT``: a speech corpus spoken by espeak-ng, in LibriMix's layout.
+"""``masksep data speech OUT``: a speech corpus spoken by a speech synthesizer, in LibriMix's layout.
 
 The embedded data are synthetic talkers; this is speech from a real speech
-synthesizer (espeak-ng, through :mod:`masksep.espeak`; the optional ``speech``
-extra, GPL-3.0-or-later, loaded by this command only). A *talker* is a
-language voice + a voice variant + a pitch, pitch range and speaking rate;
-train, dev and test talkers are disjoint (no (language, variant, pitch) is
-shared between them), each split holds several languages and both genders.
-Sentences come from a small grammar written for the project (subject, verb,
-object, an ending; a lexicon per language).
+synthesizer, one of two engines, each an optional extra loaded by this command
+only: espeak-ng (``--engine espeak``, the default; this module, through
+:mod:`masksep.espeak`; the ``speech`` extra, GPL-3.0-or-later) or Kokoro-82M, a
+neural TTS trained on recordings of people (``--engine kokoro``,
+:mod:`masksep.data.speech_kokoro` through :mod:`masksep.kokoro`; the ``kokoro``
+extra, Apache-2.0). An engine turns its spec into a :class:`Plan` (talkers, one
+synthesis job per talker); everything below the synthesis is shared.
+
+espeak-ng: a *talker* is a language voice + a voice variant + a pitch, pitch range
+and speaking rate; train, dev and test talkers are disjoint (no (language,
+variant, pitch) is shared between them), each split holds several languages and
+both genders. Sentences come from a small grammar written for the project
+(subject, verb, object, an ending; a lexicon per language).
 
 Written, all into a temporary folder renamed to OUT at the end::
 
@@ -18,13 +24,17 @@ Written, all into a temporary folder renamed to OUT at the end::
     OUT/wav8k/{min,max}/metadata/mixture_{split}_mix_clean.csv
     (and wav16k/ beside wav8k/ when asked for)
 
-Utterances are resampled from espeak-ng's 22,050 Hz (``scipy.signal.resample_poly``,
-band-limited), edge silence trimmed, at -25 dBFS RMS. Mixtures pair utterances
-of two talkers of the split with gains uniform in +-2.5 dB (the same pairs and
-gains at every rate and mode), cut to the shorter (min) or padded to the longer
-(max), scaled down together if a sample would pass 0.9. The same arguments give
-the same files, bit for bit, whatever ``--workers`` is (one fresh synthesizer
-process per talker, see :mod:`masksep.espeak`).
+Utterances are resampled from the engine's rate (espeak-ng 22,050 Hz, Kokoro
+24 kHz; ``scipy.signal.resample_poly``, band-limited), edge silence trimmed, at
+-25 dBFS RMS. Mixtures pair utterances of two talkers of the split with gains
+uniform in +-2.5 dB (the same pairs and gains at every rate and mode), cut to the
+shorter (min) or padded to the longer (max), scaled down together if a sample
+would pass 0.9. No two mixtures of a split share their pair of utterances (drawn
+without replacement from every such pair), so a mixture's ID, its two
+utterances' names, is unique. The same arguments give the same files, bit for
+bit, whatever ``--workers`` is (espeak-ng: one fresh synthesizer process per
+talker, see :mod:`masksep.espeak`; Kokoro: deterministic, one thread per session,
+see :mod:`masksep.kokoro`).
 """
 
 from __future__ import annotations
@@ -38,8 +48,10 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 from scipy.signal import resample_poly
@@ -55,7 +67,9 @@ GAIN_DB = 2.5  # each source of a mixture within +-GAIN_DB of that level
 PEAK = 0.9
 TRIM_DB = -45.0  # edge samples this far below the utterance's peak are silence
 EDGE_S = 0.05  # silence kept at each end
-FORMAT = "masksep-speech-corpus-1"
+# 2: no two mixtures of a split share their pair of utterances (format 1 could
+# draw a pair twice, and the second overwrote the first's files); the engine is named
+FORMAT = "masksep-speech-corpus-2"
 
 # A small grammar: subject verb object ending. Words in each language's own spelling.
 LEXICON: dict[str, dict[str, tuple[str, ...]]] = {
@@ -131,8 +145,29 @@ PITCH_RANGE = (25, 80)
 
 
 @dataclass(frozen=True)
+class Plan:
+    """What an engine makes of a spec before any synthesis: every talker, one job
+    per talker for ``speak`` (a module-level function, run in worker processes of
+    the ``spawn`` kind), and how ``speakers.csv`` describes a talker."""
+
+    talkers: list  # each with .name and .split
+    jobs: list
+    speak: Callable[[Any], list[np.ndarray]]  # job -> the talker's waveforms at ``rate``
+    rate: int
+    columns: tuple[str, ...]  # speakers.csv, between split and utterances
+    rows: list[list]  # one per talker, those columns
+    languages: tuple[str, ...]
+    fresh_process: bool = False  # one new worker process per talker (espeak-ng's global state)
+    initializer: Callable[..., None] | None = None  # run once in each worker process
+    initargs: tuple = ()
+    facts: dict = field(default_factory=dict)  # the engine's own lines of corpus.json
+
+
+@dataclass(frozen=True)
 class SpeechSpec:
-    """What ``masksep data speech`` was asked for: one corpus, all of it."""
+    """What ``masksep data speech`` was asked for: one corpus, all of it (espeak-ng)."""
+
+    engine: ClassVar[str] = "espeak"
 
     rates: tuple[int, ...] = (8000,)
     modes: tuple[str, ...] = ("min",)
@@ -145,7 +180,20 @@ class SpeechSpec:
 
     def to_dict(self) -> dict:
         """As corpus.json holds it (lists, not tuples), so that the two compare equal."""
-        return json.loads(json.dumps({"format": FORMAT, **asdict(self)}))
+        return json.loads(json.dumps({"format": FORMAT, "engine": self.engine, **asdict(self)}))
+
+    def plan(self) -> Plan:
+        """Validate, draw the talkers and their sentences (nothing spoken yet)."""
+        from masksep.espeak import RATE, speak_all
+
+        genders = validate(self)
+        talkers = draw_talkers(self, genders)
+        jobs = [(self.seed * 100003 + i, t.voice, t.rate, t.pitch, t.pitch_range, sentences(self, t, i))
+                for i, t in enumerate(talkers)]
+        rows = [[t.language, t.variant, t.gender, t.pitch, t.pitch_range, t.rate] for t in talkers]
+        return Plan(talkers=talkers, jobs=jobs, speak=speak_all, rate=RATE,
+                    columns=("language", "variant", "gender", "pitch", "pitch_range", "rate_wpm"),
+                    rows=rows, languages=tuple(self.languages), fresh_process=True)
 
 
 @dataclass(frozen=True)
@@ -164,16 +212,39 @@ class Talker:
         return f"{self.language}+{self.variant}"
 
 
-def validate(spec: SpeechSpec) -> dict[str, str]:
-    """Refuse what espeak-ng or the layout cannot do; the variants' genders."""
-    from masksep import espeak
-
+def check_layout(spec) -> None:
+    """Refuse what the layout cannot do (any engine): rates, modes, counts, and
+    more mixtures than a split has distinct pairs of utterances."""
     for rate in spec.rates:
         if rate not in RATES:
             raise UserError(f"--rates: {rate} Hz is not one of LibriMix's rates (8000, 16000)")
     for mode in spec.modes:
         if mode not in MODES:
             raise UserError(f"--modes: {mode!r} is not min or max")
+    if not spec.rates or not spec.modes:
+        raise UserError("--rates and --modes each need at least one value")
+    for what in ("speakers", "utterances", "mixtures"):
+        for split, n in getattr(spec, what).items():
+            if n < 0:
+                raise UserError(f"--{split}-{what}: must be >= 0, got {n}")
+            if what == "speakers" and n < 2:
+                raise UserError(f"--{split}-speakers: a mixture needs 2 talkers, got {n}")
+            if what == "utterances" and n < 1:
+                raise UserError(f"--{split}-utterances: must be >= 1, got {n}")
+    for split in SPLITS:
+        n, u = spec.speakers[split], spec.utterances[split]
+        pairs = n * (n - 1) // 2 * u * u
+        if spec.mixtures[split] > pairs:
+            raise UserError(f"--{split}-mixtures: {spec.mixtures[split]} is more than the {pairs} "
+                            f"distinct pairs of utterances of two talkers that {n} talkers x {u} "
+                            "utterances make")
+
+
+def validate(spec: SpeechSpec) -> dict[str, str]:
+    """Refuse what espeak-ng or the layout cannot do; the variants' genders."""
+    from masksep import espeak
+
+    check_layout(spec)
     known = espeak.languages()
     for lang in spec.languages:
         if lang not in known:
@@ -186,16 +257,8 @@ def validate(spec: SpeechSpec) -> dict[str, str]:
     for variant in spec.variants:
         if variant not in genders:
             raise UserError(f"--variants: espeak-ng has no voice variant {variant!r} (e.g. f1-f5, m1-m8)")
-    for what in ("speakers", "utterances", "mixtures"):
-        for split, n in getattr(spec, what).items():
-            if n < 0:
-                raise UserError(f"--{split}-{what}: must be >= 0, got {n}")
-            if what == "speakers" and n < 2:
-                raise UserError(f"--{split}-speakers: a mixture needs 2 talkers, got {n}")
-            if what == "utterances" and n < 1:
-                raise UserError(f"--{split}-utterances: must be >= 1, got {n}")
-    if not spec.rates or not spec.modes or not spec.languages or not spec.variants:
-        raise UserError("--rates, --modes, --languages and --variants each need at least one value")
+    if not spec.languages or not spec.variants:
+        raise UserError("--languages and --variants each need at least one value")
     return {v: genders[v] for v in spec.variants}
 
 
@@ -244,12 +307,10 @@ def sentences(spec: SpeechSpec, talker: Talker, index: int) -> list[str]:
     return out
 
 
-def _prepare(x: np.ndarray, rate: int) -> np.ndarray:
-    """espeak-ng's 22,050 Hz output -> ``rate``, edge silence trimmed, at LEVEL_DB."""
-    from masksep.espeak import RATE
-
-    g = math.gcd(rate, RATE)
-    y = resample_poly(x.astype(np.float64), rate // g, RATE // g)
+def _prepare(x: np.ndarray, rate: int, native: int) -> np.ndarray:
+    """The engine's output at ``native`` Hz -> ``rate``, edge silence trimmed, at LEVEL_DB."""
+    g = math.gcd(rate, native)
+    y = resample_poly(x.astype(np.float64), rate // g, native // g)
     loud = np.flatnonzero(np.abs(y) > np.abs(y).max(initial=0.0) * 10 ** (TRIM_DB / 20))
     if loud.size:
         edge = round(EDGE_S * rate)
@@ -260,7 +321,7 @@ def _prepare(x: np.ndarray, rate: int) -> np.ndarray:
     return y * min(1.0, PEAK / max(float(np.abs(y).max(initial=0.0)), 1e-12))
 
 
-def make_corpus(out: str | Path, spec: SpeechSpec, workers: int = 0,
+def make_corpus(out: str | Path, spec, workers: int = 0,
                 log=lambda line: print(line, file=sys.stderr, flush=True)) -> dict:
     """Write the corpus of ``spec`` into ``out`` (see the module docstring); what was written.
 
@@ -272,34 +333,34 @@ def make_corpus(out: str | Path, spec: SpeechSpec, workers: int = 0,
     from masksep import locks
 
     out = Path(out).resolve()
-    validate(spec)  # a bad spec is refused before anything is made, the lock's folder included
+    plan = spec.plan()  # a bad spec is refused before anything is made, the lock's folder included
     with locks.hold(out.parent / f".{out.name}.lock", "masksep data speech", out):
         for stale in out.parent.glob(f".{escape(out.name)}.tmp-*"):
             shutil.rmtree(stale, ignore_errors=True)  # no live run holds them: we hold the lock
-        return _make_corpus(out, spec, workers, log)
+        return _make_corpus(out, spec, plan, workers, log)
 
 
-def _make_corpus(out: Path, spec: SpeechSpec, workers: int, log) -> dict:
-    genders = validate(spec)
+def _make_corpus(out: Path, spec, plan: Plan, workers: int, log) -> dict:
     wanted = spec.to_dict()
     if out.exists():
         made = out / "corpus.json"
         if made.is_file() and json.loads(made.read_text()).get("spec") == wanted:
             log(f"speech: {out} already holds this corpus; nothing to do")
             return json.loads(made.read_text())
+        if made.is_file() and json.loads(made.read_text()).get("spec", {}).get("format") != FORMAT:
+            raise UserError(f"{out}: holds a corpus of an older masksep (format "
+                            f"{json.loads(made.read_text()).get('spec', {}).get('format')!r}, not "
+                            f"{FORMAT}); remove it to make this one")
         if out.is_file() or any(out.iterdir()):
             raise UserError(f"{out}: already holds something else (another corpus or other files); "
                             "remove it or pick another folder")
-    talkers = draw_talkers(spec, genders)
-    jobs = [(spec.seed * 100003 + i, t.voice, t.rate, t.pitch, t.pitch_range, sentences(spec, t, i))
-            for i, t in enumerate(talkers)]
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     t0 = time.monotonic()
     try:
         tmp.mkdir(parents=True)
-        waves = _synthesise(jobs, workers, log)
-        info = _write(tmp, out, spec, talkers, waves)
+        waves = _synthesise(plan, workers, log)
+        info = _write(tmp, out, spec, plan, waves)
         info["seconds_to_make"] = round(time.monotonic() - t0, 1)
         (tmp / "corpus.json").write_text(json.dumps({"spec": wanted, **info}, indent=1) + "\n")
         if out.exists():
@@ -312,19 +373,23 @@ def _make_corpus(out: Path, spec: SpeechSpec, workers: int, log) -> dict:
     return {"spec": wanted, **info}
 
 
-def _synthesise(jobs: list, workers: int, log) -> list[list[np.ndarray]]:
-    """Every talker's waveforms, one fresh process per talker (see masksep.espeak)."""
-    from masksep.espeak import speak_all
-
+def _synthesise(plan: Plan, workers: int, log) -> list[list[np.ndarray]]:
+    """Every talker's waveforms, in worker processes (espeak-ng: a fresh one per
+    talker, see masksep.espeak), in the talkers' order."""
+    jobs = plan.jobs
     workers = workers or max(1, min(len(os.sched_getaffinity(0)), len(jobs)))
     ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no torch, no inherited state
     waves: list[list[np.ndarray]] = []
     step = max(1, len(jobs) // 10)
-    with ctx.Pool(workers, maxtasksperchild=1) as pool:
-        for i, result in enumerate(pool.imap(speak_all, jobs), start=1):
+    t0, spoken = time.monotonic(), 0.0
+    with ctx.Pool(workers, initializer=plan.initializer, initargs=plan.initargs,
+                  maxtasksperchild=1 if plan.fresh_process else None) as pool:
+        for i, result in enumerate(pool.imap(plan.speak, jobs), start=1):
             waves.append(result)
+            spoken += sum(x.size for x in result) / plan.rate
             if i % step == 0 or i == len(jobs):
-                log(f"speech: {i}/{len(jobs)} talkers spoken")
+                log(f"speech: {i}/{len(jobs)} talkers spoken ({spoken:.0f} s of audio in "
+                    f"{time.monotonic() - t0:.0f} s, {workers} worker(s))")
     return waves
 
 
@@ -334,18 +399,17 @@ def _csv(rows: list[list]) -> str:
     return buf.getvalue()
 
 
-def _write(root: Path, final: Path, spec: SpeechSpec, talkers: list[Talker],
-           waves: list[list[np.ndarray]]) -> dict:
+def _write(root: Path, final: Path, spec, plan: Plan, waves: list[list[np.ndarray]]) -> dict:
     """Everything into ``root``, which becomes ``final`` (the CSVs name files there)."""
+    talkers = plan.talkers
     seconds = {split: 0.0 for split in SPLITS}
-    rows = [["speaker", "split", "language", "variant", "gender", "pitch", "pitch_range",
-             "rate_wpm", "utterances", "seconds"]]
+    rows = [["speaker", "split", *plan.columns, "utterances", "seconds"]]
     names: dict[str, list[tuple[str, list[str]]]] = {split: [] for split in SPLITS}
     for rate in spec.rates:
-        for talker, said in zip(talkers, waves, strict=True):
+        for talker, described, said in zip(talkers, plan.rows, waves, strict=True):
             utts, talker_s = [], 0.0
             for k, x in enumerate(said):
-                y = _prepare(x, rate)
+                y = _prepare(x, rate, plan.rate)
                 name = f"{talker.name}-{k:03d}"
                 path = root / "utterances" / f"wav{rate // 1000}k" / talker.split / talker.name / f"{name}.wav"
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -355,8 +419,7 @@ def _write(root: Path, final: Path, spec: SpeechSpec, talkers: list[Talker],
             if rate == spec.rates[0]:
                 seconds[talker.split] += talker_s
                 names[talker.split].append((talker.name, utts))
-                rows.append([talker.name, talker.split, talker.language, talker.variant, talker.gender,
-                             talker.pitch, talker.pitch_range, talker.rate, len(utts), round(talker_s, 2)])
+                rows.append([talker.name, talker.split, *described, len(utts), round(talker_s, 2)])
     (root / "speakers.csv").write_text(_csv(rows))
     mixtures = {}
     for split, libri in SPLITS.items():
@@ -366,22 +429,39 @@ def _write(root: Path, final: Path, spec: SpeechSpec, talkers: list[Talker],
             for mode in spec.modes:
                 _mix(root, final, rate, mode, split, libri, pairs)
     n_talkers = {split: sum(t.split == split for t in talkers) for split in SPLITS}
-    return {"speakers": n_talkers, "utterances": {s: sum(len(u) for _, u in names[s]) for s in SPLITS},
+    return {"engine": spec.engine, "speakers": n_talkers, "utterances": {s: sum(len(u) for _, u in names[s]) for s in SPLITS},
             "utterance_hours": {s: round(v / 3600, 3) for s, v in seconds.items()},
-            "mixtures": mixtures, "languages": list(spec.languages),
+            "mixtures": mixtures, "languages": list(plan.languages), **plan.facts,
             "layouts": {"dynamic": [f"utterances/wav{r // 1000}k" for r in spec.rates],
                         "librimix": [f"wav{r // 1000}k/{m}" for r in spec.rates for m in spec.modes]}}
 
 
-def _pairs(spec: SpeechSpec, split: str, talkers: list[tuple[str, list[str]]]) -> list[tuple]:
-    """(speaker, utterance, gain) x 2 for each mixture: two talkers of the split."""
+def _pairs(spec, split: str, talkers: list[tuple[str, list[str]]]) -> list[tuple]:
+    """(speaker, utterance, gain) x 2 for each mixture: two talkers of the split.
+
+    The mixtures are drawn without replacement from every unordered pair of
+    utterances of two different talkers (each pair as likely as any other, so each
+    pair of talkers in proportion to its utterances), so no two share their pair
+    and a mixture's ID is unique; which of the two is source 1 is a coin's throw."""
     rng = np.random.default_rng(np.random.SeedSequence([spec.seed, list(SPLITS).index(split), 0x6D6978]))
+    counts = [len(utts) for _, utts in talkers]
+    couples = [(a, b) for a in range(len(talkers)) for b in range(a + 1, len(talkers))]
+    sizes = np.array([counts[a] * counts[b] for a, b in couples], dtype=np.int64)
+    ends = np.cumsum(sizes)
+    n = spec.mixtures[split]
+    if n > (int(ends[-1]) if len(ends) else 0):  # check_layout refuses this before any synthesis
+        raise UserError(f"--{split}-mixtures: {n} is more than the distinct pairs of utterances")
     pairs = []
-    for _ in range(spec.mixtures[split]):
-        a, b = rng.choice(len(talkers), size=2, replace=False)
+    for index in rng.choice(int(ends[-1]), size=n, replace=False) if n else []:
+        c = int(np.searchsorted(ends, index, side="right"))
+        within = int(index - (ends[c] - sizes[c]))
+        a, b = couples[c]
+        chosen = [(a, within // counts[b]), (b, within % counts[b])]
+        if rng.integers(2):
+            chosen.reverse()
         gains = rng.uniform(-GAIN_DB, GAIN_DB, 2)
-        pairs.append(tuple((talkers[t][0], str(rng.choice(talkers[t][1])), float(g))
-                           for t, g in zip((a, b), gains, strict=True)))
+        pairs.append(tuple((talkers[t][0], talkers[t][1][u], float(g))
+                           for (t, u), g in zip(chosen, gains, strict=True)))
     return pairs
 
 
