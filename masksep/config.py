@@ -10,6 +10,7 @@ is built or written.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -33,6 +34,15 @@ from masksep.models.spec import (  # noqa: F401
 
 
 @dataclass
+class DataRoot:
+    """One corpus of a dynamic-mixing set (``data.roots``): its folder of utterances and
+    its weight (each mixture comes from one corpus, chosen with probability weight / sum)."""
+
+    root: str = ""  # may use $VARS, as data.root
+    weight: float = 1.0
+
+
+@dataclass
 class DataConfig:
     """Where mixtures come from. ``synthetic`` is embedded and made on the fly.
 
@@ -45,6 +55,9 @@ class DataConfig:
 
     kind: Literal["synthetic", "librimix", "wsj0mix", "wham", "dynamic"] = "synthetic"
     root: str = ""  # data folder; may use $VARS, e.g. ${DATA_ROOT}/Libri2Mix
+    # dynamic only, instead of root: several corpora of utterances at once, e.g.
+    # [{root: .../espeak/utterances/wav8k, weight: 1}, {root: .../kokoro/utterances/wav8k, weight: 1}]
+    roots: list[DataRoot] | None = None
     segment_s: float = 2.0  # training crop length
     train_items: int = 2000  # synthetic and dynamic: mixtures per epoch
     valid_items: int = 100  # synthetic and dynamic
@@ -370,12 +383,12 @@ def merge(cfg: Config, values: dict[str, Any], source: str | None = None) -> Con
     return from_dict(data, source)
 
 
-def expand_root(root: str) -> str:
+def expand_root(root: str, field_name: str = "data.root") -> str:
     """Expand ``$VARS`` and ``~`` in a data root; an unset variable is an error."""
     expanded = os.path.expanduser(os.path.expandvars(root))
     if "$" in expanded:
         missing = expanded[expanded.index("$") :].split("/")[0]
-        raise ConfigError("data.root", f"environment variable {missing} is not set ({root!r})")
+        raise ConfigError(field_name, f"environment variable {missing} is not set ({root!r})")
     return expanded
 
 
@@ -401,6 +414,7 @@ MAX_ITEMS = 1_000_000  # data.train_items (per epoch), valid_items, test_items
 MAX_EPOCHS = 100_000
 MAX_BATCH = 65_536
 MAX_THREADS = 4096  # train.threads, data.num_workers
+MAX_ROOTS = 64  # data.roots: corpora read at once
 MAX_MILESTONES = 1_000  # train.milestones: each scores the test set once
 
 
@@ -504,7 +518,17 @@ def _check_data(cfg: Config, source: str | None) -> None:
         _check_at_most(value, MAX_ITEMS, f"data.{name}", source)
     c(dc.num_workers >= -1, "data.num_workers", f"must be >= 0, or -1 for auto, got {dc.num_workers}", source)
     _check_at_most(dc.num_workers, MAX_THREADS, "data.num_workers", source)
-    if dc.kind != "synthetic":
+    if dc.roots is not None:
+        c(dc.kind == "dynamic", "data.roots", f"several corpora are for data.kind dynamic, not {dc.kind!r}",
+          source)
+        c(not dc.root, "data.roots", "give data.root (one corpus) or data.roots (several), not both", source)
+        c(len(dc.roots) >= 1, "data.roots", "needs at least one corpus", source)
+        _check_at_most(len(dc.roots), MAX_ROOTS, "data.roots (corpora)", source)
+        for i, r in enumerate(dc.roots):
+            c(bool(r.root), f"data.roots[{i}].root", "is required", source)
+            c(math.isfinite(r.weight) and r.weight > 0, f"data.roots[{i}].weight",
+              f"must be > 0, got {r.weight}", source)
+    elif dc.kind != "synthetic":
         c(bool(dc.root), "data.root", f"is required for data.kind {dc.kind!r}", source)
     c(
         dc.task == "sep_clean" or dc.kind in ("librimix", "wham"),

@@ -265,3 +265,98 @@ def test_resampled_crops_line_up_with_the_whole_resampled_file(tmp_path):
     assert np.abs(crop - whole[3001:4001]).max() < 1e-3
     with pytest.raises(UserError, match="tone.wav: sample rate is 16000 Hz but the model runs at 8000 Hz"):
         audio.read_mono(path, 8000)
+
+
+def two_corpora(tmp_path):
+    roots = tmp_path / "espeak", tmp_path / "kokoro"
+    for root, seed in zip(roots, (4, 9), strict=True):
+        for split, n in (("train", 6), ("valid", 4), ("test", 4)):
+            synth(root, "utterances", split, n, seconds=0.5, max_seconds=1.0, seed=seed)
+    return roots
+
+
+def roots_cfg(*roots_and_weights, sets=()):
+    listed = ", ".join(f"{{root: '{r}', weight: {w}}}" for r, w in roots_and_weights)
+    return load_config(None, ["data.kind=dynamic", f"data.roots=[{listed}]", "data.segment_s=0.25",
+                              "data.train_items=400", "data.valid_items=3", *sets])
+
+
+def test_dynamic_mixing_from_several_corpora_each_mixture_from_one_chosen_by_weight(tmp_path):
+    a, b = two_corpora(tmp_path)
+    train = build_dataset(roots_cfg((a, 3), (b, 1)), "train")
+    assert len(train.paths) == 12
+    corpora = [{train.paths[k].is_relative_to(a) for k in train.pick(i)} for i in range(400)]
+    assert all(len(c) == 1 for c in corpora)  # never one utterance of each
+    share = sum(c == {True} for c in corpora) / 400
+    assert 0.68 < share < 0.82  # 3 : 1 is 0.75 (binomial SD 0.022)
+    for i in range(3):
+        mix, src = train[i]
+        assert_mixture(mix, src)
+    # common random numbers: the same seed, the same stream, epoch by epoch
+    again = build_dataset(roots_cfg((a, 3), (b, 1)), "train")
+    train.set_epoch(2)
+    again.set_epoch(2)
+    assert all(torch.equal(train[i][0], again[i][0]) for i in range(5))
+    other = build_dataset(roots_cfg((a, 3), (b, 1), sets=["seed=1"]), "train")
+    other.set_epoch(2)
+    assert not all(torch.equal(train[i][0], other[i][0]) for i in range(5))
+    valid = build_dataset(roots_cfg((a, 1), (b, 1)), "valid")
+    assert len(valid) == 3 and not valid.fixed_length
+
+
+def test_one_corpus_in_roots_gives_the_mixtures_of_root(tmp_path):
+    a, _ = two_corpora(tmp_path)
+    listed = build_dataset(roots_cfg((a, 2.5)), "train")
+    plain = build_dataset(cfg_for("dynamic", a, "data.segment_s=0.25", "data.train_items=400"), "train")
+    for ds in (listed, plain):
+        ds.set_epoch(1)
+    assert all(torch.equal(listed[i][1], plain[i][1]) for i in range(8))
+
+
+def test_several_corpora_through_the_data_cache(tmp_path):
+    a, b = two_corpora(tmp_path)
+    cfg = roots_cfg((a, 1), (b, 1))
+    made = build_dataset(cfg, "valid", cache=tmp_path / "cache")
+    direct = build_dataset(cfg, "valid")
+    assert all(torch.equal(made[i][1], direct[i][1]) for i in range(3))
+    assert made.files["made"] >= 1
+
+
+@pytest.mark.parametrize("value, field", [
+    ("[{root: A, weight: 0}]", "data.roots[0].weight: must be > 0, got 0.0"),
+    ("[{root: A, weight: 1}, {root: B, weight: -1}]", "data.roots[1].weight: must be > 0, got -1.0"),
+    ("[{root: A, weight: .inf}]", "data.roots[0].weight: must be > 0, got inf"),
+    ("[{root: A, weight: 1}, {weight: 1}]", "data.roots[1].root: is required"),
+    ("[{root: A, wieght: 1}]", "data.roots[0].wieght: unknown field"),
+    ("[]", "data.roots: needs at least one corpus"),
+])
+def test_bad_roots_are_one_line_naming_the_field(tmp_path, value, field):
+    a, b = tmp_path / "a", tmp_path / "b"
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["data.kind=dynamic", f"data.roots={value.replace('A', str(a)).replace('B', str(b))}"])
+    assert field in str(info.value) and "\n" not in str(info.value)
+
+
+def test_roots_are_for_dynamic_mixing_and_instead_of_root(tmp_path):
+    with pytest.raises(ConfigError, match="data.roots: several corpora are for data.kind dynamic"):
+        load_config(None, ["data.kind=librimix", f"data.roots=[{{root: {tmp_path}}}]"])
+    with pytest.raises(ConfigError, match=r"data.roots: give data.root \(one corpus\) or data.roots"):
+        load_config(None, ["data.kind=dynamic", f"data.root={tmp_path}", f"data.roots=[{{root: {tmp_path}}}]"])
+
+
+def test_a_missing_corpus_folder_names_its_field_in_one_line(tmp_path, monkeypatch, capsys):
+    from masksep import cli
+
+    a, _ = two_corpora(tmp_path)
+    with pytest.raises(UserError, match=rf"^data.roots\[1\].root: {tmp_path / 'nope'}: data folder not found$"):
+        build_dataset(roots_cfg((a, 1), (tmp_path / "nope", 1)), "valid")
+    monkeypatch.delenv("MASKSEP_NO_SUCH_VAR", raising=False)
+    with pytest.raises(ConfigError, match=r"data.roots\[1\].root: environment variable \$MASKSEP_NO_SUCH_VAR"):
+        build_dataset(roots_cfg((a, 1), ("$MASKSEP_NO_SUCH_VAR/x", 1)), "valid")
+    config = tmp_path / "two.yaml"
+    config.write_text(f"data:\n  kind: dynamic\n  roots:\n    - {{root: '{a}', weight: 1}}\n"
+                      f"    - {{root: '{tmp_path / 'nope'}', weight: 1}}\n")
+    assert cli.main(["train", "--config", str(config), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"masksep: error: data.roots[1].root: {tmp_path / 'nope'}: data folder not found"
+    assert not (tmp_path / "run" / "checkpoints").exists()

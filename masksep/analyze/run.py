@@ -130,7 +130,8 @@ class _Datasets:
             if n < 2:
                 raise UserError(f"{cfg.data.kind} test set: {len(dataset)} item(s); the analysis needs "
                                 "at least 2 (half fit the function view, half evaluate it)")
-            where = cfg.data.root if cfg.data.kind != "synthetic" else "synthetic"
+            where = ("synthetic" if cfg.data.kind == "synthetic" else cfg.data.root
+                     or " + ".join(r.root for r in cfg.data.roots or []))
             self._cache[key] = ([dataset[i] for i in range(n)], where, getattr(dataset, "skipped", 0))
         items, where, skipped = self._cache[key]
         return cfg, items, where, skipped

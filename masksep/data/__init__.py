@@ -79,8 +79,14 @@ def _files_dataset(cfg: Config, split: str) -> Dataset:
     )
     if d.kind == "dynamic":
         n_items = {"train": d.train_items, "valid": d.valid_items, "test": d.test_items}[split]
+        several = {}
+        if d.roots is not None:  # several corpora (config validation: roots or root, not both)
+            several = dict(weights=[r.weight for r in d.roots],
+                           fields=[f"data.roots[{i}].root" for i in range(len(d.roots))])
+            root = [expand_root(r.root, f"data.roots[{i}].root") for i, r in enumerate(d.roots)]
         return dynamic.DynamicMixtures(
-            root, split, n_items=n_items, gain_db=(d.mix_gain_db_min, d.mix_gain_db_max), **common
+            root, split, n_items=n_items, gain_db=(d.mix_gain_db_min, d.mix_gain_db_max), **several,
+            **common
         )
     if d.kind == "librimix":
         folder = librimix.resolve_root(root, cfg.sample_rate, d.mode)

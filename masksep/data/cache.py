@@ -67,7 +67,10 @@ def cache_key(data: dict[str, Any], *, n_src: int, sample_rate: int, seed: int) 
     can change an item (not where the cache lives or how items are loaded), the
     number of sources, the sample rate and the seed."""
     loading = {"num_workers", "check", "skip_bad"}
-    fields = {k: v for k, v in sorted(data.items()) if k not in loading}
+    # roots None (one corpus, data.root): left out, so that caches made before data.roots
+    # existed keep their names
+    fields = {k: v for k, v in sorted(data.items())
+              if k not in loading and not (k == "roots" and v is None)}
     return {"data": fields, "n_src": int(n_src), "sample_rate": int(sample_rate), "seed": int(seed)}
 
 

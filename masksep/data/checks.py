@@ -168,4 +168,5 @@ def with_folder(cfg, folder: Path):
     layout, _ = detect_layout(Path(folder))
     if layout not in ("librimix", "wsj0mix", "wham"):
         raise UserError(f"{folder}: --data needs a LibriMix- or WSJ0-mix-layout folder, found {layout}")
-    return config_mod.merge(cfg, {"data.kind": layout, "data.root": str(folder)}, "--data")
+    return config_mod.merge(cfg, {"data.kind": layout, "data.root": str(folder), "data.roots": None},
+                            "--data")

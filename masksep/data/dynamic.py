@@ -16,10 +16,18 @@ them and scales all down together if a sample would pass 0.9.
   (the training loop calls :meth:`DynamicMixtures.set_epoch`).
 - valid / test: ``valid_items`` / ``test_items`` fixed mixtures of whole
   utterances, cut to the shortest (LibriMix's "min" mode).
+
+Several corpora at once (``data.roots``, each a folder as above with a weight):
+each mixture comes from one corpus, chosen with probability weight / sum of the
+weights, and takes its utterances from that corpus alone (a mixture of two
+engines' voices would teach the engines apart, not the speakers). The choice is
+the first draw of the mixture's "who speaks" stream, so the same seed gives the
+same mixtures, and one root gives today's mixtures exactly (no draw is made).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -53,11 +61,15 @@ def speaker_of(path: Path, folder: Path) -> str:
 
 
 class DynamicMixtures(Dataset):
-    """``(mix[T], sources[C, T])`` float32 tensors mixed from utterance files."""
+    """``(mix[T], sources[C, T])`` float32 tensors mixed from utterance files.
+
+    ``root``: one folder, or several (``data.roots``) with ``weights`` (> 0, one
+    per folder; default equal); ``fields`` name the folders in errors
+    (``data.roots[1].root``)."""
 
     def __init__(
         self,
-        root: str | Path,
+        root: str | Path | Sequence[str | Path],
         split: str,
         *,
         n_items: int,
@@ -69,23 +81,47 @@ class DynamicMixtures(Dataset):
         allow_resample: bool = False,
         skip_bad: bool = False,
         check: str = "auto",
+        weights: Sequence[float] | None = None,
+        fields: Sequence[str] | None = None,
     ):
-        folder = split_folder(Path(root), split)
-        paths = list(iter_audio(folder))
-        where = str(folder)
-        report = check_files(paths, rate=rate, level=check, allow_resample=allow_resample)
-        bad = settle(report, where, skip_bad, str(root))
-        paths = [p for i, p in enumerate(paths) if i not in bad]
-        if len(paths) < n_src:
-            raise UserError(f"{folder}: {len(paths)} usable utterances, need at least {n_src}")
-        self.paths = paths
-        self.infos = {p: report.infos[p] for p in paths}
-        self.lengths = np.array([audio.length_at(self.infos[p], rate) for p in paths])
-        speakers = [speaker_of(p, folder) for p in paths]
-        names = sorted(set(speakers))
-        self.speaker = np.array([names.index(s) for s in speakers])
-        self.by_speaker = [np.flatnonzero(self.speaker == k) for k in range(len(names))]
-        self.skipped = len(bad)
+        roots = [Path(root)] if isinstance(root, (str, Path)) else [Path(r) for r in root]
+        weights = [1.0] * len(roots) if weights is None else [float(w) for w in weights]
+        fields = fields or [""] * len(roots)
+        if not roots or len(weights) != len(roots) or len(fields) != len(roots):
+            raise ValueError("one weight and one field name per root")
+        self.paths: list[Path] = []
+        self.infos = {}
+        self.by_speaker: list[np.ndarray] = []
+        self.pools: list[tuple[np.ndarray, list[np.ndarray]]] = []  # (utterances, by speaker) a corpus
+        self.skipped = 0
+        for folder_root, name in zip(roots, fields, strict=True):
+            here = f"{name}: " if name else ""
+            if not folder_root.is_dir():
+                raise UserError(f"{here}{folder_root}: data folder not found")
+            try:
+                folder = split_folder(folder_root, split)
+            except UserError as exc:
+                raise UserError(f"{here}{exc}") from None
+            paths = list(iter_audio(folder))
+            report = check_files(paths, rate=rate, level=check, allow_resample=allow_resample)
+            bad = settle(report, str(folder), skip_bad, str(folder_root))
+            paths = [p for i, p in enumerate(paths) if i not in bad]
+            if len(paths) < n_src:
+                raise UserError(f"{here}{folder}: {len(paths)} usable utterances, need at least {n_src}")
+            offset = len(self.paths)
+            speakers = [speaker_of(p, folder) for p in paths]
+            names = sorted(set(speakers))
+            index = {s: k for k, s in enumerate(names)}
+            speaker = np.array([index[s] for s in speakers])
+            by_speaker = [offset + np.flatnonzero(speaker == k) for k in range(len(names))]
+            self.pools.append((offset + np.arange(len(paths)), by_speaker))
+            self.by_speaker += by_speaker
+            self.paths += paths
+            self.infos.update({p: report.infos[p] for p in paths})
+            self.skipped += len(bad)
+        total = sum(weights)
+        self.weights = np.array([w / total for w in weights]) if len(roots) > 1 else None
+        self.lengths = np.array([audio.length_at(self.infos[p], rate) for p in self.paths])
         self.split = split
         self.n_items = int(n_items)
         self.n_src = int(n_src)
@@ -111,12 +147,15 @@ class DynamicMixtures(Dataset):
         return np.random.default_rng(who), np.random.default_rng(draw)
 
     def pick(self, index: int) -> list[int]:
-        """Indices of the utterances of mixture ``index``: distinct speakers when possible."""
+        """Indices of the utterances of mixture ``index``, all of one corpus: distinct
+        speakers when possible."""
         rng = self._rngs(index)[0]
-        if len(self.by_speaker) >= self.n_src:
-            spk = rng.choice(len(self.by_speaker), size=self.n_src, replace=False)
-            return [int(rng.choice(self.by_speaker[s])) for s in spk]
-        return [int(i) for i in rng.choice(len(self.paths), size=self.n_src, replace=False)]
+        pool = 0 if self.weights is None else int(rng.choice(len(self.pools), p=self.weights))
+        utterances, by_speaker = self.pools[pool]
+        if len(by_speaker) >= self.n_src:
+            spk = rng.choice(len(by_speaker), size=self.n_src, replace=False)
+            return [int(rng.choice(by_speaker[s])) for s in spk]
+        return [int(i) for i in rng.choice(utterances, size=self.n_src, replace=False)]
 
     def item_name(self, index: int) -> str:
         return "_".join(self.paths[i].stem for i in self.pick(index))
