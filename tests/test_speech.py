@@ -201,3 +201,12 @@ def test_no_two_mixtures_of_a_split_share_their_pair_of_utterances(corpus):
     assert {a[0] for a, _ in pairs} == {"a", "b", "c"}
     assert all(-2.5 <= g <= 2.5 for pair in pairs for _, _, g in pair)
     assert pairs == speech._pairs(spec, "train", few)  # the same seed, the same draw
+
+
+def test_a_corpus_of_format_1_is_refused_with_a_line_that_says_so(tmp_path):
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "corpus.json").write_text(json.dumps({"spec": {**SMALL.to_dict(), "format": "masksep-speech-corpus-1"}}))
+    with pytest.raises(UserError, match="holds a corpus of an older masksep .*remove it"):
+        speech.make_corpus(old, SMALL, log=quiet)
+    assert [p.name for p in tmp_path.iterdir()] == ["old"] and [p.name for p in old.iterdir()] == ["corpus.json"]
