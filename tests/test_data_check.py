@@ -251,7 +251,7 @@ def rewrite_csv(root, change):
 
 def test_a_mixture_listed_twice_is_a_problem_of_the_second_row(data, capsys):
     rewrite_csv(data, lambda rows: rows.append(rows[1]))  # the same row again, as line 5
-    assert cli.main(["data", "check", str(data)]) == 2
+    assert cli.main(["data", "check", str(data)]) == 3
     out = capsys.readouterr().out.splitlines()
     mix = data / "test" / "mix_clean" / "synthte00000.wav"
     assert out[0] == (f"{mix}: repeats mixture ID 'synthte00000' (mixture_test_mix_clean.csv "
@@ -267,7 +267,7 @@ def test_a_mixture_listed_twice_is_a_problem_of_the_second_row(data, capsys):
 def test_another_id_on_the_same_files_and_a_mixture_as_a_source_are_problems(data, capsys):
     mixture = [data / "test" / "mix_clean" / f"synthte0000{i}.wav" for i in range(3)]
     rewrite_csv(data, lambda rows: rows.append(["renamed", *rows[1][1:]]))  # line 2's files
-    assert cli.main(["data", "check", str(data)]) == 2
+    assert cli.main(["data", "check", str(data)]) == 3
     out = capsys.readouterr().out.splitlines()
     assert out[:-1] == [f"{mixture[0]}: is listed again (mixture_test_mix_clean.csv line 5; "
                         "first mixture_test_mix_clean.csv line 2)"]
@@ -275,7 +275,7 @@ def test_another_id_on_the_same_files_and_a_mixture_as_a_source_are_problems(dat
     # line 5 takes line 2's mixture as its first source
     rewrite_csv(data, lambda rows: rows.__setitem__(4, ["crossed", str(data / "x.wav"), str(mixture[0]),
                                                         *rows[2][3:]]))
-    assert cli.main(["data", "check", str(data)]) == 2
+    assert cli.main(["data", "check", str(data)]) == 3
     out = capsys.readouterr().out.splitlines()
     assert out[0] == (f"{mixture[0]}: is a source here (mixture_test_mix_clean.csv line 5) and the "
                       "mixture in mixture_test_mix_clean.csv line 2")
@@ -301,7 +301,7 @@ def test_wsj0mix_mixtures_that_are_one_file_through_a_link_are_found(tmp_path, c
     synth(tmp_path, "wsj0mix", "tt", 2, seconds=0.3)
     for sub in ("mix", "s1", "s2"):
         (tmp_path / "tt" / sub / "zlink.wav").symlink_to(tmp_path / "tt" / sub / "synthte00000.wav")
-    assert cli.main(["data", "check", str(tmp_path), "--split", "test"]) == 2
+    assert cli.main(["data", "check", str(tmp_path), "--split", "test"]) == 3
     out = capsys.readouterr().out.splitlines()
     assert out[0] == (f"{tmp_path / 'tt' / 'mix' / 'zlink.wav'}: is listed again (tt/mix/zlink.wav; "
                       "first tt/mix/synthte00000.wav)")
