@@ -329,6 +329,7 @@ def test_several_corpora_through_the_data_cache(tmp_path):
     ("[{root: A, weight: 1}, {weight: 1}]", "data.roots[1].root: is required"),
     ("[{root: A, wieght: 1}]", "data.roots[0].wieght: unknown field"),
     ("[]", "data.roots: needs at least one corpus"),
+    ("[" + ", ".join(["{root: A}"] * 65) + "]", "data.roots (corpora): must be <= 64, got 65"),
 ])
 def test_bad_roots_are_one_line_naming_the_field(tmp_path, value, field):
     a, b = tmp_path / "a", tmp_path / "b"
