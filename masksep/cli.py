@@ -33,6 +33,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.threads is not None:
         args.set = list(args.set) + [f"train.threads={args.threads}"]
     out = Path(args.out)
+    check_writable(out)  # a folder no run can write in is refused before its lock is taken
     with locks.hold_folder(out, "masksep train"):  # one run per folder, from the first read
         return _train_in(args, out)
 

@@ -193,7 +193,10 @@ def test_a_second_corpus_run_is_refused_and_a_killed_runs_temp_folder_is_cleaned
         with pytest.raises(locks.FolderBusy, match=f"{out}: in use by masksep data speech "
                                                   f"\\(pid {holder.pid} on "):
             speech.make_corpus(out, spec, workers=1, log=lambda line: None)
-        assert main(["data", "speech", str(out), "--languages", "en-US", "--variants", "f1,m1"]) == 2
+        small = ["--languages", "en-US", "--variants", "f1,m1", "--rates", "8000", "--modes", "min"]
+        for split in ("train", "dev", "test"):
+            small += [f"--{split}-speakers", "2", f"--{split}-utterances", "1", f"--{split}-mixtures", "1"]
+        assert main(["data", "speech", str(out), *small]) == 2
         assert f"in use by masksep data speech (pid {holder.pid}" in one_line(capsys)
         assert sorted(p.name for p in tmp_path.iterdir()) == [".corpus.lock"]
     finally:
