@@ -409,3 +409,15 @@ def test_a_study_json_with_bad_milestones_names_the_field(tmp_path, value):
     folder = plant(tmp_path / "s", {"shallow": 0.0, "deep-d3": 1.0}, seeds=2, milestones=value)
     with pytest.raises(UserError, match="study.milestones"):
         R.write_report(folder)
+
+
+def test_the_report_says_when_a_head_costs_more_than_the_rest_of_the_model(tmp_path):
+    # the planted model is 20 M MACs/s besides its head: a 25 M head outweighs it
+    folder = plant(tmp_path / "s", {"shallow": 0.0, "deep-d3": 0.5}, macs={"deep-d3": 2.5e7})
+    R.write_report(folder)
+    text = (folder / "summary.md").read_text()
+    assert "The head costs more MACs than the rest of the model" in text and "`deep-d3`" in text
+    assert "| 56% |" in text  # 25 / (20 + 25)
+    lean = plant(tmp_path / "lean", {"shallow": 0.0, "deep-d3": 0.5})
+    R.write_report(lean)
+    assert "costs more MACs than the rest" not in (lean / "summary.md").read_text()

@@ -579,8 +579,16 @@ def cells_section(cell: pd.DataFrame) -> list[str]:
                                for m, lo, hi in zip(cell["sdri_mean"], cell["sdri_ci_low"],
                                                     cell["sdri_ci_high"], strict=True)],
         "head MACs/s": cell["head_macs_per_s"].map(macs),
-    })), "", "95% CI: Student t over seeds. n = 1 has no CI: one run, not a result.", ""]
-    return lines
+        "head params": cell["head_params"].map(formats.count),
+        "head share of model MACs": (cell["head_macs_per_s"] / cell["macs_per_s"]).map(
+            lambda v: f"{v:.0%}" if math.isfinite(v) else "-"),
+    })), "", "95% CI: Student t over seeds. n = 1 has no CI: one run, not a result."]
+    heavy = cell[cell["head_macs_per_s"] > cell["macs_per_s"] - cell["head_macs_per_s"]]
+    if not heavy.empty:
+        lines.append("The head costs more MACs than the rest of the model (encoder, backbone, "
+                     f"decoder) in {', '.join(f'`{v}`' for v in heavy['variant'])}: a comparison "
+                     "with it is not one of equal models.")
+    return [*lines, ""]
 
 
 def comparisons_section(comp: pd.DataFrame, ref: str) -> list[str]:
