@@ -168,7 +168,13 @@ def independent(table: pd.DataFrame, margin: float) -> pd.DataFrame:
     group = _linked_folders(table)
     table = table.assign(_group=table["folder"].map(group))
     last = table[table["steps"] == table.groupby(["claim", "_group"])["steps"].transform("max")]
-    last = last.drop_duplicates(["claim", "_group"]).drop(columns="_group")
+    last = last.drop_duplicates(["claim", "_group"])
+    members: dict[str, list[str]] = {}
+    for folder, root in group.items():
+        members.setdefault(root, []).append(folder)
+    last["also"] = [", ".join(f for f in members[g] if f != folder)
+                    for folder, g in zip(last["folder"], last["_group"], strict=True)]
+    last = last.drop(columns="_group")
     parts = []
     for _, rows in last.groupby("claim", sort=False):
         rows = rows.copy()
