@@ -239,6 +239,24 @@ def flatten(data: dict | Config, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def first_difference(old: dict | Config, new: dict | Config, ignore: tuple[str, ...] | set[str] = ()
+                     ) -> tuple[str, Any, Any] | None:
+    """The first dotted field (in sorted order) whose value differs between two
+    configs or spec trees: ``(field, old value, new value)``, or None when they agree.
+
+    ``ignore``: fields left out of the comparison; a section name (``"train"``)
+    leaves out every field under it. A field missing on one side reads as None.
+    The one comparison behind a run's resume check and a sweep's resume check."""
+    old_flat, new_flat = flatten(old or {}), flatten(new or {})
+    ignored = tuple(ignore)
+    for key in sorted(set(old_flat) | set(new_flat)):
+        if any(key == name or key.startswith(name + ".") for name in ignored):
+            continue
+        if old_flat.get(key) != new_flat.get(key):
+            return key, old_flat.get(key), new_flat.get(key)
+    return None
+
+
 def set_dotted(data: dict, key: str, value: Any, source: str | None = None) -> None:
     """Set ``data["a"]["b"] = value`` for ``key = "a.b"``, creating mappings on the way."""
     parts = key.split(".")

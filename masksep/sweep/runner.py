@@ -340,20 +340,18 @@ def _check_resources(spec: SweepSpec, started_locally: bool) -> None:
 
 def _check_same_spec(spec: SweepSpec, out: Path) -> None:
     """A resume runs the sweep that was started: the same spec, base configs included."""
-    from masksep.config import flatten, load_yaml_text
+    from masksep.config import first_difference, load_yaml_text
 
     saved = out / rundir.SPEC
     if not saved.is_file():
         return
     old = load_yaml_text(saved.read_text(), str(saved))
     new = load_yaml_text(spec_mod.self_contained_yaml(spec))
-
-    old_flat, new_flat = flatten(old or {}), flatten(new or {})
-    for key in sorted(set(old_flat) | set(new_flat)):
-        if old_flat.get(key) != new_flat.get(key):
-            raise UserError(f"{spec.path}: {key} is {new_flat.get(key)!r} here but "
-                            f"{old_flat.get(key)!r} in the sweep {out} started with "
-                            f"({saved}); resume with the spec it started with")
+    changed = first_difference(old, new)
+    if changed is not None:
+        key, was, now = changed
+        raise UserError(f"{spec.path}: {key} is {now!r} here but {was!r} in the sweep {out} "
+                        f"started with ({saved}); resume with the spec it started with")
 
 
 def _set_orphans_aside(experiment: str, out: Path) -> list[str]:
