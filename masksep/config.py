@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import yaml
 
+from masksep.data.spec import DATA_KINDS, MADE_ON_THE_FLY
 from masksep.errors import ConfigError
 
 # The components' own configs (torch-free), composed into Config below and re-exported here.
@@ -53,7 +54,7 @@ class DataConfig:
     crops; validation and test items are whole utterances.
     """
 
-    kind: Literal["synthetic", "librimix", "wsj0mix", "wham", "dynamic"] = "synthetic"
+    kind: Literal[DATA_KINDS] = "synthetic"
     root: str = ""  # data folder; may use $VARS, e.g. ${DATA_ROOT}/Libri2Mix
     # dynamic only, instead of root: several corpora of utterances at once, e.g.
     # [{root: .../espeak/utterances/wav8k, weight: 1}, {root: .../kokoro/utterances/wav8k, weight: 1}]
@@ -583,7 +584,7 @@ def _check_train(cfg: Config, source: str | None) -> None:
     c(all(m >= 1 for m in ms), "train.milestones", f"must be optimizer steps >= 1, got {ms}", source)
     c(all(a < b for a, b in zip(ms, ms[1:], strict=False)), "train.milestones",
       f"must be strictly increasing, got {ms}", source)
-    if dc.kind in ("synthetic", "dynamic"):  # items per epoch known now; corpora: at setup
+    if dc.kind in MADE_ON_THE_FLY:  # items per epoch known now; corpora: at setup
         check_milestones(cfg, steps_per_epoch(cfg, dc.train_items), source)
 
 
