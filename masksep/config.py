@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import yaml
 
+from masksep.data.spec import DATA_KINDS, MADE_ON_THE_FLY
 from masksep.errors import ConfigError
 
 # The components' own configs (torch-free), composed into Config below and re-exported here.
@@ -53,7 +54,7 @@ class DataConfig:
     crops; validation and test items are whole utterances.
     """
 
-    kind: Literal["synthetic", "librimix", "wsj0mix", "wham", "dynamic"] = "synthetic"
+    kind: Literal[DATA_KINDS] = "synthetic"
     root: str = ""  # data folder; may use $VARS, e.g. ${DATA_ROOT}/Libri2Mix
     # dynamic only, instead of root: several corpora of utterances at once, e.g.
     # [{root: .../espeak/utterances/wav8k, weight: 1}, {root: .../kokoro/utterances/wav8k, weight: 1}]
@@ -237,6 +238,24 @@ def flatten(data: dict | Config, prefix: str = "") -> dict[str, Any]:
         else:
             flat[dotted] = value
     return flat
+
+
+def first_difference(old: dict | Config, new: dict | Config, ignore: tuple[str, ...] | set[str] = ()
+                     ) -> tuple[str, Any, Any] | None:
+    """The first dotted field (in sorted order) whose value differs between two
+    configs or spec trees: ``(field, old value, new value)``, or None when they agree.
+
+    ``ignore``: fields left out of the comparison; a section name (``"train"``)
+    leaves out every field under it. A field missing on one side reads as None.
+    The one comparison behind a run's resume check and a sweep's resume check."""
+    old_flat, new_flat = flatten(old or {}), flatten(new or {})
+    ignored = tuple(ignore)
+    for key in sorted(set(old_flat) | set(new_flat)):
+        if any(key == name or key.startswith(name + ".") for name in ignored):
+            continue
+        if old_flat.get(key) != new_flat.get(key):
+            return key, old_flat.get(key), new_flat.get(key)
+    return None
 
 
 def set_dotted(data: dict, key: str, value: Any, source: str | None = None) -> None:
@@ -565,7 +584,7 @@ def _check_train(cfg: Config, source: str | None) -> None:
     c(all(m >= 1 for m in ms), "train.milestones", f"must be optimizer steps >= 1, got {ms}", source)
     c(all(a < b for a, b in zip(ms, ms[1:], strict=False)), "train.milestones",
       f"must be strictly increasing, got {ms}", source)
-    if dc.kind in ("synthetic", "dynamic"):  # items per epoch known now; corpora: at setup
+    if dc.kind in MADE_ON_THE_FLY:  # items per epoch known now; corpora: at setup
         check_milestones(cfg, steps_per_epoch(cfg, dc.train_items), source)
 
 

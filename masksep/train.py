@@ -602,14 +602,9 @@ def _cache_files(*datasets: Dataset) -> dict[str, int] | None:
 def _check_resumable(cfg: Config, ckpt: dict, source: str) -> None:
     """Resuming may change the training budget and how data is read, never the
     model or the data itself."""
-    old = config_mod.flatten(ckpt["config"])
-    new = config_mod.flatten(cfg)
-    free = {"name", "data.skip_bad", "data.check", "data.num_workers"}
-    for key in sorted(set(old) | set(new)):
-        if key.startswith("train.") or key in free:
-            continue
-        if old.get(key) != new.get(key):
-            raise UserError(
-                f"{source}: cannot resume: {key} is {old.get(key)!r} in the checkpoint "
-                f"but {new.get(key)!r} in the config"
-            )
+    free = ("train", "name", "data.skip_bad", "data.check", "data.num_workers")
+    changed = config_mod.first_difference(ckpt["config"], cfg, ignore=free)
+    if changed is not None:
+        key, old, new = changed
+        raise UserError(f"{source}: cannot resume: {key} is {old!r} in the checkpoint "
+                        f"but {new!r} in the config")

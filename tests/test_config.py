@@ -134,3 +134,46 @@ def test_every_shipped_trial_config_loads():
         cfg = C.load_config(path)
         assert yaml.safe_load(path.read_text())  # not empty
         assert cfg.n_src >= 1
+
+
+def test_first_difference_names_the_first_dotted_field_that_differs():
+    cfg = C.load_config(None)
+    assert C.first_difference(cfg, C.to_dict(cfg)) is None  # a Config and its dict agree
+    changed = C.merge(cfg, {"head.depth": 3, "backbone.tcn.hidden": 48, "train.lr": 0.5})
+    # sorted dotted order: backbone.* comes before head.* and train.*
+    assert C.first_difference(cfg, changed) == ("backbone.tcn.hidden", cfg.backbone.tcn.hidden, 48)
+    assert C.first_difference(cfg, changed, ignore=("backbone",)) == ("head.depth", 1, 3)
+    # a section name leaves out the fields under it, not fields that merely start alike
+    assert C.first_difference({"train": {"lr": 1}, "trainer": 1}, {"train": {"lr": 2}, "trainer": 2},
+                              ignore=("train",)) == ("trainer", 1, 2)
+    assert C.first_difference(cfg, changed, ignore=("backbone", "head", "train")) is None
+    # a field on one side only reads as None there; lists are compared whole
+    assert C.first_difference({"a": {"b": 1}}, {}) == ("a.b", 1, None)
+    assert C.first_difference({"r": [{"w": 1}]}, {"r": [{"w": 2}]}) == ("r", [{"w": 1}], [{"w": 2}])
+
+
+def test_a_run_and_a_sweep_refuse_a_resume_on_the_same_first_difference(tmp_path):
+    """train's resume check and the sweep's changed-spec check are the one comparison."""
+    from masksep.errors import UserError
+    from masksep.sweep import runner
+    from masksep.sweep import spec as spec_mod
+    from masksep.train import _check_resumable
+
+    cfg = C.load_config(None)
+    changed = C.merge(cfg, {"head.depth": 3, "data.num_workers": 0, "train.lr": 0.5})
+    with pytest.raises(UserError, match=r"cannot resume: head\.depth is 1 in the checkpoint but 3"):
+        _check_resumable(changed, {"config": C.to_dict(cfg)}, "last.pt")
+    _check_resumable(C.merge(cfg, {"train.lr": 0.5, "data.num_workers": 0}),
+                     {"config": C.to_dict(cfg)}, "last.pt")  # budget and reading: free
+
+    spec = spec_mod.load_spec(Path(__file__).resolve().parents[1] / "sweeps" / "quick.yaml")
+    saved = yaml.safe_load(spec_mod.self_contained_yaml(spec))
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(saved))
+    runner._check_same_spec(spec, tmp_path)  # the spec it started with
+    # the sweep started with another head width and budget: the first field in dotted order is named
+    width = saved["base"]["head"]["width"]
+    saved["base"]["head"]["width"] = width + 1
+    saved["base"]["train"]["epochs"] += 1
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(saved))
+    with pytest.raises(UserError, match=rf"base\.head\.width is {width} here but {width + 1} in the sweep"):
+        runner._check_same_spec(spec, tmp_path)

@@ -361,3 +361,109 @@ def test_a_missing_corpus_folder_names_its_field_in_one_line(tmp_path, monkeypat
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == f"masksep: error: data.roots[1].root: {tmp_path / 'nope'}: data folder not found"
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_data_kind_outside_the_registry_is_one_line_naming_the_field():
+    with pytest.raises(ConfigError, match="data.kind"):
+        load_config(None, ["data.kind=numpy", "data.root=/x"])
+    cfg = load_config(None)
+    cfg.data.kind = "numpy"  # a config that skipped validation
+    with pytest.raises(ConfigError, match=r"^data\.kind: unknown name 'numpy' \(known: synthetic, "):
+        build_dataset(cfg, "test")
+
+# --------------------------------------------------------------------------- docs/extending.md
+
+
+def _docs_data_example() -> tuple[str, str, str, str]:
+    """(file text, import line, registry line, names line) of docs/extending.md's "Adding a data set"."""
+    import re
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "extending.md").read_text()
+    section = page.split("## Adding a data set", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert len(blocks) == 3, "the docs section should show the file, the registry and the name"
+    reader_file, registry_edit, spec_edit = blocks
+    assert reader_file.startswith("# masksep/data/filelist.py\n")
+    assert registry_edit.startswith("# masksep/data/datasets.py\n")
+    assert spec_edit.startswith("# masksep/data/spec.py\n")
+    import_line = registry_edit.splitlines()[1]
+    (entry,) = [line for line in registry_edit.splitlines() if "# the new line" in line]
+    (names,) = [line for line in spec_edit.splitlines() if line.startswith("DATA_KINDS = ")]
+    return reader_file, import_line, entry, names
+
+
+def test_the_docs_data_set_example_is_one_file_a_registry_line_and_a_name(tmp_path):
+    """docs/extending.md's example data set, added to a copy of the package exactly as
+    the page says, is accepted by the config, read by build_dataset and trained on."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    reader_file, import_line, entry, names = _docs_data_example()
+    package = tmp_path / "pkg" / "masksep"
+    shutil.copytree(repo / "masksep", package, ignore=shutil.ignore_patterns("__pycache__"))
+    (package / "data" / "filelist.py").write_text(reader_file)
+    datasets = package / "data" / "datasets.py"
+    text = datasets.read_text()
+    anchors = ("from masksep.data import dynamic, librimix, spec, wsj0mix\n", '        "dynamic": _dynamic,\n')
+    for anchor in anchors:
+        assert text.count(anchor) == 1, f"datasets.py no longer has {anchor!r}"
+    text = text.replace(anchors[0], f"{anchors[0]}{import_line}\n")
+    text = text.replace(anchors[1], f"{anchors[1]}{entry}\n")
+    datasets.write_text(text)
+    spec = package / "data" / "spec.py"
+    spec_text = spec.read_text()
+    (old,) = [line for line in spec_text.splitlines() if line.startswith("DATA_KINDS = ")]
+    spec.write_text(spec_text.replace(old, names))
+
+    # A corpus in the example's layout: ROOT/{split}.csv, wav files beside it, mix = s1 + s2.
+    corpus = tmp_path / "corpus"
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 8), ("valid", 2), ("test", 3)):
+        (corpus / split).mkdir(parents=True)
+        rows = ["id,mix,s1,s2"]
+        for k in range(n):
+            length = 4000 + 400 * k
+            s1, s2 = (0.2 * rng.standard_normal(length) for _ in range(2))
+            for name, x in (("s1", s1), ("s2", s2), ("mix", s1 + s2)):
+                sf.write(corpus / split / f"{name}-{k}.wav", x, 8000, subtype="FLOAT")
+            rows.append(f"{split}-{k},{split}/mix-{k}.wav,{split}/s1-{k}.wav,{split}/s2-{k}.wav")
+        (corpus / f"{split}.csv").write_text("\n".join(rows) + "\n")
+
+    script = """
+import json, sys
+import masksep
+from masksep.config import load_config
+from masksep.data import build_dataset
+from masksep.train import fit
+cfg = load_config(None, sys.argv[2:])
+train, test = build_dataset(cfg, "train"), build_dataset(cfg, "test")
+mix, src = test[2]
+summary = fit(cfg, sys.argv[1])
+print(json.dumps({"package": masksep.__file__, "sizes": [len(train), len(test)],
+                  "crop": list(train[0][0].shape), "whole": [list(mix.shape), list(src.shape)],
+                  "residual": float((mix - src.sum(0)).abs().max()), "name": test.item_name(2),
+                  "epochs": summary["epochs"], "test_si_snri": summary["test_si_snri"]}))
+"""
+    sets = ["data.kind=filelist", f"data.root={corpus}", "data.segment_s=0.25",
+            "encoder.n_filters=16", "backbone.tcn.bottleneck=8", "backbone.tcn.hidden=16",
+            "backbone.tcn.layers=2", "backbone.tcn.repeats=1", "backbone.tcn.skip=8",
+            "train.batch_size=4", "train.epochs=1", "train.threads=1", "data.num_workers=0"]
+    env = {**os.environ, "PYTHONPATH": str(package.parent), "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-c", script, str(tmp_path / "run"), *sets],
+                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    out = json.loads(run.stdout.splitlines()[-1])
+    assert out["package"] == str(package / "__init__.py")  # the copy, not the checkout
+    assert out["sizes"] == [8, 3]
+    assert out["crop"] == [2000]  # training items: data.segment_s crops
+    assert out["whole"] == [[4800], [2, 4800]]  # test items: whole utterances
+    assert out["residual"] < 1e-5 and out["name"] == "test-2"
+    assert out["epochs"] == 1 and np.isfinite(out["test_si_snri"])
+    # And in this checkout, without the two edits, the name is refused.
+    with pytest.raises(ConfigError, match="data.kind"):
+        cfg_for("filelist", corpus)

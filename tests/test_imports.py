@@ -172,3 +172,12 @@ def test_the_registries_build_exactly_the_names_the_config_accepts():
     assert MASK_ACTIVATIONS.names() == spec.MASK_ACTS and HEAD_LAYOUTS.names() == spec.HEAD_LAYOUTS
     with pytest.raises(RuntimeError, match="head.kind"):
         Registry("head.kind", {"shallow": object()}, names=spec.HEAD_KINDS)
+    # the data readers, registered the same way, against masksep/data/spec.py
+    from masksep.data import DATASETS
+    from masksep.data import spec as data_spec
+
+    assert DATASETS.names() == data_spec.DATA_KINDS
+    with pytest.raises(RuntimeError, match=r"data\.kind: .* \(masksep/data/spec\.py\)"):
+        Registry("data.kind", {"synthetic": object()}, names=data_spec.DATA_KINDS,
+                 spec="masksep/data/spec.py")
+

@@ -10,6 +10,8 @@ whole utterances.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -18,6 +20,9 @@ from masksep.data import audio
 from masksep.data.problems import MixtureItem, Problem, check_items, settle
 from masksep.data.synthetic import item_index, seed_sequence
 from masksep.errors import UserError
+
+if TYPE_CHECKING:
+    from masksep.config import Config
 
 
 def read_finite(path, rate: int, start: int, length: int | None, info: audio.AudioInfo,
@@ -28,6 +33,16 @@ def read_finite(path, rate: int, start: int, length: int | None, info: audio.Aud
     if info.can_hold_nan and not np.isfinite(x).all():
         raise UserError(f"{path}: has NaN/Inf samples (run `masksep data check`)")
     return x
+
+
+def reading_options(cfg: Config, split: str) -> dict[str, Any]:
+    """How a reader of files reads ``split`` of ``cfg``'s data, as keyword arguments of
+    FileMixtures (and DynamicMixtures): the rate and sources, training crops of
+    ``data.segment_s`` (validation and test: whole utterances), resampling and the checks."""
+    d = cfg.data
+    segment = max(1, round(d.segment_s * cfg.sample_rate)) if split == "train" else None
+    return dict(rate=cfg.sample_rate, n_src=cfg.n_src, segment=segment, seed=cfg.seed,
+                allow_resample=d.resample, skip_bad=d.skip_bad, check=d.check)
 
 
 class FileMixtures(Dataset):

@@ -1,10 +1,11 @@
 """Registry: the names one config field accepts, each with what it builds.
 
 One type for every choice the model makes (``encoder.kind``, ``backbone.kind``,
-``head.kind``, ``head.hidden_act``, ``head.mask_act``, ``head.layout``), after Asteroid's
-``activations.get``. The config's ``Literal`` choices are the name tuples of
-masksep.models.spec (torch-free); a registry made with ``names`` refuses to
-exist unless it builds exactly those, so a name is in both places or in neither.
+``head.kind``, ``head.hidden_act``, ``head.mask_act``, ``head.layout``) and for the data
+set (``data.kind``, masksep/data/datasets.py), after Asteroid's ``activations.get``. The
+config's ``Literal`` choices are the name tuples of masksep.models.spec and
+masksep.data.spec (torch-free); a registry made with ``names`` refuses to exist
+unless it builds exactly those, so a name is in both places or in neither.
 """
 
 from __future__ import annotations
@@ -22,15 +23,17 @@ class Registry(Generic[T]):
     """Names -> builders for the config field ``field`` (e.g. ``"head.kind"``).
 
     Fixed once built. ``names``: the names the config accepts for ``field``
-    (masksep.models.spec); the entries must be exactly those, in that order.
+    (masksep.models.spec, or ``spec``: the file that lists them); the entries must be
+    exactly those, in that order.
     """
 
-    def __init__(self, field: str, entries: Mapping[str, T], names: tuple[str, ...] | None = None):
+    def __init__(self, field: str, entries: Mapping[str, T], names: tuple[str, ...] | None = None,
+                 spec: str = "masksep/models/spec.py"):
         self.field = field
         self._entries = MappingProxyType(dict(entries))
         if names is not None and tuple(self._entries) != tuple(names):
             raise RuntimeError(f"{field}: the registry builds {list(self._entries)} but the config "
-                               f"accepts {list(names)} (masksep/models/spec.py)")
+                               f"accepts {list(names)} ({spec})")
 
     def names(self) -> tuple[str, ...]:
         """The names, in the order they were listed (the config's error messages use it)."""

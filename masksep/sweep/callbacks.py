@@ -1,18 +1,29 @@
-"""masksep's Ray Tune callbacks, on ``ray.tune.Callback``'s public hooks only.
+"""masksep's subclasses of Ray's classes, all of them, on Ray's public hooks.
 
-Imported when a sweep builds its Tuner (after Ray has started: it imports Ray).
-Tune pickles its callbacks with the experiment's state, so each is a module-level
-class whose state is plain data; threads and queues are made again after a restore.
+Imported when a sweep builds its Tuner (after Ray has started: it imports Ray),
+and by a DDP trial's driver. Tune pickles its callbacks and its searcher with the
+experiment's state, so each is a module-level class whose state is plain data;
+threads, queues and the Optuna export are made again after a restore. None is
+defined inside a function. (What Ray has no public form for is read through
+masksep/sweep/ray_compat.py.)
 
 * :class:`Progress`: a line per trial event on the driver's terminal (Ray's own
   tables are off).
 * :class:`WandbRuns`: a W&B run per trial, written by a thread of the driver and
   fed by Tune's events (see :mod:`masksep.sweep.tracking` for what masksep's runs
   add to Ray's own W&B callback, which this replaces).
+* :class:`ExportingOptunaSearch`: Ray's OptunaSearch, whose study is also exported
+  to ``OUT/optuna.db`` (:class:`StudyExport`) for optuna-dashboard.
+* :class:`MultiRepeater`: Ray's Repeater for several objectives.
+* :class:`ForwardToTune`: Ray Train's TuneReportCallback for a DDP trial
+  (masksep/sweep/ddp.py), with every rank's own training loss.
 """
 
 from __future__ import annotations
 
+import logging
+import math
+import os
 import threading
 import time
 from pathlib import Path
@@ -20,12 +31,15 @@ from queue import Queue
 from typing import Any
 
 from ray.tune import Callback
+from ray.tune.integration.ray_train import TuneReportCallback
+from ray.tune.search import Repeater
+from ray.tune.search.optuna import OptunaSearch
 
 from masksep import config as config_mod
 from masksep.progress import line
 from masksep.rundir import read_state
+from masksep.sweep import ray_compat, tracking
 from masksep.sweep import spec as spec_mod
-from masksep.sweep import tracking
 from masksep.sweep.spec import METRIC, SweepSpec
 
 
@@ -165,3 +179,105 @@ class WandbRuns(Callback):
             self._stop(trial_id)
         if getattr(self, "_threads", None):
             self._join(2)
+
+
+# --------------------------------------------------------------------------- the search
+
+
+class ExportingOptunaSearch(OptunaSearch):
+    """OptunaSearch whose in-memory study is exported to SQLite after every
+    trial it is told about (the export is for optuna-dashboard; nothing reads it back)."""
+
+    def __init__(self, *args, export_path: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.export_path = export_path
+
+    def on_trial_complete(self, trial_id, result=None, error=False):
+        super().on_trial_complete(trial_id, result=result, error=error)
+        if getattr(self, "_export", None) is None:  # once per driver session
+            self._export = StudyExport(Path(self.export_path))
+        self._export.update(ray_compat.optuna_study(self))
+
+    def save(self, checkpoint_path: str):
+        export, self._export = getattr(self, "_export", None), None  # not pickled
+        try:
+            super().save(checkpoint_path)
+        finally:
+            self._export = export
+
+
+class StudyExport:
+    """The finished trials of an in-memory Optuna study, in SQLite at ``path``.
+
+    The first update of a driver session writes a fresh file beside ``path`` and
+    renames it over (a reader never sees half an export, and one left by a killed
+    session is replaced whole, so the file mirrors Tune's snapshot); later updates
+    add the newly finished trials, one transaction each (a full copy took 1.5 s of
+    Tune's event loop at every trial's end)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.study = None
+        self.done: set[int] = set()
+
+    def update(self, study) -> None:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # not a line per export
+        finished = [t for t in study.get_trials(deepcopy=False)
+                    if t.state.is_finished() and t.number not in self.done]
+        try:
+            if self.study is None:
+                tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
+                tmp.unlink(missing_ok=True)
+                storage = optuna.storages.RDBStorage(f"sqlite:///{tmp}")
+                copy = optuna.create_study(storage=storage, study_name=study.study_name,
+                                           directions=study.directions)
+                copy.add_trials(finished)
+                storage.engine.dispose()
+                os.replace(tmp, self.path)
+                self.study = optuna.load_study(study_name=study.study_name,
+                                               storage=f"sqlite:///{self.path}")
+            else:
+                self.study.add_trials(finished)
+            self.done.update(t.number for t in finished)
+        except Exception as exc:  # noqa: BLE001 - an export must never stop the sweep
+            logging.getLogger("masksep").warning("masksep: optuna.db export failed (%s)", exc)
+
+
+class MultiRepeater(Repeater):
+    """ray.tune.search.Repeater for several objectives: Ray's Repeater averages
+    one metric only; this one averages each objective over the seeds."""
+
+    def on_trial_complete(self, trial_id, result=None, **kwargs):
+        group = ray_compat.repeater_group(self, trial_id)
+        metrics = self.searcher.metric
+        score = ([result.get(m, math.nan) for m in metrics]
+                 if result else [math.nan] * len(metrics))
+        group.report(trial_id, score)
+        if group.finished_reporting():
+            import numpy as np
+
+            mean = np.nanmean(np.array(group.scores(), dtype=float), axis=0)
+            self.searcher.on_trial_complete(
+                group.primary_trial_id, result=dict(zip(metrics, mean.tolist(), strict=True)),
+                **kwargs)
+
+
+# --------------------------------------------------------------------------- DDP trials
+
+# Each rank's own mean training loss of the epoch, before the all-reduce; the
+# Tune result gets them as one list, worker_train_loss, in rank order.
+LOCAL_LOSS = "rank_train_loss"
+
+
+class ForwardToTune(TuneReportCallback):
+    """Ray's TuneReportCallback (it forwards rank 0's result to the Tune trial),
+    plus every rank's own training loss as one list."""
+
+    def after_report(self, run_context, metrics, checkpoint):
+        result = {k: v for k, v in metrics[0].items() if k != LOCAL_LOSS}
+        local = [m.get(LOCAL_LOSS) for m in metrics]
+        if not result.get("final") and all(isinstance(v, (int, float)) for v in local):
+            result["worker_train_loss"] = local
+        super().after_report(run_context, [result], checkpoint)

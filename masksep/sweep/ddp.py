@@ -26,12 +26,10 @@ import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from masksep.sweep.callbacks import LOCAL_LOSS, ForwardToTune
 from masksep.sweep.spec import SweepSpec
 from masksep.sweep.trial import LAST, SUMMARY, TrialFolder, TuneReporter, describe, trial_reporters
 
-# Each rank's own mean training loss of the epoch, before the all-reduce; the
-# Tune result gets them as one list, worker_train_loss, in rank order.
-LOCAL_LOSS = "rank_train_loss"
 TRAIN_RUN = "train"  # Ray Train's run folder inside the Tune trial folder
 
 
@@ -76,22 +74,6 @@ def _worker_loop(loop: dict[str, Any]) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _tune_forwarder():
-    """Ray's TuneReportCallback (it forwards rank 0's result to the Tune trial),
-    plus every rank's own training loss as one list."""
-    from ray.tune.integration.ray_train import TuneReportCallback
-
-    class ForwardToTune(TuneReportCallback):
-        def after_report(self, run_context, metrics, checkpoint):
-            result = {k: v for k, v in metrics[0].items() if k != LOCAL_LOSS}
-            local = [m.get(LOCAL_LOSS) for m in metrics]
-            if not result.get("final") and all(isinstance(v, (int, float)) for v in local):
-                result["worker_train_loss"] = local
-            super().after_report(run_context, [result], checkpoint)
-
-    return ForwardToTune()
-
-
 def worker_resources(spec: SweepSpec) -> dict[str, float]:
     r = spec.resources
     per_worker = {"CPU": r.cpus, **r.custom}
@@ -127,7 +109,7 @@ def run_ddp_trial(config: dict[str, Any], spec: SweepSpec) -> None:
             storage_path=storage.trial_fs_path,
             storage_filesystem=storage.storage_filesystem,
             failure_config=train.FailureConfig(max_failures=spec.max_failures),
-            callbacks=[_tune_forwarder()],
+            callbacks=[ForwardToTune()],
         ),
     )
     trainer.fit()

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import shutil
 import sys
@@ -60,96 +59,6 @@ from masksep.sweep.trial import DATA_CACHE
 # --------------------------------------------------------------------------- the search
 
 
-def _exporting_optuna_search():
-    """OptunaSearch whose in-memory study is exported to SQLite after every
-    trial it is told about (the export is for optuna-dashboard; nothing reads it back)."""
-    from ray.tune.search.optuna import OptunaSearch
-
-    class ExportingOptunaSearch(OptunaSearch):
-        def __init__(self, *args, export_path: str, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.export_path = export_path
-
-        def on_trial_complete(self, trial_id, result=None, error=False):
-            super().on_trial_complete(trial_id, result=result, error=error)
-            if getattr(self, "_export", None) is None:  # once per driver session
-                self._export = StudyExport(Path(self.export_path))
-            self._export.update(ray_compat.optuna_study(self))
-
-        def save(self, checkpoint_path: str):
-            export, self._export = getattr(self, "_export", None), None  # not pickled
-            try:
-                super().save(checkpoint_path)
-            finally:
-                self._export = export
-
-    return ExportingOptunaSearch
-
-
-class StudyExport:
-    """The finished trials of an in-memory Optuna study, in SQLite at ``path``.
-
-    The first update of a driver session writes a fresh file beside ``path`` and
-    renames it over (a reader never sees half an export, and one left by a killed
-    session is replaced whole, so the file mirrors Tune's snapshot); later updates
-    add the newly finished trials, one transaction each (a full copy took 1.5 s of
-    Tune's event loop at every trial's end)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.study = None
-        self.done: set[int] = set()
-
-    def update(self, study) -> None:
-        import optuna
-
-        optuna.logging.set_verbosity(optuna.logging.WARNING)  # not a line per export
-        finished = [t for t in study.get_trials(deepcopy=False)
-                    if t.state.is_finished() and t.number not in self.done]
-        try:
-            if self.study is None:
-                tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
-                tmp.unlink(missing_ok=True)
-                storage = optuna.storages.RDBStorage(f"sqlite:///{tmp}")
-                copy = optuna.create_study(storage=storage, study_name=study.study_name,
-                                           directions=study.directions)
-                copy.add_trials(finished)
-                storage.engine.dispose()
-                os.replace(tmp, self.path)
-                self.study = optuna.load_study(study_name=study.study_name,
-                                               storage=f"sqlite:///{self.path}")
-            else:
-                self.study.add_trials(finished)
-            self.done.update(t.number for t in finished)
-        except Exception as exc:  # noqa: BLE001 - an export must never stop the sweep
-            logging.getLogger("masksep").warning("masksep: optuna.db export failed (%s)", exc)
-
-
-class MultiRepeater:
-    """ray.tune.search.Repeater for several objectives: Ray's Repeater averages
-    one metric only; this one averages each objective over the seeds."""
-
-    def __new__(cls, searcher, repeat: int):
-        from ray.tune.search import Repeater
-
-        class _MultiRepeater(Repeater):
-            def on_trial_complete(self, trial_id, result=None, **kwargs):
-                group = ray_compat.repeater_group(self, trial_id)
-                metrics = self.searcher.metric
-                score = ([result.get(m, math.nan) for m in metrics]
-                         if result else [math.nan] * len(metrics))
-                group.report(trial_id, score)
-                if group.finished_reporting():
-                    import numpy as np
-
-                    mean = np.nanmean(np.array(group.scores(), dtype=float), axis=0)
-                    self.searcher.on_trial_complete(
-                        group.primary_trial_id, result=dict(zip(metrics, mean.tolist(), strict=True)),
-                        **kwargs)
-
-        return _MultiRepeater(searcher, repeat=repeat)
-
-
 def build_searcher(spec: SweepSpec, optuna_db: Path):
     """OptunaSearch (define-by-run space, in-memory study) or None for a grid."""
     if spec.search == "grid":
@@ -157,11 +66,14 @@ def build_searcher(spec: SweepSpec, optuna_db: Path):
     import optuna
     from ray.tune.search import Repeater
 
+    # imports Ray's searchers: Ray has started (build_tuner)
+    from masksep.sweep.callbacks import ExportingOptunaSearch, MultiRepeater
+
     if spec.multi_objective:
         metric, mode = [METRIC, COST], ["max", "min"]
     else:
         metric, mode = METRIC, "max"
-    searcher = _exporting_optuna_search()(
+    searcher = ExportingOptunaSearch(
         space=spec_mod.DefineByRun(spec.dims), metric=metric, mode=mode,
         sampler=optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=spec.startup_trials),
         study_name=spec.name,
@@ -169,7 +81,7 @@ def build_searcher(spec: SweepSpec, optuna_db: Path):
         export_path=str(optuna_db.resolve()),
     )
     if spec.repeats > 1:
-        searcher = (MultiRepeater(searcher, spec.repeats) if spec.multi_objective
+        searcher = (MultiRepeater(searcher, repeat=spec.repeats) if spec.multi_objective
                     else Repeater(searcher, repeat=spec.repeats, set_index=True))
     return searcher
 
@@ -340,20 +252,18 @@ def _check_resources(spec: SweepSpec, started_locally: bool) -> None:
 
 def _check_same_spec(spec: SweepSpec, out: Path) -> None:
     """A resume runs the sweep that was started: the same spec, base configs included."""
-    from masksep.config import flatten, load_yaml_text
+    from masksep.config import first_difference, load_yaml_text
 
     saved = out / rundir.SPEC
     if not saved.is_file():
         return
     old = load_yaml_text(saved.read_text(), str(saved))
     new = load_yaml_text(spec_mod.self_contained_yaml(spec))
-
-    old_flat, new_flat = flatten(old or {}), flatten(new or {})
-    for key in sorted(set(old_flat) | set(new_flat)):
-        if old_flat.get(key) != new_flat.get(key):
-            raise UserError(f"{spec.path}: {key} is {new_flat.get(key)!r} here but "
-                            f"{old_flat.get(key)!r} in the sweep {out} started with "
-                            f"({saved}); resume with the spec it started with")
+    changed = first_difference(old, new)
+    if changed is not None:
+        key, was, now = changed
+        raise UserError(f"{spec.path}: {key} is {now!r} here but {was!r} in the sweep {out} "
+                        f"started with ({saved}); resume with the spec it started with")
 
 
 def _set_orphans_aside(experiment: str, out: Path) -> list[str]:
