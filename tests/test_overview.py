@@ -23,7 +23,7 @@ def manifest(folder, runs):
 
 def test_overview_has_a_row_per_claim_folder_and_milestone(tmp_path, capsys):
     plant(tmp_path / "small", EFFECTS, seeds=4)
-    budget = plant(tmp_path / "budget", EFFECTS, seeds=4, milestones=[200, 600], rng_seed=1)
+    budget = plant(tmp_path / "budget", EFFECTS, seeds=5, milestones=[200, 600], rng_seed=1)
     plant_milestones(budget, {200: {"deep-d3": -4.0}, 600: {}})
     big = plant(tmp_path / "big", {**EFFECTS, "deep-d3": -2.0}, seeds=4, rng_seed=2)
     trials = pd.read_csv(big / "trials.csv")
@@ -72,21 +72,22 @@ def test_a_repeated_folder_is_one_experiment_shown_once(tmp_path):
 
     plant(tmp_path / "small", EFFECTS, seeds=4)
     shutil.copytree(tmp_path / "small", tmp_path / "again")  # the same trials, another folder
-    plant(tmp_path / "other", EFFECTS, seeds=4, rng_seed=5)
+    plant(tmp_path / "rerun", EFFECTS, seeds=4, rng_seed=9)  # the same design run again: other numerics
+    plant(tmp_path / "other", EFFECTS, seeds=3, rng_seed=5)  # other seeds: another experiment
     out = tmp_path / "scale"
     out.mkdir()
     path = manifest(out, [
         {"folder": f"../{name}", "data": "synthetic", "backbone": "small", "tuned": False}
-        for name in ("small", "again", "other")])
+        for name in ("small", "again", "rerun", "other")])
     assert main(["overview", str(path)]) == 0
     table = pd.read_csv(out / "overview.csv", keep_default_na=False)
     one = table[table["claim"].str.startswith("1.")]
     assert sorted(one["folder"]) == ["../other", "../small"]
-    assert one.set_index("folder").loc["../small", "also"] == "../again"
+    assert one.set_index("folder").loc["../small", "also"] == "../again, ../rerun"
     ind = pd.read_csv(out / "independent.csv")
-    assert len(ind[ind["claim"].str.startswith("1.")]) == 2  # not three: the copy is no replication
+    assert len(ind[ind["claim"].str.startswith("1.")]) == 2  # not 4: a copy or re-run is no replication
     text = (out / "overview.md").read_text()
-    assert "../small (also ../again)" in text and "**1. deep > shallow**: 2 experiments" in text
+    assert "../small (also ../again, ../rerun)" in text and "**1. deep > shallow**: 2 experiments" in text
 
 
 @pytest.mark.parametrize("runs, words", [

@@ -102,8 +102,8 @@ def rows_of(entry: Entry, inputs: Inputs, design: StudyDesign, relative_to: Path
                                     & (frame["status"] == "completed"), "test_si_snri"].mean()
                        for s, frame in at.items()}
     shown = os.path.relpath(entry.folder, relative_to.resolve())
-    keys = [trials_key(at[s], c.split(" - ")) for s, c in zip(table["steps"], table["comparison"],
-                                                                strict=True)]
+    keys = [trials_key(at[s], c.split(" - "), entry, macs, s)
+            for s, c in zip(table["steps"], table["comparison"], strict=True)]
     return table.assign(
         data=entry.data, backbone=entry.backbone, backbone_macs_per_s=macs, tuned=entry.tuned,
         train_macs=table["steps"] * audio_per_step * macs,
@@ -112,17 +112,22 @@ def rows_of(entry: Entry, inputs: Inputs, design: StudyDesign, relative_to: Path
             columns=COLUMNS)
 
 
-def trials_key(trials: pd.DataFrame, variants: list[str]) -> str:
-    """What identifies a comparison's data: the completed trials of its variants,
-    (variant, seed, test SI-SNRi to 4 decimals), hashed. Two folders whose rows
-    have the same key compared the same trials (a deterministic re-run, or a
-    milestone that is another study's budget) and count once."""
+def trials_key(trials: pd.DataFrame, variants: list[str], entry: Entry, macs: float,
+               steps: int) -> str:
+    """What identifies a comparison's experiment: its design, not its outcome. The
+    data source, tuned or not, the backbone (its MACs per second), the budget and, for
+    each completed trial of the compared variants, its head and seed, hashed. Two
+    folders whose rows share a key ran the same experiment (a re-run, or a milestone
+    that is another study's budget): the same seeds, data and initial weights, so
+    their results differ by numerics at most, and they count once."""
     import hashlib
 
     done = trials[(trials["status"] == "completed") & trials["variant"].isin(variants)]
-    cells = sorted(f"{v}|{s:g}|{x:.4f}" for v, s, x in
-                   zip(done["variant"], done["seed"], done["test_si_snri"], strict=True))
-    return hashlib.sha1("\n".join(cells).encode()).hexdigest()[:12]
+    head = [c for c in ("head", "depth", "width", "oversep", "grouping", "layout") if c in done]
+    cells = sorted("|".join(str(row[c]) for c in head) + f"|{row['seed']:g}"
+                   for _, row in done.iterrows())
+    text = "\n".join([entry.data, str(entry.tuned), f"{macs:.6g}", str(int(steps)), *cells])
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
 def one_row_per_experiment(table: pd.DataFrame) -> pd.DataFrame:
