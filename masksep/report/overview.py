@@ -350,7 +350,7 @@ def independent_section(ind: pd.DataFrame) -> list[str]:
     counts = []
     for claim, rows in ind.groupby("claim", sort=False):
         v = rows["verdict_holm"]
-        counts.append(f"**{claim}**: {len(rows)} experiments; holds in "
+        counts.append(f"**{claim}**: {len(rows)} experiment{'s' if len(rows) != 1 else ''}; holds in "
                       f"{int((v == stats.HOLDS).sum())}, does not hold in "
                       f"{int((v == stats.DOES_NOT_HOLD).sum())}, not resolved in "
                       f"{int((v == stats.NOT_RESOLVED).sum())}")

@@ -315,14 +315,37 @@ def _fixed_log_x(ax, ticks: list[float]) -> None:
     ax.set_xlim(ticks[0] / 1.4, ticks[-1] * 1.4)
 
 
+def _claim_grid(names: list[str]) -> dict[str, tuple[int, int]]:
+    """Where each claim's panel goes: claim 1 top left, then a row per reading of OG
+    ("[learned]", "[best assignment]" ...) with its claims 2 and 3 in columns 2 and 3."""
+    readings = list(dict.fromkeys(n[n.index("["):] for n in names if "[" in n))
+    place = {}
+    for i, name in enumerate(names):
+        if "[" in name and name[0] in "23":
+            place[name] = (readings.index(name[name.index("["):]), 1 if name[0] == "2" else 2)
+        elif name.startswith("1"):
+            place[name] = (0, 0)
+        else:  # a table from before the readings: one row, in order
+            place[name] = (0, i)
+    return place
+
+
 def plot_claims_by_x(table: pd.DataFrame, x: str, xlabel: str, margin_db: float,
                      title: str, series: str | None = None) -> bytes:
     """Each claim's paired difference with its CI (the CI its verdict used) against
     ``x`` (log axis), one panel per claim, 0 marked and claim 3's margin shaded;
     ``series``: a column whose values are drawn as separate lines (e.g. data source)."""
     names = list(dict.fromkeys(table["claim"]))
-    fig = _figure(figsize=(4.2 * max(len(names), 1), 3.6))
-    axes = np.atleast_1d(fig.subplots(1, max(len(names), 1), squeeze=False)[0])
+    place = _claim_grid(names)
+    rows_n = max(r for r, _ in place.values()) + 1
+    cols = max(c for _, c in place.values()) + 1
+    fig = _figure(figsize=(4.4 * cols, 3.6 * rows_n), layout="constrained")
+    grid = fig.subplots(rows_n, cols, squeeze=False)
+    used = set(place.values())
+    for (r, c), ax in np.ndenumerate(grid):
+        if (r, c) not in used:
+            ax.set_visible(False)
+    axes = [grid[place[name]] for name in names]
     groups = list(table.groupby(series, sort=False)) if series else [("", table)]
     for ax, name in zip(axes, names, strict=False):
         for i, (label, rows) in enumerate(groups):
@@ -334,7 +357,8 @@ def plot_claims_by_x(table: pd.DataFrame, x: str, xlabel: str, margin_db: float,
             est = rows["estimate"].to_numpy(float)
             lo, hi = rows["ci_low"].to_numpy(float), rows["ci_high"].to_numpy(float)
             err = np.vstack([np.where(np.isfinite(lo), est - lo, 0), np.where(np.isfinite(hi), hi - est, 0)])
-            ax.errorbar(xs, est, yerr=err, marker="o", capsize=3, lw=1.2, label=label or None)
+            ax.errorbar(xs, est, yerr=err, marker="o", capsize=3, lw=1.2, label=label or None,
+                        color=f"C{i % 10}")  # a series keeps its colour in every panel
         ax.axhline(0.0, color="black", lw=1)
         if name.startswith("3"):
             ax.axhspan(-margin_db, 0.0, color="grey", alpha=0.2, lw=0,
@@ -345,6 +369,7 @@ def plot_claims_by_x(table: pd.DataFrame, x: str, xlabel: str, margin_db: float,
         ax.grid(True, alpha=0.3)
         if series or name.startswith("3"):
             ax.legend(fontsize=7)
-    axes[0].set_ylabel("paired difference, test SI-SNRi (dB)\nestimate and its CI", fontsize=8)
+    for ax in grid[:, 0]:
+        ax.set_ylabel("paired difference, test SI-SNRi (dB)\nestimate and its CI", fontsize=8)
     fig.suptitle(title, fontsize=10)
     return _png(fig)
