@@ -10,8 +10,10 @@ marker file ``<dir>/<trial_id>.paused`` that says the trial got there. Points:
 - ``mid-epoch:N``: half-way through epoch N.
 
 With the prefix ``fail-once:`` the trial raises there instead of pausing, the
-first time only (the marker says it did), so that Tune retries it. Without the
-variable nothing here runs: :func:`fault_point` returns None.
+first time only (the marker says it did), so that Tune retries it; with
+``pause-once:`` it pauses there the first time only, so that a retry (after the
+test killed the node it ran on) goes on. Without the variable nothing here runs:
+:func:`fault_point` returns None.
 """
 
 from __future__ import annotations
@@ -40,7 +42,9 @@ class PauseForTest(Reporter):
 
     def _pause(self, where: str) -> None:
         fail = self.point.startswith("fail-once:")
-        if where != self.point.removeprefix("fail-once:") or (fail and self.marker.exists()):
+        once = fail or self.point.startswith("pause-once:")
+        target = self.point.removeprefix("fail-once:").removeprefix("pause-once:")
+        if where != target or (once and self.marker.exists()):
             return
         tmp = self.marker.with_suffix(".tmp")
         tmp.write_text(where)
