@@ -170,16 +170,19 @@ def independent(table: pd.DataFrame, margin: float) -> pd.DataFrame:
     milestones and of any folder that repeats them), the p-values
     Holm-adjusted across them and the verdict read from the adjusted p (and,
     for claim 3, the cost part, which no n changes)."""
-    group = _linked_folders(table)
-    table = table.assign(_group=table["folder"].map(group))
-    last = table[table["steps"] == table.groupby(["claim", "_group"])["steps"].transform("max")]
-    last = last.drop_duplicates(["claim", "_group"])
-    members: dict[str, list[str]] = {}
-    for folder, root in group.items():
-        members.setdefault(root, []).append(folder)
-    last["also"] = [", ".join(f for f in members[g] if f != folder)
-                    for folder, g in zip(last["folder"], last["_group"], strict=True)]
-    last = last.drop(columns="_group")
+    picked = []
+    for _, rows in table.groupby("claim", sort=False):  # folders linked by this claim's rows only
+        group = _linked_folders(rows)
+        rows = rows.assign(_group=rows["folder"].map(group))
+        last = rows[rows["steps"] == rows.groupby("_group")["steps"].transform("max")]
+        last = last.drop_duplicates("_group")
+        members: dict[str, list[str]] = {}
+        for folder, root in group.items():
+            members.setdefault(root, []).append(folder)
+        last = last.assign(also=[", ".join(f for f in members[g] if f != folder)
+                                 for folder, g in zip(last["folder"], last["_group"], strict=True)])
+        picked.append(last.drop(columns="_group"))
+    last = pd.concat(picked, ignore_index=True) if picked else table.iloc[0:0]
     parts = []
     for _, rows in last.groupby("claim", sort=False):
         rows = rows.copy()
