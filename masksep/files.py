@@ -7,9 +7,12 @@ the file that was there before, leaves no temp file behind, and ends in one
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from masksep.errors import UserError
 
@@ -35,21 +38,19 @@ def fsync_folder(folder: str | Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | Path, data: str | bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file beside it and a rename, so
-    a reader (or a crash) never sees half a file. The temp file is fsynced
-    before the rename and the folder after it; a failed write removes the temp
-    file, keeps what ``path`` held and raises one UserError line."""
+@contextlib.contextmanager
+def atomic_file(path: str | Path, tmp: Path | None = None) -> Iterator[BinaryIO]:
+    """A binary file to write ``path`` with, whole or not at all: it is a temp file
+    beside ``path`` (``tmp``, default ``.NAME.tmpPID``), fsynced and renamed over
+    ``path`` when the block ends, the folder fsynced after. A write that fails
+    removes the temp file, keeps what ``path`` held and raises one UserError line."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    raw = data if isinstance(data, bytes) else data.encode()
+    tmp = tmp or path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-        try:
-            _write_all(fd, raw)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        with open(tmp, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())  # a crash never leaves a name whose data never reached the disk
         os.replace(tmp, path)
     except OSError as exc:
         _unlink(tmp)
@@ -58,6 +59,13 @@ def atomic_write(path: str | Path, data: str | bytes) -> None:
         _unlink(tmp)
         raise
     fsync_folder(path.parent)
+
+
+def atomic_write(path: str | Path, data: str | bytes) -> None:
+    """Write ``data`` to ``path`` through :func:`atomic_file`, so a reader (or a
+    crash) never sees half a file."""
+    with atomic_file(path) as f:
+        f.write(data if isinstance(data, bytes) else data.encode())
 
 
 def append_line(path: str | Path, line: str) -> None:

@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from masksep import locks
 from masksep.cli import main
@@ -70,14 +69,6 @@ class Holder:
         self.proc.wait(timeout=60)
         self.proc.stdin.close()
         self.proc.stdout.close()
-
-
-@pytest.fixture
-def spec_path(tmp_path):
-    path = tmp_path / "spec.yaml"
-    path.write_text(yaml.safe_dump({"name": "s", "base": {"train": {"epochs": 2}},
-                                    "search_space": {"head.kind": {"choice": ["shallow", "deep"]}}}))
-    return path
 
 
 def one_line(capsys) -> str:

