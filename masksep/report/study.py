@@ -653,9 +653,9 @@ def claims_section(claim: pd.DataFrame, design: StudyDesign, unmeasured: list[st
                   "Deep is an efficient OG when it is *non-inferior* (the CI of deep - og lies "
                   f"above -{margin:g} dB) *and cheaper* (fewer head MACs per second of audio). "
                   "It does not hold when either part does not; the columns say which.", ""]
+        labels = three["claim"].str.extract(r"\[(.*)\]")[0].fillna("") + ": " + three["comparison"]
         lines += markdown(pd.DataFrame({
-            "comparison": three["claim"].str.extract(r"\[(.*)\]")[0].fillna("") + ": "
-            + three["comparison"],
+            "comparison": labels,
             "difference [CI]": [f"{formats.signed(e)} {_ci(lo, hi)}" for e, lo, hi in
                                 zip(three["estimate"], three["ci_low"], three["ci_high"], strict=True)],
             f"non-inferior at -{margin:g} dB": three["non_inferior"],
@@ -669,7 +669,7 @@ def claims_section(claim: pd.DataFrame, design: StudyDesign, unmeasured: list[st
         }))
         lines += ["", f"The margin is a choice. The verdict at margins of "
                   f"{', '.join(f'{m:g}' for m in design.sensitivity_db)} dB:", ""]
-        lines += markdown(pd.DataFrame({"comparison": three["comparison"],
+        lines += markdown(pd.DataFrame({"comparison": labels,
                                         "verdict by margin": three["sensitivity"]}))
         lines.append("")
     return lines
