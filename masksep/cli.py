@@ -76,41 +76,71 @@ def _with_sets(cfg, sets: list[str]):
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from masksep import evaluation, metrics, train
-    from masksep.data import build_dataset
+    from masksep import metrics, train
 
     extra = metrics.BSS_METRICS + tuple(m for m in ("pesq", "stoi") if getattr(args, m))
     metrics.require_metrics(extra)  # a missing extra: one line, before any work
+    sets = args.data or [None]  # None: the checkpoint's own data
+    if len(sets) != len(set(map(str, sets))):
+        raise UserError("--data: the same folder is given twice")
+    if len(sets) > 1 and args.csv is not None:
+        raise UserError("--csv: takes one test set; with several --data, each set's "
+                        "all_metrics.csv is in its own folder (--out OUT gives OUT/NAME)")
     ckpt = train.load_checkpoint(args.checkpoint)
     cfg, model = train.model_from_checkpoint(ckpt, str(args.checkpoint))
     if args.set:
         cfg = _with_sets(cfg, args.set)
-    if args.data is not None:
-        from masksep.data.checks import with_folder
-
-        cfg = with_folder(cfg, Path(args.data))
-    metrics.check_perceptual_rate(extra, cfg.sample_rate)
-    out = args.out if args.out is not None else evaluation.default_out(
-        args.checkpoint, args.split, args.data)
-    for folder in ([out] if out is not None else []) + (
-            [args.csv.absolute().parent] if args.csv is not None else []):
-        check_writable(folder)  # before any work
+    jobs = [_eval_job(args, cfg, data, several=len(sets) > 1) for data in sets]  # all checked first
     threads = train.setup_threads(cfg.train.threads, "train.threads")
     device = train.pick_device(cfg.train.device)
     model.to(device)
+    results = []
+    for set_cfg, data, out, dataset in jobs:
+        results.append(_eval_one(args, set_cfg, model, data, out, dataset, extra, device, threads))
+    if args.json and len(results) > 1:
+        print(json.dumps(results, indent=2))
+    elif args.json:
+        print(json.dumps(results[0], indent=2))
+    return 0
+
+
+def _eval_job(args: argparse.Namespace, cfg, data: Path | None, several: bool):
+    """One test set of ``masksep eval``: its config, folders and data set, all checked
+    before any set is evaluated (a bad third folder fails before the first is scored)."""
+    from masksep import evaluation, metrics
+    from masksep.data import build_dataset
+
+    if data is not None:
+        from masksep.data.checks import with_folder
+
+        cfg = with_folder(cfg, Path(data))
+    extra = metrics.BSS_METRICS + tuple(m for m in ("pesq", "stoi") if getattr(args, m))
+    metrics.check_perceptual_rate(extra, cfg.sample_rate)
+    out = evaluation.default_out(args.checkpoint, args.split, data)
+    if args.out is not None:
+        out = args.out / evaluation.set_name(args.split, data) if several else args.out
+    for folder in ([out] if out is not None else []) + (
+            [args.csv.absolute().parent] if args.csv is not None else []):
+        check_writable(folder)  # before any work
     try:
         dataset = build_dataset(cfg, args.split)
     except UserError as exc:
         _print_problems(exc)
         raise
-    _check_eval_lengths(dataset, cfg.sample_rate)
+    evaluation.check_lengths(dataset, cfg.sample_rate)
+    return cfg, data, out, dataset
+
+
+def _eval_one(args, cfg, model, data, out, dataset, extra, device, threads) -> dict:
+    from masksep import evaluation, train
+
     _, rows = train.evaluate(model, dataset, device, cfg.train.batch_size, with_sdr=True,
                              extra=extra, sample_rate=cfg.sample_rate)
     result = {
         "checkpoint": str(args.checkpoint),
         "split": args.split,
         "data": cfg.data.kind,
-        **({"root": cfg.data.root} if args.data is not None else {}),
+        **({"root": cfg.data.root} if data is not None else {}),
         "items": len(dataset),
         **evaluation.means(rows),
         "oracle_grouping": bool(model.oracle_grouping),
@@ -126,40 +156,14 @@ def _eval(args: argparse.Namespace) -> int:
         files = [{"name": evaluation.mixture_id(r, i),
                   **{k: None if v != v else round(v, 4) for k, v in r.items() if k != "name"}}
                  for i, r in enumerate(rows)]  # v != v: NaN, which JSON cannot hold
-        print(json.dumps({**result, "files": files}, indent=2))
-    elif args.data is not None:
+        result = {**result, "files": files}
+    elif data is not None:
         print(_eval_table(result, rows))
     else:
         print(json.dumps(result))
     if written:
         print(f"masksep: eval written to {', '.join(map(str, written))}", file=sys.stderr)
-    return 0
-
-
-# masksep eval passes each file through the model whole (the metrics are of the
-# whole file), so its memory grows with the file: Conv-TasNet (paper config)
-# took 25 MiB a second of 8 kHz audio, DPRNN 64 MiB, i.e. 3 and 8 GB at this
-# limit. Longer files: masksep separate, which works in chunks.
-EVAL_MAX_S = 120.0
-
-
-def _check_eval_lengths(dataset, rate: int) -> None:
-    """Refuse, before any is evaluated, an item longer than :data:`EVAL_MAX_S`."""
-    limit = round(EVAL_MAX_S * rate)
-    lengths = getattr(dataset, "lengths", None)
-    if hasattr(dataset, "items") and lengths is not None:  # files (LibriMix, WSJ0-mix, WHAM!)
-        long = ((str(item.mix), n) for item, n in zip(dataset.items, lengths, strict=True))
-    elif hasattr(dataset, "pick") and lengths is not None:  # dynamic mixing: the shortest utterance
-        long = ((dataset.item_name(i), min(lengths[j] for j in dataset.pick(i)))
-                for i in range(len(dataset)))
-    else:  # synthetic: one length for all
-        long = [("data.eval_seconds", getattr(dataset, "n_samples", 0))]
-    for name, n in long:
-        if n > limit:
-            raise UserError(
-                f"{name}: {n / rate:.1f} s is longer than masksep eval takes ({EVAL_MAX_S:g} s: "
-                "a file goes through the model whole, with memory growing with its length); "
-                "cut it, or separate it in chunks with masksep separate")
+    return result
 
 
 def _eval_table(result: dict, rows: list[dict]) -> str:
@@ -353,6 +357,19 @@ def _overview(args: argparse.Namespace) -> int:
     return 0
 
 
+def _transfer(args: argparse.Namespace) -> int:
+    from masksep import transfer
+
+    sources = transfer.parse_named(args.train, "--train")
+    tests = transfer.parse_named(args.test, "--test")
+    meta = transfer.run(sources, tests, args.out, args.variants or None,
+                        progress=lambda line: print(line, file=sys.stderr))
+    print(json.dumps({"models": meta["models"], "tests": list(meta["tests"]),
+                      "seconds": meta["seconds"], "by_source": meta["by_source"]}))
+    print(f"masksep: transfer table written to {args.out / transfer.SUMMARY}", file=sys.stderr)
+    return 0
+
+
 def _analyze(args: argparse.Namespace) -> int:
     from masksep.analyze.run import DEFAULT_ITEMS, analyze
     from masksep.analyze.views import Settings
@@ -406,11 +423,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=("valid", "test"))
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a field of the checkpoint's config, e.g. data.test_items=20")
-    p.add_argument("--data", type=Path, metavar="DIR",
-                   help="a LibriMix- or WSJ0-mix/WHAM!-layout folder (default: the checkpoint's data)")
+    p.add_argument("--data", type=Path, metavar="DIR", action="append",
+                   help="a LibriMix- or WSJ0-mix/WHAM!-layout folder (default: the checkpoint's "
+                        "data); repeat it to evaluate on several test sets in one call")
     p.add_argument("--out", type=Path, metavar="DIR",
                    help="write all_metrics.csv and final_metrics.json here (default: RUN/eval/NAME "
-                        "for a checkpoint in a run folder, else nothing)")
+                        "for a checkpoint in a run folder, else nothing); with several --data, "
+                        "into OUT/NAME per set (NAME: the folder's last three parts and the split)")
     p.add_argument("--csv", type=Path, metavar="FILE", help="also write the per-mixture CSV to FILE")
     p.add_argument("--pesq", action="store_true",
                    help="add PESQ (8 kHz narrow band, 16 kHz wide band; pip install 'masksep[metrics]')")
@@ -568,6 +587,22 @@ def build_parser() -> argparse.ArgumentParser:
                     "overview.csv, overview.md, overview.png and claims_by_size.png beside it.")
     p.add_argument("manifest", type=Path, help="e.g. results/scale/runs.yaml")
     p.set_defaults(func=_overview)
+
+    p = sub.add_parser(
+        "transfer", help="a table of how models trained on each data source separate the others",
+        description="Scores every trial with a best.pt of each --train sweep on every --test set "
+                    "(SI-SNRi) and writes OUT/transfer.md (mean and 95 % CI over seeds per source, "
+                    "head and test set, and which source generalizes best), transfer.csv, "
+                    "scores.csv, transfer.json and transfer.png. A source named a+b was trained "
+                    "on a and b: test sets a and b are its own.")
+    p.add_argument("--train", action="append", default=[], metavar="NAME=SWEEP_DIR", required=True,
+                   help="a training source and its sweep folder; repeat for each source")
+    p.add_argument("--test", action="append", default=[], metavar="NAME=DIR", required=True,
+                   help="a LibriMix-, WSJ0-mix- or WHAM!-layout test set; repeat for each")
+    p.add_argument("--variants", nargs="+", metavar="VARIANT",
+                   help="only these study variants (default: every trial)")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR")
+    p.set_defaults(func=_transfer)
 
     p = sub.add_parser(
         "analyze", help="look inside deep and og mask heads: do they group like OG?",

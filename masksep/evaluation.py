@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from masksep import rundir
+from masksep.errors import UserError
 from masksep.files import atomic_write
 
 COLUMNS = ("si_snri", "sdri", "sir", "sar", "si_snr", "sdr", "pesq", "stoi")
@@ -42,10 +43,15 @@ def default_out(checkpoint: Path, split: str, data: Path | None) -> Path | None:
     run = run_folder(checkpoint)
     if run is None:
         return None
+    return run / rundir.EVAL_DIR / set_name(split, data)
+
+
+def set_name(split: str, data: Path | None) -> str:
+    """``SPLIT`` (the checkpoint's own data) or ``DATA-SPLIT``, DATA the corpus
+    folder's last three path parts (``kokoro-wav8k-min-test``)."""
     if data is None:
-        return run / rundir.EVAL_DIR / split
-    slug = "-".join(Path(data).resolve().parts[-3:])
-    return run / rundir.EVAL_DIR / f"{slug}-{split}"
+        return split
+    return "-".join((*Path(data).resolve().parts[-3:], split))
 
 
 def columns(rows: list[dict[str, Any]]) -> list[str]:
@@ -98,3 +104,29 @@ def write(rows: list[dict[str, Any]], summary: dict[str, Any], out: Path | None,
         atomic_write(csv_path, text)
         written.append(csv_path)
     return written
+
+
+# masksep eval passes each file through the model whole (the metrics are of the
+# whole file), so its memory grows with the file: Conv-TasNet (paper config)
+# took 25 MiB a second of 8 kHz audio, DPRNN 64 MiB, i.e. 3 and 8 GB at this
+# limit. Longer files: masksep separate, which works in chunks.
+EVAL_MAX_S = 120.0
+
+
+def check_lengths(dataset, rate: int) -> None:
+    """Refuse, before any is evaluated, an item longer than :data:`EVAL_MAX_S`."""
+    limit = round(EVAL_MAX_S * rate)
+    lengths = getattr(dataset, "lengths", None)
+    if hasattr(dataset, "items") and lengths is not None:  # files (LibriMix, WSJ0-mix, WHAM!)
+        long = ((str(item.mix), n) for item, n in zip(dataset.items, lengths, strict=True))
+    elif hasattr(dataset, "pick") and lengths is not None:  # dynamic mixing: the shortest utterance
+        long = ((dataset.item_name(i), min(lengths[j] for j in dataset.pick(i)))
+                for i in range(len(dataset)))
+    else:  # synthetic: one length for all
+        long = [("data.eval_seconds", getattr(dataset, "n_samples", 0))]
+    for name, n in long:
+        if n > limit:
+            raise UserError(
+                f"{name}: {n / rate:.1f} s is longer than masksep eval takes ({EVAL_MAX_S:g} s: "
+                "a file goes through the model whole, with memory growing with its length); "
+                "cut it, or separate it in chunks with masksep separate")

@@ -19,7 +19,8 @@ import pytest
 import soundfile as sf
 import yaml
 
-from masksep.cli import EVAL_MAX_S, main
+from masksep.cli import main
+from masksep.evaluation import EVAL_MAX_S
 from masksep.data import audio
 from masksep.data.export import synth
 from masksep.errors import ConfigError
