@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import scipy.stats
 import torch
-import yaml
 
 from masksep import config as C
 from masksep import train
@@ -261,26 +260,9 @@ def test_a_corpus_folder_gives_the_test_items(checkpoints, tmp_path, capsys):
 # --------------------------------------------------------------------------- sweep folders
 
 
-def fake_sweep(root: Path, trials: dict[str, tuple[Path, dict]]) -> Path:
-    """A sweep folder as masksep sweep leaves it: sweep.json naming the Ray
-    experiment, and trial folders with config.yaml, searched.json, summary.json
-    and checkpoints/best.pt."""
-    experiment = root / "ray" / "study"
-    for trial_id, (ckpt, searched) in trials.items():
-        folder = experiment / f"trial_{trial_id}"
-        (folder / "checkpoints").mkdir(parents=True)
-        shutil.copy(ckpt, folder / "checkpoints" / "best.pt")
-        config = torch.load(ckpt, weights_only=True)["config"]
-        (folder / "config.yaml").write_text(yaml.safe_dump(config))
-        (folder / "searched.json").write_text(json.dumps(searched))
-        (folder / "summary.json").write_text(json.dumps({"test_si_snri": 1.5, "seed": config["seed"]}))
-    (root / "sweep.json").write_text(json.dumps({"name": "study", "storage": str(root / "ray")}))
-    return root
-
-
 def test_a_sweep_is_analysed_over_its_deep_and_og_trials_and_renders_again(checkpoints, tmp_path,
                                                                              capsys):
-    sweep = fake_sweep(tmp_path / "sweep", {
+    sweep = tiny.fake_sweep(tmp_path / "sweep", {
         "a": (checkpoints["planted"], {"variant": "deep-d2"}),
         "b": (checkpoints["shallow"], {"variant": "shallow"}),
     })
@@ -313,7 +295,7 @@ def test_a_sweep_is_analysed_over_its_deep_and_og_trials_and_renders_again(check
 
 
 def test_a_sweep_without_deep_or_og_trials_is_refused(checkpoints, tmp_path, capsys):
-    sweep = fake_sweep(tmp_path / "sweep", {"a": (checkpoints["shallow"], {}),
+    sweep = tiny.fake_sweep(tmp_path / "sweep", {"a": (checkpoints["shallow"], {}),
                                             "b": (checkpoints["shallow"], {})})
     assert main(["analyze", str(sweep)]) == 2
     err = capsys.readouterr().err.strip()
@@ -342,7 +324,7 @@ def test_a_per_source_deep_head_is_refused_naming_head_layout_and_its_og_is_anal
 
     # In a sweep the per-source deep trial is left out with that reason; an og head
     # of either layout is read through its grouping, which the layout does not change.
-    sweep = fake_sweep(tmp_path / "sweep", {"a": (checkpoints["planted"], {"variant": "deep-d2"}),
+    sweep = tiny.fake_sweep(tmp_path / "sweep", {"a": (checkpoints["planted"], {"variant": "deep-d2"}),
                                             "b": (per_source, {"variant": "deep-d2-per_source"}),
                                             "c": (og, {})})
     assert main(["analyze", str(sweep), "--threads", "1"]) == 0
@@ -359,7 +341,7 @@ def test_a_per_source_deep_head_is_refused_naming_head_layout_and_its_og_is_anal
     assert variant_of(entry) == "og-P4-learned-per_source"
     assert variant_of({"head": {"head": "deep", "depth": 3, "width": 8}}) == "deep-d3-w8"  # older entry
 
-    only = fake_sweep(tmp_path / "only", {"b": (per_source, {})})
+    only = tiny.fake_sweep(tmp_path / "only", {"b": (per_source, {})})
     assert main(["analyze", str(only)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "1 deep per_source" in err, err

@@ -2,15 +2,18 @@
 
 MODEL is its config tree (encoder and backbone); ``sets`` turns a tree into
 ``--set`` overrides; ``save_checkpoint`` writes a random-weight checkpoint the
-way train.fit does.
+way train.fit does; ``fake_sweep`` lays checkpoints out as a sweep folder.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from masksep.config import load_config, to_dict
 from masksep.models.separator import build_model
@@ -47,3 +50,20 @@ def save_checkpoint(path: Path, *overrides: str, seed: int = 0):
     model = build_model(cfg)
     torch.save({"format": CHECKPOINT_FORMAT, "config": to_dict(cfg), "model": model.state_dict()}, path)
     return cfg, model.eval()
+
+
+def fake_sweep(root: Path, trials: dict[str, tuple[Path, dict]]) -> Path:
+    """A sweep folder as masksep sweep leaves it: sweep.json naming the Ray
+    experiment, and trial folders with config.yaml, searched.json, summary.json
+    and checkpoints/best.pt."""
+    experiment = root / "ray" / "study"
+    for trial_id, (ckpt, searched) in trials.items():
+        folder = experiment / f"trial_{trial_id}"
+        (folder / "checkpoints").mkdir(parents=True)
+        shutil.copy(ckpt, folder / "checkpoints" / "best.pt")
+        config = torch.load(ckpt, weights_only=True)["config"]
+        (folder / "config.yaml").write_text(yaml.safe_dump(config))
+        (folder / "searched.json").write_text(json.dumps(searched))
+        (folder / "summary.json").write_text(json.dumps({"test_si_snri": 1.5, "seed": config["seed"]}))
+    (root / "sweep.json").write_text(json.dumps({"name": "study", "storage": str(root / "ray")}))
+    return root
