@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # a bare `pip install torch` would pull a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install test sweep study study-speech scale lint bench clean
+.PHONY: install test sweep study study-speech scale transfer lint bench clean
 
 $(BIN)/masksep: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -59,6 +59,27 @@ scale: install
 	for rung in size-medium-speech size-convtasnet-speech; do \
 	  MASKSEP_SPEECH_DATA=$(SPEECH_DATA) $(BIN)/masksep sweep sweeps/scale-$$rung.yaml \
 	    --out $(SCALE_OUT)/$$rung || exit 1; done
+
+# The transfer table (issue 32, results/transfer): both speech corpora (made once; Kokoro
+# about 26 minutes on 2 cores), the synthetic test set, the three named heads x 3 seeds
+# trained on each of four sources (about 5 minutes each), then every model on every test set.
+KOKORO_DATA ?= $(abspath data/kokoro)
+SYNTH_TEST ?= $(abspath data/synthetic-test)
+TRANSFER_STAMP := runs/transfer-$(shell date +%Y%m%d-%H%M%S)
+TRANSFER_OUT ?= $(TRANSFER_STAMP)
+transfer: install
+	$(BIN)/masksep data speech $(SPEECH_DATA)
+	$(BIN)/masksep data speech $(KOKORO_DATA) --engine kokoro
+	test -d $(SYNTH_TEST) || $(BIN)/masksep data synth --out $(SYNTH_TEST) --layout librimix \
+	  --split test --num 200 --seconds 4 --seed 0
+	for src in synthetic espeak kokoro mixed; do \
+	  MASKSEP_ESPEAK_DATA=$(SPEECH_DATA) MASKSEP_KOKORO_DATA=$(KOKORO_DATA) \
+	  $(BIN)/masksep sweep sweeps/transfer-$$src.yaml --out $(TRANSFER_OUT)/$$src || exit 1; done
+	$(BIN)/masksep transfer --out $(TRANSFER_OUT)/table \
+	  --train synthetic=$(TRANSFER_OUT)/synthetic --train espeak=$(TRANSFER_OUT)/espeak \
+	  --train kokoro=$(TRANSFER_OUT)/kokoro --train espeak+kokoro=$(TRANSFER_OUT)/mixed \
+	  --test synthetic=$(SYNTH_TEST) --test espeak=$(SPEECH_DATA)/wav8k/min \
+	  --test kokoro=$(KOKORO_DATA)/wav8k/min
 
 lint: install
 	$(BIN)/ruff check masksep tests

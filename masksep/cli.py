@@ -360,10 +360,13 @@ def _overview(args: argparse.Namespace) -> int:
 def _transfer(args: argparse.Namespace) -> int:
     from masksep import transfer
 
-    sources = transfer.parse_named(args.train, "--train")
-    tests = transfer.parse_named(args.test, "--test")
-    meta = transfer.run(sources, tests, args.out, args.variants or None,
-                        progress=lambda line: print(line, file=sys.stderr))
+    if not args.train and not args.test:  # a finished table: its files again from scores.csv
+        meta = transfer.rerender(args.out, args.reference)
+    else:
+        sources = transfer.parse_named(args.train, "--train")
+        tests = transfer.parse_named(args.test, "--test")
+        meta = transfer.run(sources, tests, args.out, args.variants or None, args.reference or "shallow",
+                            progress=lambda line: print(line, file=sys.stderr))
     print(json.dumps({"models": meta["models"], "tests": list(meta["tests"]),
                       "seconds": meta["seconds"], "by_source": meta["by_source"]}))
     print(f"masksep: transfer table written to {args.out / transfer.SUMMARY}", file=sys.stderr)
@@ -593,14 +596,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Scores every trial with a best.pt of each --train sweep on every --test set "
                     "(SI-SNRi) and writes OUT/transfer.md (mean and 95 % CI over seeds per source, "
                     "head and test set, and which source generalizes best), transfer.csv, "
-                    "scores.csv, transfer.json and transfer.png. A source named a+b was trained "
-                    "on a and b: test sets a and b are its own.")
-    p.add_argument("--train", action="append", default=[], metavar="NAME=SWEEP_DIR", required=True,
+                    "scores.csv, paired.csv, transfer.json and transfer.png. A source named a+b "
+                    "was trained on a and b: test sets a and b are its own. With --out alone, "
+                    "the files are made again from OUT/scores.csv (a committed table).")
+    p.add_argument("--train", action="append", default=[], metavar="NAME=SWEEP_DIR",
                    help="a training source and its sweep folder; repeat for each source")
-    p.add_argument("--test", action="append", default=[], metavar="NAME=DIR", required=True,
+    p.add_argument("--test", action="append", default=[], metavar="NAME=DIR",
                    help="a LibriMix-, WSJ0-mix- or WHAM!-layout test set; repeat for each")
     p.add_argument("--variants", nargs="+", metavar="VARIANT",
                    help="only these study variants (default: every trial)")
+    p.add_argument("--reference", metavar="VARIANT",
+                   help="the variant every other head is paired against, by seed (default: shallow)")
     p.add_argument("--out", required=True, type=Path, metavar="DIR")
     p.set_defaults(func=_transfer)
 

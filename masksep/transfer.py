@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ from masksep.files import atomic_write, check_writable
 FORMAT = "masksep-transfer-1"
 SCORES = "scores.csv"  # a row per (checkpoint, test set)
 TABLE = "transfer.csv"  # a row per (source, variant, test set)
+PAIRED = "paired.csv"  # a row per (source, variant, test set): variant - reference, paired by seed
 SUMMARY = "transfer.md"
 STATE = "transfer.json"
 FIGURE = "transfer.png"
@@ -156,6 +158,29 @@ def cells(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def paired(rows: list[dict[str, Any]], reference: str) -> list[dict[str, Any]]:
+    """Each variant minus ``reference`` per (source, test set), paired by seed (the same
+    seed: the same initialisation and training data), with its 95 % CI and verdict."""
+    import pandas as pd
+
+    frame = pd.DataFrame(rows)
+    out = []
+    for (source, test), group in frame.groupby(["source", "test"], sort=False):
+        wide = group.pivot_table(index="seed", columns="variant", values="si_snri")
+        if reference not in wide.columns:
+            continue
+        for variant in wide.columns:
+            if variant == reference:
+                continue
+            d = stats.paired(wide[variant], wide[reference])
+            out.append({"source": source, "test": test, "comparison": f"{variant} - {reference}",
+                        "in_domain": test in components(source),
+                        **{k: round(d[k], 4) if math.isfinite(d[k]) else None
+                           for k in ("n", "mean", "std", "ci_low", "ci_high")},
+                        "verdict": stats.verdict(d["ci_low"], d["ci_high"])})
+    return out
+
+
 def by_source(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per source, heads pooled (the mean of its variants' cell means): the mean on its
     own test sets, on the others, and its worst test set."""
@@ -196,7 +221,7 @@ def _cell(c: dict[str, Any]) -> str:
 
 
 def markdown(table: list[dict[str, Any]], summary: list[dict[str, Any]], tests: list[str],
-             meta: dict[str, Any]) -> str:
+             meta: dict[str, Any], differences: list[dict[str, Any]] | None = None) -> str:
     index = {(c["source"], c["variant"], c["test"]): c for c in table}
     pairs = list(dict.fromkeys((c["source"], c["variant"]) for c in table))
     ns = sorted({c["n"] for c in table})
@@ -236,6 +261,31 @@ def markdown(table: list[dict[str, Any]], summary: list[dict[str, Any]], tests: 
         lines.append(f"| {r['source']} | {fmt(r['in_domain'])} | {fmt(r['out_of_domain'])} | "
                      f"{fmt(r['all_tests'])} | {r['worst_test']} {r['worst']:+.2f} | "
                      f"{'yes' if r['generalizes_best'] else ''} |")
+    if differences:
+        index = {(d["source"], d["comparison"], d["test"]): d for d in differences}
+        rows = list(dict.fromkeys((d["source"], d["comparison"]) for d in differences))
+        lines += [
+            "",
+            f"## Each head against {meta['reference']}, paired by seed",
+            "",
+            f"The same seed gives every head of a source the same initialisation and training "
+            f"data, so each head minus {meta['reference']} is a paired difference (dB, mean and "
+            f"95 % t-interval; {PAIRED}): does the head's effect depend on the data it was "
+            "trained on, or on the data it is tested on? The verdict of each cell is the "
+            "interval's: above 0, below 0, or not resolved.",
+            "",
+            "| trained on | comparison | " + " | ".join(tests) + " |",
+            "|---|---|" + "---|" * len(tests),
+        ]
+        for source, comparison in rows:
+            cols = []
+            for t in tests:
+                d = index.get((source, comparison, t))
+                text = "" if d is None else (
+                    f"{d['mean']:+.2f} (n={d['n']})" if d["ci_low"] is None
+                    else f"{d['mean']:+.2f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}]")
+                cols.append(f"**{text}**" if d is not None and d["in_domain"] else text)
+            lines.append(f"| {source} | {comparison} | " + " | ".join(cols) + " |")
     lines += ["", f"{meta['models']} checkpoints x {len(tests)} test sets scored in "
               f"{meta['seconds']:.0f} s ({meta['threads']} threads)."]
     return "\n".join(lines) + "\n"
@@ -271,8 +321,10 @@ def figure(table: list[dict[str, Any]], tests: list[str]) -> bytes:
 
 
 def run(sources: dict[str, Path], tests: dict[str, Path], out: Path,
-        variants: list[str] | None = None, progress=print) -> dict[str, Any]:
-    """``masksep transfer``: score, then write OUT's five files."""
+        variants: list[str] | None = None, reference: str = "shallow",
+        progress=print) -> dict[str, Any]:
+    """``masksep transfer``: score, then write OUT's files (paired.csv only when some
+    source has the ``reference`` variant)."""
     from masksep import config as config_mod
     from masksep import train
 
@@ -292,21 +344,52 @@ def run(sources: dict[str, Path], tests: dict[str, Path], out: Path,
         meta_tests[name] = {"items": len(dataset), "folder": "/".join(folder.resolve().parts[-3:])}
     start = time.monotonic()
     rows = score(models, tests, progress)
-    seconds = time.monotonic() - start
-    table = cells(rows)
-    summary = by_source(table)
     meta = {"format": FORMAT, "sources": {s: {"sweep": f.resolve().name,
                                               "checkpoints": sum(m.source == s for m in models)}
                                           for s, f in sources.items()},
-            "tests": meta_tests, "variants": variants, "models": len(models),
-            "seconds": round(seconds, 1), "threads": train.setup_threads(0, "MASKSEP_THREADS"),
-            "by_source": summary}
-    names = list(tests)
+            "tests": meta_tests, "variants": variants, "reference": reference, "models": len(models),
+            "seconds": round(time.monotonic() - start, 1),
+            "threads": train.setup_threads(0, "MASKSEP_THREADS")}
+    return write(out, rows, meta)
+
+
+def write(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any]:
+    """Everything but the scores is computed from them: the cells, the paired differences,
+    the summary by source, transfer.md and the figure, then every file is written."""
+    table = cells(rows)
+    meta = {**meta, "by_source": by_source(table)}
+    differences = paired(rows, meta["reference"])
+    names = list(meta["tests"])
     texts = {SCORES: _csv(rows), TABLE: _csv(table),
-             SUMMARY: markdown(table, summary, names, meta), STATE: json.dumps(meta, indent=2) + "\n"}
+             SUMMARY: markdown(table, meta["by_source"], names, meta, differences),
+             STATE: json.dumps(meta, indent=2) + "\n"}
+    if differences:
+        texts[PAIRED] = _csv(differences)
     png = figure(table, names)
     out.mkdir(parents=True, exist_ok=True)
     for name, text in texts.items():
         atomic_write(out / name, text)
     atomic_write(out / FIGURE, png)
     return meta
+
+
+def rerender(out: Path, reference: str | None = None) -> dict[str, Any]:
+    """A transfer folder's files again from its scores.csv and transfer.json (no
+    checkpoints or test sets needed: a committed results folder)."""
+    import pandas as pd
+
+    meta = _read_json(out / STATE)
+    if meta.get("format") != FORMAT or not isinstance(meta.get("tests"), dict):
+        raise UserError(f"{out / STATE}: not a masksep transfer file (format {FORMAT})")
+    try:
+        frame = pd.read_csv(out / SCORES)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{out / SCORES}: cannot be read ({exc})") from None
+    needed = {"source", "variant", "seed", "trial", "test", "items", "si_snri"}
+    if not needed <= set(frame.columns) or frame.empty:
+        raise UserError(f"{out / SCORES}: needs the columns {', '.join(sorted(needed))} and a row")
+    rows = frame.to_dict("records")
+    meta.setdefault("reference", "shallow")
+    if reference is not None:
+        meta["reference"] = reference
+    return write(out, rows, meta)

@@ -153,9 +153,43 @@ def test_eval_scores_several_test_sets_in_one_call(world, tmp_path, capsys):
     # A bad second set or --csv with several sets: one line, nothing of the first written.
     (tmp_path / "notes").mkdir()
     fresh = tmp_path / "fresh"
-    assert main([*args[:4], "--data", str(tmp_path / "notes"), "--out", str(fresh)]) == 2
+    assert main([*args[:5], "--data", str(tmp_path / "notes"), "--out", str(fresh)]) == 2
     assert "notes" in capsys.readouterr().err and not fresh.exists()
     assert main([*args, "--csv", str(tmp_path / "x.csv")]) == 2
     assert "--csv" in capsys.readouterr().err and not (tmp_path / "x.csv").exists()
-    assert main([*args[:4], "--data", str(tests["a"]), "--out", str(fresh)]) == 2
+    assert main([*args[:5], "--data", str(tests["a"]), "--out", str(fresh)]) == 2
     assert "twice" in capsys.readouterr().err
+
+
+def test_heads_are_paired_by_seed_and_a_table_renders_again_from_its_scores(world, tmp_path, capsys):
+    _, tests, sweeps = world
+    out = tmp_path / "transfer"
+    assert main(transfer_args(tests, sweeps, out) + ["--reference", "og"]) == 0
+    capsys.readouterr()
+    scores = list(csv.DictReader((out / "scores.csv").open()))
+    value = {(r["source"], r["variant"], r["seed"], r["test"]): float(r["si_snri"]) for r in scores}
+    differences = list(csv.DictReader((out / "paired.csv").open()))
+    assert {d["comparison"] for d in differences} == {"shallow - og"}
+    assert len(differences) == len(sweeps) * len(tests)
+    for d in differences:
+        x = [value[(d["source"], "shallow", s, d["test"])] for s in ("0", "1")]
+        y = [value[(d["source"], "og", s, d["test"])] for s in ("0", "1")]
+        ci = scipy.stats.ttest_rel(x, y).confidence_interval(0.95)
+        assert float(d["mean"]) == pytest.approx(np.mean(np.subtract(x, y)), abs=1e-4)
+        assert float(d["ci_low"]) == pytest.approx(ci.low, abs=1e-3)
+    assert "## Each head against og, paired by seed" in (out / "transfer.md").read_text()
+
+    # A committed folder: scores.csv and transfer.json alone give every other file again.
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    for name in before:
+        if name not in ("scores.csv", "transfer.json"):
+            (out / name).unlink()
+    assert main(["transfer", "--out", str(out)]) == 0
+    capsys.readouterr()
+    after = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert set(after) == set(before)
+    for name in ("transfer.csv", "paired.csv", "transfer.md"):
+        assert after[name] == before[name], name
+    (out / "transfer.json").write_text("{}")
+    assert main(["transfer", "--out", str(out)]) == 2
+    assert "not a masksep transfer file" in capsys.readouterr().err
