@@ -9,7 +9,12 @@ A source named ``a+b`` was trained on the sources ``a`` and ``b`` (``data.roots`
 test sets ``a`` and ``b`` are in its domain; every other test set is out of it. Each
 source gets, heads pooled, its in-domain mean, its out-of-domain mean and its worst
 test set, and the table names the source whose worst test set is the best: the one
-that generalizes best by a rule that does not depend on which sets it has seen.
+that generalizes best by a rule that does not depend on which sets it has seen. Each head
+is also paired by seed against a reference head (shallow) per source and test set: does a
+head's effect follow its training data or its test data?
+
+Every file but ``scores.csv`` and ``transfer.json`` is computed from them, so a committed
+table renders again without its checkpoints (:func:`rerender`).
 
 Everything is checked before the first checkpoint is scored (a missing sweep, a
 folder of another layout, an unwritable OUT: one line, exit 2), and OUT's files are
@@ -30,6 +35,7 @@ from typing import Any
 from masksep import rundir, stats
 from masksep.errors import UserError
 from masksep.files import atomic_write, check_writable
+from masksep.formats import ci, signed
 
 FORMAT = "masksep-transfer-1"
 SCORES = "scores.csv"  # a row per (checkpoint, test set)
@@ -215,9 +221,9 @@ def _csv(rows: list[dict[str, Any]]) -> str:
 
 
 def _cell(c: dict[str, Any]) -> str:
-    if c["n"] < 2:
-        return f"{c['mean']:+.2f} (n={c['n']})"
-    return f"{c['mean']:+.2f} [{c['ci_low']:+.2f}, {c['ci_high']:+.2f}]"
+    """A mean and its CI (a cell of either table); its n where there is no CI."""
+    n = f"(n={c['n']})"
+    return f"{signed(c['mean'])} {ci(c['ci_low'], c['ci_high'], missing=n)}"
 
 
 def markdown(table: list[dict[str, Any]], summary: list[dict[str, Any]], tests: list[str],
@@ -257,9 +263,8 @@ def markdown(table: list[dict[str, Any]], summary: list[dict[str, Any]], tests: 
         "|---|---|---|---|---|---|",
     ]
     for r in summary:
-        fmt = (lambda v: "" if v is None else f"{v:+.2f}")
-        lines.append(f"| {r['source']} | {fmt(r['in_domain'])} | {fmt(r['out_of_domain'])} | "
-                     f"{fmt(r['all_tests'])} | {r['worst_test']} {r['worst']:+.2f} | "
+        lines.append(f"| {r['source']} | {signed(r['in_domain'])} | {signed(r['out_of_domain'])} | "
+                     f"{signed(r['all_tests'])} | {r['worst_test']} {signed(r['worst'])} | "
                      f"{'yes' if r['generalizes_best'] else ''} |")
     if differences:
         index = {(d["source"], d["comparison"], d["test"]): d for d in differences}
@@ -281,9 +286,7 @@ def markdown(table: list[dict[str, Any]], summary: list[dict[str, Any]], tests: 
             cols = []
             for t in tests:
                 d = index.get((source, comparison, t))
-                text = "" if d is None else (
-                    f"{d['mean']:+.2f} (n={d['n']})" if d["ci_low"] is None
-                    else f"{d['mean']:+.2f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}]")
+                text = "" if d is None else _cell(d)
                 cols.append(f"**{text}**" if d is not None and d["in_domain"] else text)
             lines.append(f"| {source} | {comparison} | " + " | ".join(cols) + " |")
     lines += ["", f"{meta['models']} checkpoints x {len(tests)} test sets scored in "

@@ -20,10 +20,10 @@ import soundfile as sf
 import yaml
 
 from masksep.cli import main
-from masksep.evaluation import EVAL_MAX_S
 from masksep.data import audio
 from masksep.data.export import synth
 from masksep.errors import ConfigError
+from masksep.evaluation import EVAL_MAX_S
 from masksep.sweep import spec as S
 
 sys.path.insert(0, str(Path(__file__).parent))
