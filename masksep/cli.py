@@ -90,7 +90,7 @@ def _eval(args: argparse.Namespace) -> int:
     cfg, model = train.model_from_checkpoint(ckpt, str(args.checkpoint))
     if args.set:
         cfg = _with_sets(cfg, args.set)
-    jobs = [_eval_job(args, cfg, data, several=len(sets) > 1) for data in sets]  # all checked first
+    jobs = [_eval_job(args, cfg, data, extra, several=len(sets) > 1) for data in sets]  # all checked first
     threads = train.setup_threads(cfg.train.threads, "train.threads")
     device = train.pick_device(cfg.train.device)
     model.to(device)
@@ -104,7 +104,7 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _eval_job(args: argparse.Namespace, cfg, data: Path | None, several: bool):
+def _eval_job(args: argparse.Namespace, cfg, data: Path | None, extra: tuple[str, ...], several: bool):
     """One test set of ``masksep eval``: its config, folders and data set, all checked
     before any set is evaluated (a bad third folder fails before the first is scored)."""
     from masksep import evaluation, metrics
@@ -114,7 +114,6 @@ def _eval_job(args: argparse.Namespace, cfg, data: Path | None, several: bool):
         from masksep.data.checks import with_folder
 
         cfg = with_folder(cfg, Path(data))
-    extra = metrics.BSS_METRICS + tuple(m for m in ("pesq", "stoi") if getattr(args, m))
     metrics.check_perceptual_rate(extra, cfg.sample_rate)
     out = evaluation.default_out(args.checkpoint, args.split, data)
     if args.out is not None:
