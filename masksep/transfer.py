@@ -137,10 +137,9 @@ def score(models: list[Model], tests: dict[str, Path], progress=print) -> list[d
         cfg, model = train.model_from_checkpoint(train.load_checkpoint(m.path), str(m.path))
         model.to(device)
         for test, folder in tests.items():
-            key = (test, cfg.sample_rate)
-            set_cfg = _test_config(cfg, folder)
+            key = (test, cfg.sample_rate)  # a test folder read once per sample rate
             if key not in datasets:
-                datasets[key] = build_dataset(set_cfg, "test")
+                datasets[key] = build_dataset(_test_config(cfg, folder), "test")
                 check_lengths(datasets[key], cfg.sample_rate)
             means, items = train.evaluate(model, datasets[key], device, 1)
             rows.append({"source": m.source, "variant": m.variant, "seed": m.seed, "trial": m.trial,
