@@ -12,9 +12,12 @@ from pathlib import Path
 import pytest
 
 # Each child trains the study's trial model for a few steps and counts its page
-# faults a step: with glibc's defaults each step's activations and gradients are
-# fresh pages (3,100 faults a step, one thread, on the 2-core VM), kept, they are
-# reused (250).
+# faults a step. Kept, each step's activations and gradients are reused: 250-470 faults
+# a step (one thread, on the 2-core VM). With glibc's defaults they are usually fresh
+# pages (2,800-4,900), but not always: glibc raises its mmap threshold as blocks are
+# freed, and one fresh-clone run measured 498. So the tests assert what
+# keep_freed_memory promises (few faults once kept; glibc left alone when asked) and
+# not glibc's own count, a property of the machine (docs/benchmarks.md has the speed-up).
 CHILD = textwrap.dedent("""
     import json, resource, sys, torch
     from masksep import cpu
@@ -50,14 +53,12 @@ def child(mode: str, **env: str) -> dict:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_kept_memory_is_reused_without_page_faults():
-    default, kept = child("default"), child("keep")
+    kept = child("keep")
     assert kept["kept"] and kept["again"]
-    assert default["faults"] > 1000  # glibc gives each step's large blocks back
-    assert kept["faults"] < default["faults"] / 5
+    assert kept["faults"] < 1000  # each step's blocks come back from the heap
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_masksep_malloc_system_leaves_glibc_alone():
     out = child("keep", MASKSEP_MALLOC="system")
     assert out["kept"] is False and out["again"] is False
-    assert out["faults"] > 1000
