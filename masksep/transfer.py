@@ -225,10 +225,23 @@ def _cell(c: dict[str, Any]) -> str:
     return f"{signed(c['mean'])} {ci(c['ci_low'], c['ci_high'], missing=n)}"
 
 
+def _grid(records: list[dict[str, Any]], column: str, label: str, tests: list[str]) -> list[str]:
+    """A markdown table of cells (means or paired differences): a row per source and
+    ``column``, a column per test set, the source's own test sets in bold."""
+    index = {(r["source"], r[column], r["test"]): r for r in records}
+    lines = [f"| trained on | {label} | " + " | ".join(tests) + " |", "|---|---|" + "---|" * len(tests)]
+    for source, name in dict.fromkeys((r["source"], r[column]) for r in records):
+        cols = []
+        for t in tests:
+            r = index.get((source, name, t))
+            text = "" if r is None else _cell(r)
+            cols.append(f"**{text}**" if r is not None and r["in_domain"] else text)
+        lines.append(f"| {source} | {name} | " + " | ".join(cols) + " |")
+    return lines
+
+
 def markdown(table: list[dict[str, Any]], summary: list[dict[str, Any]], tests: list[str],
              meta: dict[str, Any], differences: list[dict[str, Any]] | None = None) -> str:
-    index = {(c["source"], c["variant"], c["test"]): c for c in table}
-    pairs = list(dict.fromkeys((c["source"], c["variant"]) for c in table))
     ns = sorted({c["n"] for c in table})
     sets = ", ".join(f"{t} ({meta['tests'][t]['items']} mixtures)" for t in tests)
     lines = [
@@ -240,17 +253,7 @@ def markdown(table: list[dict[str, Any]], summary: list[dict[str, Any]], tests: 
         "**Bold**: a test set from the source's own training data. "
         f"Test sets: {sets}.",
         "",
-        "| trained on | head | " + " | ".join(tests) + " |",
-        "|---|---|" + "---|" * len(tests),
-    ]
-    for source, variant in pairs:
-        cols = []
-        for t in tests:
-            c = index.get((source, variant, t))
-            text = "" if c is None else _cell(c)
-            cols.append(f"**{text}**" if c is not None and c["in_domain"] else text)
-        lines.append(f"| {source} | {variant} | " + " | ".join(cols) + " |")
-    lines += [
+        *_grid(table, "variant", "head", tests),
         "",
         "## Which source generalizes",
         "",
@@ -266,8 +269,6 @@ def markdown(table: list[dict[str, Any]], summary: list[dict[str, Any]], tests: 
                      f"{signed(r['all_tests'])} | {r['worst_test']} {signed(r['worst'])} | "
                      f"{'yes' if r['generalizes_best'] else ''} |")
     if differences:
-        index = {(d["source"], d["comparison"], d["test"]): d for d in differences}
-        rows = list(dict.fromkeys((d["source"], d["comparison"]) for d in differences))
         lines += [
             "",
             f"## Each head against {meta['reference']}, paired by seed",
@@ -278,16 +279,8 @@ def markdown(table: list[dict[str, Any]], summary: list[dict[str, Any]], tests: 
             "trained on, or on the data it is tested on? The verdict of each cell is the "
             "interval's: above 0, below 0, or not resolved.",
             "",
-            "| trained on | comparison | " + " | ".join(tests) + " |",
-            "|---|---|" + "---|" * len(tests),
+            *_grid(differences, "comparison", "comparison", tests),
         ]
-        for source, comparison in rows:
-            cols = []
-            for t in tests:
-                d = index.get((source, comparison, t))
-                text = "" if d is None else _cell(d)
-                cols.append(f"**{text}**" if d is not None and d["in_domain"] else text)
-            lines.append(f"| {source} | {comparison} | " + " | ".join(cols) + " |")
     lines += ["", f"{meta['models']} checkpoints x {len(tests)} test sets scored in "
               f"{meta['seconds']:.0f} s ({meta['threads']} threads)."]
     return "\n".join(lines) + "\n"
