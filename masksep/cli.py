@@ -318,11 +318,16 @@ def _sweep_in(args: argparse.Namespace, spec) -> int:
         from masksep.tuned import run_tuned_study  # each variant tuned first, then the study
 
         run = run_tuned_study
-    summary = run(
-        args.spec, args.out, resume=args.resume, address=args.address,
-        use_wandb=not args.no_wandb, storage_path=args.storage_path, dashboard=args.dashboard,
-        num_cpus=args.num_cpus,
-    )
+    try:
+        summary = run(
+            args.spec, args.out, resume=args.resume, address=args.address,
+            use_wandb=not args.no_wandb, storage_path=args.storage_path, dashboard=args.dashboard,
+            num_cpus=args.num_cpus,
+        )
+    except KeyboardInterrupt:  # Ctrl-C: the sweep stays resumable (sweep.json: interrupted)
+        print(f"masksep: interrupted; continue with: masksep sweep {args.spec} --out {args.out} --resume",
+              file=sys.stderr)
+        return 130
     if summary is not None:  # None: a resume found the sweep already finished
         print(json.dumps(summary))
     return 0

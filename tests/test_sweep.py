@@ -332,6 +332,33 @@ def test_a_driver_killed_at_each_fault_point_resumes_to_exactly_the_trials_asked
     assert not (out / "wandb").exists()
 
 
+def test_ctrl_c_leaves_the_sweep_interrupted_and_resume_finishes_it(tmp_path, ray_env):
+    """Tune catches SIGINT and returns from fit() as if done: the sweep must say
+    interrupted (not finished), exit 130, and --resume must run what is left."""
+    spec = write_spec(tmp_path / "spec.yaml", scheduler="none", base=FAULT_BASE,
+                      search_space=FAULT_SPACE)
+    out, log = tmp_path / "out", tmp_path / "first.log"
+    driver = start_sweep(ray_env, spec, out, log, pause="pause-once:checkpoint:2")
+    pause_dir = tmp_path / "pause-first"
+    wait_for(driver, log, "trial paused at checkpoint:2", lambda: any(pause_dir.glob("*.paused")))
+    finished = {d.name: (d / "summary.json").stat().st_mtime for d in trial_dirs(out)
+                if (d / "summary.json").is_file()}
+    os.killpg(driver.pid, signal.SIGINT)  # what Ctrl-C sends: the terminal's whole foreground group
+    try:
+        rc = driver.wait(timeout=300)
+    finally:
+        _kill_ours(Path(ray_env["RAY_TMPDIR"]))
+    text = log.read_text()
+    assert rc == 130, text[-3000:]
+    assert json.loads((out / "sweep.json").read_text())["status"] == "interrupted", text[-3000:]
+    assert f"masksep sweep {spec} --out {out} --resume" in text, text[-3000:]
+    assert not (out / "summary.md").exists()  # no report of a sweep that did not finish
+    resumed = sweep(ray_env, spec, "--out", out, "--num-cpus", 2, "--no-wandb", "--resume")
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
+    assert "already finished" not in resumed.stdout
+    check_resumed(out, finished)
+
+
 def test_kill_resume_kill_resume_and_a_finished_sweep_resumes_to_nothing(tmp_path, ray_env):
     spec = write_spec(tmp_path / "spec.yaml", scheduler="none", base=FAULT_BASE,
                       search_space=FAULT_SPACE)

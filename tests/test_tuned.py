@@ -152,3 +152,24 @@ def test_the_tuned_setting_is_the_best_mean_validation_of_completed_trials(tmp_p
     lines += [f"t{i},{st},shallow,{v},{lr},{-v}" for i, (lr, st, v) in enumerate(rows)]
     (tmp_path / "trials.csv").write_text("\n".join(lines) + "\n")
     assert best_setting(tmp_path, ["train.lr"]) == {"train.lr": 2e-3}  # mean 5.3 > 5.2 for 1e-3
+
+
+def test_an_interrupted_tuning_stage_stops_the_study_before_any_setting_is_chosen(
+        spec_file, tmp_path, monkeypatch):
+    """Ctrl-C in a stage (run_sweep raises KeyboardInterrupt, sweep.json says
+    interrupted) must not pick a setting from the stage's partial trials."""
+    from masksep import pipeline, tuned
+
+    ran = []
+
+    def interrupted(path, folder, **kwargs):
+        ran.append(Path(folder).name)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "sweep_and_report", interrupted)
+    monkeypatch.setattr(tuned, "best_setting", lambda *a: pytest.fail("a setting was chosen"))
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        tuned.run_tuned_study(spec_file(search="optuna-tpe", trials=6), out)
+    assert len(ran) == 1  # the first stage only
+    assert not (out / "tuned.json").exists()

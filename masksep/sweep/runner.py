@@ -382,7 +382,10 @@ def run_sweep(
     num_cpus: int | None = None,
 ) -> dict[str, Any] | None:
     """Run (or resume) the sweep of ``spec_path`` into ``out`` to its end; returns
-    its state (sweep.json's contents), or None when a resume finds it already finished."""
+    its state (sweep.json's contents), or None when a resume finds it already finished.
+    Raises KeyboardInterrupt, with sweep.json's status "interrupted" (which
+    ``resume`` continues), when Tune was stopped by SIGINT or SIGUSR1 before every
+    trial ended."""
     spec = spec_mod.load_spec(spec_path)  # every spec error surfaces before anything is written
     out = Path(out).resolve()
     # One driver per sweep folder (masksep sweep holds it already: re-entrant).
@@ -426,10 +429,19 @@ def _run_sweep(spec: SweepSpec, spec_path: str | Path, out: Path, *, resume: boo
         tuner = _tuner(spec, out, state, resume)
         t0 = time.monotonic()
         with _quiet_tune(state):
-            tuner.fit()
+            grid = tuner.fit()
+        ended = grid.num_terminated + grid.num_errors
+        wall = state.get("driver_wall_s", 0.0) + time.monotonic() - t0
+        if ended < max(len(grid), state["num_trials"]):
+            # Tune catches SIGINT (Ctrl-C) and SIGUSR1, stops the trials and returns as if
+            # done: the sweep is interrupted, not finished, and --resume continues it.
+            state.update(status="interrupted", driver_wall_s=wall)
+            write_state(out, state)
+            _line(f"interrupted with {ended} of {state['num_trials']} trials ended; "
+                  "--resume continues it")
+            raise KeyboardInterrupt
         _drop_data_cache(experiment_path(state))
-        state.update(status="finished", finished=time.time(),
-                     driver_wall_s=state.get("driver_wall_s", 0.0) + time.monotonic() - t0)
+        state.update(status="finished", finished=time.time(), driver_wall_s=wall)
         write_state(out, state)
     finally:
         if started:
