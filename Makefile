@@ -47,13 +47,14 @@ study-speech: install
 
 # The answer across scale (issue 26, results/scale): the budget rung (4x the steps, claims
 # at every milestone), the tuned rung (each variant at its own learning rate), the two
-# larger backbones of the size ladder, and the ladder again on speech (the corpus made
-# once into SPEECH_DATA), one sweep each into SCALE_OUT/<rung>: about 3.5 hours on 2 cores
+# larger backbones of the size ladder, the deep head's width and layout, and the ladder
+# again on speech (the corpus made once into SPEECH_DATA), one sweep each into
+# SCALE_OUT/<rung>: about 4.3 hours on 2 cores
 # in all, each rung under 75 minutes (results/scale/README.md). The table over them:
 # masksep overview results/scale/runs.yaml (the committed runs).
 SCALE_OUT ?= runs/scale-$(shell date +%Y%m%d-%H%M%S)
 scale: install
-	for rung in budget tuned size-medium size-convtasnet; do \
+	for rung in budget tuned size-medium size-convtasnet width-layout width-pn; do \
 	  $(BIN)/masksep sweep sweeps/scale-$$rung.yaml --out $(SCALE_OUT)/$$rung || exit 1; done
 	$(BIN)/masksep data speech $(SPEECH_DATA)
 	for rung in size-medium-speech size-convtasnet-speech; do \
