@@ -87,6 +87,20 @@ def test_the_width_and_layout_spec_is_the_study_design_with_the_per_source_head(
         assert cfg.train.threads == 1
 
 
+def test_the_width_p_x_n_spec_pairs_with_the_width_study_at_og_p8s_output_count():
+    spec = S.load_spec(ROOT / "sweeps" / "scale-width-pn.yaml")
+    width = S.load_spec(ROOT / "sweeps" / "scale-width-layout.yaml")
+    og = spec.trial_config({S.VARIANT_KEY: spec.study.claims.og})
+    deep = spec.trial_config({S.VARIANT_KEY: spec.study.claims.deep})
+    n_bins = og.encoder.kernel_size // 2 + 1  # the STFT's N
+    assert deep.head.kind == "deep" and deep.head.width == og.head.oversep * n_bins == 2056
+    # shallow and og as in the width study, at its seeds: the trials pair with its trials
+    assert spec.repeats == width.repeats and spec.max_concurrent_trials == width.max_concurrent_trials
+    for name in ("shallow", "og-p8-learned"):
+        assert spec.trial_config({S.VARIANT_KEY: name, "__trial_index__": 3}) == width.trial_config(
+            {S.VARIANT_KEY: name, "__trial_index__": 3})
+
+
 def test_define_by_run_skips_inactive_dimensions(tmp_path):
     spec = S.load_spec(write(tmp_path, BASE))
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=1))
