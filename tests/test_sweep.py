@@ -332,11 +332,14 @@ def test_a_driver_killed_at_each_fault_point_resumes_to_exactly_the_trials_asked
     assert not (out / "wandb").exists()
 
 
-def test_ctrl_c_leaves_the_sweep_interrupted_and_resume_finishes_it(tmp_path, ray_env):
+@pytest.mark.parametrize("num_samples", [2, 4])
+def test_ctrl_c_leaves_the_sweep_interrupted_and_resume_finishes_it(tmp_path, ray_env, num_samples):
     """Tune catches SIGINT and returns from fit() as if done: the sweep must say
-    interrupted (not finished), exit 130, and --resume must run what is left."""
+    interrupted (not finished), exit 130, and --resume must run what is left. With 2
+    samples every trial exists when the signal comes (Tune marks them all terminated as
+    it stops them); with 4 some are still to be proposed."""
     spec = write_spec(tmp_path / "spec.yaml", scheduler="none", base=FAULT_BASE,
-                      search_space=FAULT_SPACE)
+                      search_space=FAULT_SPACE, num_samples=num_samples)
     out, log = tmp_path / "out", tmp_path / "first.log"
     driver = start_sweep(ray_env, spec, out, log, pause="pause-once:checkpoint:2")
     pause_dir = tmp_path / "pause-first"
@@ -356,7 +359,20 @@ def test_ctrl_c_leaves_the_sweep_interrupted_and_resume_finishes_it(tmp_path, ra
     resumed = sweep(ray_env, spec, "--out", out, "--num-cpus", 2, "--no-wandb", "--resume")
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
     assert "already finished" not in resumed.stdout
-    check_resumed(out, finished)
+    check_resumed(out, finished, num_samples)
+
+
+def test_a_sweep_its_time_budget_ended_has_finished_not_been_interrupted(tmp_path, ray_env):
+    """A time budget stops trials and leaves the rest unproposed, by design: that is
+    the end of the sweep (exit 0, a report), not an interruption."""
+    spec = write_spec(tmp_path / "spec.yaml", scheduler="none", base=FAULT_BASE,
+                      search_space=FAULT_SPACE, num_samples=6, time_budget_s=1)
+    out = tmp_path / "out"
+    done = sweep(ray_env, spec, "--out", out, "--num-cpus", 2, "--no-wandb")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert json.loads((out / "sweep.json").read_text())["status"] == "finished"
+    rows, _ = read_trials(out / "trials.csv")
+    assert 0 < len(rows) < 6 and (out / "summary.md").is_file()
 
 
 def test_kill_resume_kill_resume_and_a_finished_sweep_resumes_to_nothing(tmp_path, ray_env):

@@ -429,12 +429,18 @@ def _run_sweep(spec: SweepSpec, spec_path: str | Path, out: Path, *, resume: boo
         tuner = _tuner(spec, out, state, resume)
         t0 = time.monotonic()
         with _quiet_tune(state):
-            grid = tuner.fit()
-        ended = grid.num_terminated + grid.num_errors
+            tuner.fit()
+        # Tune catches SIGINT (Ctrl-C) and SIGUSR1, snapshots, then stops every trial
+        # (marking it terminated in the ResultGrid fit() returns) and returns as if done.
+        # Its last snapshot still says which trials had ended: one that had not means
+        # interrupted, and --resume continues it. A time budget ends trials (terminated
+        # before the snapshot) and may leave some never started: that sweep has finished.
+        statuses = [t["status"] for t in (rundir.tune_trials(
+            rundir.Store.of_uri(experiment_path(state))) or {}).values()]
+        ended = sum(status in ("TERMINATED", "ERROR") for status in statuses)
+        never_started = len(statuses) < state["num_trials"] and not spec.time_budget_s
         wall = state.get("driver_wall_s", 0.0) + time.monotonic() - t0
-        if ended < max(len(grid), state["num_trials"]):
-            # Tune catches SIGINT (Ctrl-C) and SIGUSR1, stops the trials and returns as if
-            # done: the sweep is interrupted, not finished, and --resume continues it.
+        if ended < len(statuses) or never_started:
             state.update(status="interrupted", driver_wall_s=wall)
             write_state(out, state)
             _line(f"interrupted with {ended} of {state['num_trials']} trials ended; "
