@@ -161,6 +161,23 @@ def test_sweep_efficiency_is_trial_time_over_slots_times_sweep_time():
     assert R.sweep_efficiency(df, {"driver_wall_s": 300.0}) is None  # older sweep.json
 
 
+def test_a_resumed_sweep_whose_killed_driver_recorded_no_time_gives_no_efficiency():
+    df = schema.trials_frame(ROWS)
+    whole = {"max_concurrent_trials": 2, "driver_wall_s": 300.0, "resumed": True,
+             "drivers": [{"started": 1.0, "wall_s": 100.0}, {"started": 9.0, "wall_s": 200.0}]}
+    assert R.sweep_efficiency(df, whole) == pytest.approx(540 / 2 / 300)
+    assert "Sweep wall time 300 s over 2 driver runs (resumed)." in R.summary_markdown(df, whole)
+    killed = {**whole, "driver_wall_s": 200.0,
+              "drivers": [{"started": 1.0, "wall_s": None}, {"started": 9.0, "wall_s": 200.0}]}
+    # a sweep.json from before driver runs were listed, resumed: not known either
+    older = {"max_concurrent_trials": 2, "driver_wall_s": 200.0, "resumed": True}
+    for state in (killed, older):
+        assert R.sweep_efficiency(df, state) is None
+        text = R.summary_markdown(df, state)
+        assert "Sweep wall time not known in full: at least 200 s." in text
+        assert "Sweep efficiency" not in text
+
+
 def _trial_folder(root, trial_id, *, summary=None, epochs=(), error=None, searched=None):
     folder = root / f"trial_{trial_id}"
     folder.mkdir(parents=True)

@@ -360,6 +360,10 @@ def test_ctrl_c_leaves_the_sweep_interrupted_and_resume_finishes_it(tmp_path, ra
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
     assert "already finished" not in resumed.stdout
     check_resumed(out, finished, num_samples)
+    # Both driver runs recorded their time (Ctrl-C is caught), so the wall time is whole.
+    drivers = json.loads((out / "sweep.json").read_text())["drivers"]
+    assert len(drivers) == 2 and all(d["wall_s"] > 0 for d in drivers)
+    assert "over 2 driver runs (resumed)" in (out / "summary.md").read_text()
 
 
 def test_a_sweep_its_time_budget_ended_has_finished_not_been_interrupted(tmp_path, ray_env):
@@ -392,6 +396,10 @@ def test_kill_resume_kill_resume_and_a_finished_sweep_resumes_to_nothing(tmp_pat
     orphaned = {p.name.split("-")[0] for p in (out / "orphaned").iterdir()}
     assert "trial_deadbeef" in orphaned and not orphaned & {d.name for d in trial_dirs(out)}
     check_resumed(out, finished)
+    # The killed driver runs recorded no time: the report does not pretend to know it.
+    assert [d["wall_s"] is None for d in json.loads((out / "sweep.json").read_text())["drivers"]
+            ] == [True, True, False]
+    assert "Sweep wall time not known in full" in (out / "summary.md").read_text()
     before = sorted(p.stat().st_mtime for p in out.rglob("*") if p.is_file())
     again = sweep(ray_env, spec, "--out", out, "--num-cpus", 2, "--no-wandb", "--resume")
     assert again.returncode == 0 and "already finished" in again.stdout, again.stderr[-2000:]

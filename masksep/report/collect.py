@@ -196,7 +196,7 @@ class Inputs:
 # What study.json keeps of sweep.json for a results folder without it: the
 # facts the summary names, not where the sweep's storage or driver were.
 SWEEP_FACTS = ("name", "search", "scheduler", "status", "num_trials", "max_concurrent_trials",
-               "driver_wall_s")
+               "driver_wall_s", "resumed", "drivers")
 
 
 def study_file(state: dict[str, Any]) -> dict[str, Any]:

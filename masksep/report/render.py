@@ -19,7 +19,8 @@ from masksep.errors import UserError
 from masksep.files import atomic_write
 from masksep.report.collect import Inputs, study_file
 from masksep.report.schema import EPOCHS_FILE, MILESTONES_FILE, STUDY_FILE, TRIALS_FILE, csv_text
-from masksep.report.tables import markdown, pareto_front, sweep_efficiency, sweep_sections
+from masksep.report.tables import (markdown, pareto_front, sweep_efficiency, sweep_sections,
+                                   wall_time_is_whole)
 
 ANALYSIS_FILE = Path(rundir.ANALYSIS)
 
@@ -91,7 +92,14 @@ def summary_markdown(trials: pd.DataFrame, state: dict[str, Any] | None,
             lines.append(f"TPE's first {state['startup_trials']} of {state['configurations']} "
                          "configurations were random (its start-up); it modelled the rest.")
         if state.get("driver_wall_s"):
-            lines.append(f"Sweep wall time {state['driver_wall_s']:.0f} s.")
+            runs = len(state.get("drivers") or [None])
+            if wall_time_is_whole(state):
+                lines.append(f"Sweep wall time {state['driver_wall_s']:.0f} s"
+                             + (f" over {runs} driver runs (resumed)." if runs > 1 else "."))
+            else:
+                lines.append(f"Sweep wall time not known in full: at least {state['driver_wall_s']:.0f} s. "
+                             "It was resumed after a driver run that recorded no time (stopped "
+                             "by a kill), so no sweep efficiency is given.")
             efficiency = sweep_efficiency(trials, state)
             if efficiency is not None:
                 lines.append(f"Sweep efficiency {efficiency:.2f} (trial wall times summed, over "

@@ -85,13 +85,24 @@ def pareto_front(df: pd.DataFrame, gain: str = "best_val_si_snri",
     return front.assign(_neg=-front[gain]).sort_values([cost, "_neg"], kind="stable").drop(columns="_neg")
 
 
+def wall_time_is_whole(state: dict[str, Any]) -> bool:
+    """Whether sweep.json's driver_wall_s covers every driver run of the sweep: a
+    driver stopped by a kill records no time, and a resumed sweep.json from before
+    masksep listed its driver runs cannot say whether one was."""
+    drivers = state.get("drivers")
+    if drivers:
+        return all(d.get("wall_s") is not None for d in drivers)
+    return not state.get("resumed")
+
+
 def sweep_efficiency(df: pd.DataFrame, state: dict[str, Any]) -> float | None:
     """(sum of trial wall times / concurrency) / sweep wall time: 1.0 means every
-    slot trained all the time; Ray's start-up per trial and idle slots lower it."""
+    slot trained all the time; Ray's start-up per trial and idle slots lower it.
+    None where the sweep's wall time is not whole (a driver run was killed)."""
     walls = df["wall_s"].dropna()
     slots = min(state.get("max_concurrent_trials") or 0, len(df))
     total = state.get("driver_wall_s")
-    if walls.empty or not slots or not total:
+    if walls.empty or not slots or not total or not wall_time_is_whole(state):
         return None
     return float(walls.sum()) / slots / total
 

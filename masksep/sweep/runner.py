@@ -417,6 +417,11 @@ def _run_sweep(spec: SweepSpec, spec_path: str | Path, out: Path, *, resume: boo
         # from here at set-up, so a resume honours --no-wandb and changed settings.
         target = tracking.resolve_target(spec.wandb, spec.name, out) if (
             use_wandb and spec.wandb.enabled) else None
+        # Each driver run of the sweep, so that a report knows whether its wall time is
+        # whole: a driver stopped by a kill (SIGKILL, a session's end) records none.
+        drivers = state.setdefault("drivers", [] if not resume else [
+            {"started": state.get("started"), "wall_s": None}])  # a sweep.json from before
+        drivers.append({"started": time.time(), "wall_s": None})
         state.update(status="running", pid=os.getpid(), resumed=resume, driver_started=time.time(),
                      wandb=target.to_dict() if target else None)
         write_state(out, state)
@@ -439,7 +444,8 @@ def _run_sweep(spec: SweepSpec, spec_path: str | Path, out: Path, *, resume: boo
             rundir.Store.of_uri(experiment_path(state))) or {}).values()]
         ended = sum(status in ("TERMINATED", "ERROR") for status in statuses)
         never_started = len(statuses) < state["num_trials"] and not spec.time_budget_s
-        wall = state.get("driver_wall_s", 0.0) + time.monotonic() - t0
+        drivers[-1]["wall_s"] = time.monotonic() - t0
+        wall = state.get("driver_wall_s", 0.0) + drivers[-1]["wall_s"]
         if ended < len(statuses) or never_started:
             state.update(status="interrupted", driver_wall_s=wall)
             write_state(out, state)
