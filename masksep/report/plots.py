@@ -367,8 +367,15 @@ def plot_claims_by_x(table: pd.DataFrame, x: str, xlabel: str, margin_db: float,
         ax.set_title(name, fontsize=9)
         ax.set_xlabel(xlabel, fontsize=8)
         ax.grid(True, alpha=0.3)
-        if series or name.startswith("3"):
-            ax.legend(fontsize=7)
+    # One legend for the figure, below the panels: a series has one colour in every
+    # panel, and a legend inside a panel hides the points it labels.
+    legend: dict = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            legend.setdefault(label, handle)
+    if legend:
+        fig.legend(legend.values(), legend.keys(), loc="outside lower center", fontsize=8,
+                   ncols=min(len(legend), 4))
     for ax in grid[:, 0]:
         ax.set_ylabel("paired difference, test SI-SNRi (dB)\nestimate and its CI", fontsize=8)
     fig.suptitle(title, fontsize=10)

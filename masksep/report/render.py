@@ -19,8 +19,13 @@ from masksep.errors import UserError
 from masksep.files import atomic_write
 from masksep.report.collect import Inputs, study_file
 from masksep.report.schema import EPOCHS_FILE, MILESTONES_FILE, STUDY_FILE, TRIALS_FILE, csv_text
-from masksep.report.tables import (markdown, pareto_front, sweep_efficiency, sweep_sections,
-                                   wall_time_is_whole)
+from masksep.report.tables import (
+    markdown,
+    pareto_front,
+    sweep_efficiency,
+    sweep_sections,
+    wall_time_is_whole,
+)
 
 ANALYSIS_FILE = Path(rundir.ANALYSIS)
 
