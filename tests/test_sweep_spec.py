@@ -101,6 +101,21 @@ def test_the_width_p_x_n_spec_pairs_with_the_width_study_at_og_p8s_output_count(
             {S.VARIANT_KEY: name, "__trial_index__": 3})
 
 
+def test_the_speech_rungs_at_a_resolving_n_are_their_synthetic_rungs_on_espeak_and_kokoro():
+    for name, twin, seeds in (("medium-mixed", "medium", 26), ("convtasnet-mixed", "convtasnet", 12)):
+        spec = S.load_spec(ROOT / "sweeps" / f"scale-size-{name}.yaml")
+        synthetic = S.load_spec(ROOT / "sweeps" / f"scale-size-{twin}.yaml")
+        assert spec.repeats == seeds and spec.study.claims.deep == "deep-d3-w256"
+        assert spec.study.claims.og == "og-p8-learned"
+        ours, theirs = (s.trial_config({S.VARIANT_KEY: "shallow"}) for s in (spec, synthetic))
+        assert (ours.backbone, ours.encoder, ours.train) == (theirs.backbone, theirs.encoder, theirs.train)
+        # both corpora, equal weights (the trials expand the variables when they read the data)
+        assert [(r.root, r.weight) for r in ours.data.roots] == [
+            ("${MASKSEP_ESPEAK_DATA}/utterances/wav8k", 1), ("${MASKSEP_KOKORO_DATA}/utterances/wav8k", 1)]
+        wide = spec.trial_config({S.VARIANT_KEY: "deep-d3-w256"}).head
+        assert (wide.kind, wide.depth, wide.width) == ("deep", 3, 256)
+
+
 def test_define_by_run_skips_inactive_dimensions(tmp_path):
     spec = S.load_spec(write(tmp_path, BASE))
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=1))
