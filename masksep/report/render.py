@@ -103,8 +103,8 @@ def summary_markdown(trials: pd.DataFrame, state: dict[str, Any] | None,
                              + (f" over {runs} driver runs (resumed)." if runs > 1 else "."))
             else:
                 lines.append(f"Sweep wall time not known in full: at least {state['driver_wall_s']:.0f} s. "
-                             "It was resumed after a driver run that recorded no time (stopped "
-                             "by a kill), so no sweep efficiency is given.")
+                             "A driver run of this resumed sweep recorded no time (one stopped by "
+                             "a kill, or still running), so no sweep efficiency is given.")
             efficiency = sweep_efficiency(trials, state)
             if efficiency is not None:
                 lines.append(f"Sweep efficiency {efficiency:.2f} (trial wall times summed, over "
