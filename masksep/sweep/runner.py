@@ -422,7 +422,7 @@ def _run_sweep(spec: SweepSpec, spec_path: str | Path, out: Path, *, resume: boo
         drivers = state.setdefault("drivers", [] if not resume else [
             {"started": state.get("started"), "wall_s": None}])  # a sweep.json from before
         drivers.append({"started": time.time(), "wall_s": None})
-        state.update(status="running", pid=os.getpid(), resumed=resume, driver_started=time.time(),
+        state.update(status="running", pid=os.getpid(), resumed=resume,
                      wandb=target.to_dict() if target else None)
         write_state(out, state)
         _line(spec_mod.spec_summary(spec))
