@@ -320,9 +320,9 @@ def _sweep_in(args: argparse.Namespace, spec) -> int:
         run = run_tuned_study
     try:
         summary = run(
-            args.spec, args.out, resume=args.resume, address=args.address,
-            use_wandb=not args.no_wandb, storage_path=args.storage_path, dashboard=args.dashboard,
-            num_cpus=args.num_cpus,
+            args.spec, args.out, resume=args.resume or args.retry_failed,
+            retry_failed=args.retry_failed, address=args.address, use_wandb=not args.no_wandb,
+            storage_path=args.storage_path, dashboard=args.dashboard, num_cpus=args.num_cpus,
         )
     except KeyboardInterrupt:  # Ctrl-C: the sweep stays resumable (sweep.json: interrupted)
         print(f"masksep: interrupted; continue with: masksep sweep {args.spec} --out {args.out} --resume",
@@ -535,6 +535,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="sweep folder to write")
     p.add_argument("--resume", action="store_true",
                    help="continue the sweep in OUT after its driver stopped (finished trials are kept)")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="with --resume (implied): run the sweep's failed trials again, each from its "
+                        "last checkpoint, even when the sweep had finished (a full disk, a lost node)")
     p.add_argument("--address",
                    help="the Ray cluster this driver joins, as ray.init takes it: HEAD:6379 (its GCS, "
                         "from a node of the cluster) or ray://HEAD:10001 (Ray Client); not the "

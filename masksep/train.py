@@ -592,11 +592,12 @@ def fit(cfg: Config, out_dir: str | Path, reporter: Reporter | None = None, *,
 
 
 def _cache_files(*datasets: Dataset) -> dict[str, int] | None:
-    """How many data cache files this run made and how many it read (None: no cache)."""
+    """How many data cache files this run made, read, and deleted for room, and how
+    many epochs it kept in memory for want of room (None: no cache)."""
     cached = [d for d in datasets if isinstance(d, CachedMixtures)]
     if not cached:
         return None
-    return {k: sum(d.files[k] for d in cached) for k in ("made", "read")}
+    return {k: sum(d.files[k] for d in cached) for k in cached[0].files}
 
 
 def _check_resumable(cfg: Config, ckpt: dict, source: str) -> None:

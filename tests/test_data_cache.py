@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import socket
 import subprocess
@@ -21,8 +22,10 @@ import torch
 
 from masksep.config import load_config
 from masksep.data import build_dataset
+from masksep.data import cache as cache_mod
 from masksep.data.cache import STALE_S, CachedMixtures
 from masksep.data.export import synth
+from masksep.errors import UserError
 from masksep.train import fit
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -40,6 +43,10 @@ def small_cfg(*sets: str):
 def same_items(a, b) -> bool:
     return len(a) == len(b) and all(
         torch.equal(x, y) for i in range(len(a)) for x, y in zip(a[i], b[i], strict=True))
+
+
+def counts(made: int, read: int, evicted: int = 0, in_memory: int = 0) -> dict[str, int]:
+    return {"made": made, "read": read, "evicted": evicted, "in_memory": in_memory}
 
 
 def cache_files(folder: Path) -> list[str]:
@@ -108,16 +115,16 @@ def test_a_truncated_foreign_or_garbage_file_is_made_again(tmp_path):
     with open(path, "r+b") as f:  # a copy cut short (a full disk, a killed copy)
         f.truncate(size // 2)
     ds = reopened()
-    assert ds.files == {"made": 1, "read": 0} and path.stat().st_size == size
+    assert ds.files == counts(1, 0) and path.stat().st_size == size
     assert same_items(ds, fresh)
     shutil.copyfile(first.path(2), path)  # the right size, another epoch's header
     ds = reopened()
-    assert ds.files == {"made": 1, "read": 0} and same_items(ds, fresh)
+    assert ds.files == counts(1, 0) and same_items(ds, fresh)
     path.write_bytes(b"not a cache file")
     ds = reopened()
-    assert ds.files == {"made": 1, "read": 0} and same_items(ds, fresh)
+    assert ds.files == counts(1, 0) and same_items(ds, fresh)
     ds = reopened()
-    assert ds.files == {"made": 0, "read": 1}  # and now it is read as it is
+    assert ds.files == counts(0, 1)  # and now it is read as it is
     assert not [n for n in cache_files(tmp_path) if n.endswith(".lock") or ".tmp-" in n]
 
 
@@ -131,11 +138,11 @@ def test_a_run_that_finds_a_live_lock_waits_for_the_file_and_reads_it(tmp_path):
     thread.start()
     assert thread.is_alive()  # no file and a held lock: it cannot have finished
     maker = build_dataset(cfg, "train", tmp_path)
-    maker._make(maker.path(1), lock, 1)  # the holder of the lock makes the file...
+    cache_mod._write(maker.path(1), maker._make(lock, 1), 2)  # the holder of the lock makes the file...
     lock.unlink()  # ...and lets go
     thread.join(timeout=60)
     assert not thread.is_alive()
-    assert waiter.files == {"made": 0, "read": 1}
+    assert waiter.files == counts(0, 1)
     fresh = build_dataset(cfg, "train")
     fresh.set_epoch(1)
     assert same_items(waiter, fresh)
@@ -155,7 +162,7 @@ def test_an_abandoned_lock_is_taken_over(tmp_path):
             old = time.time() - STALE_S - 60
             os.utime(lock, (old, old))
         ds.set_epoch(1)
-        assert ds.files == {"made": 1, "read": 0} and not lock.exists(), case
+        assert ds.files == counts(1, 0) and not lock.exists(), case
 
 
 def test_an_unwritable_cache_folder_falls_back_with_one_warning(tmp_path, capsys):
@@ -221,8 +228,8 @@ def test_training_with_the_cache_is_the_same_run_made_or_read(tmp_path):
     assert plain["test_si_snri"] == maker["test_si_snri"] == reader["test_si_snri"]
     assert plain["test_sdri"] == reader["test_sdri"]
     assert plain["data_cache"] is None
-    assert maker["data_cache"] == {"made": 4, "read": 0}  # 2 epochs, validation, test
-    assert reader["data_cache"] == {"made": 0, "read": 4}
+    assert maker["data_cache"] == counts(4, 0)  # 2 epochs, validation, test
+    assert reader["data_cache"] == counts(0, 4)
     assert reader["data_workers"] == 0  # a mapped file needs no worker process
 
 
@@ -243,4 +250,65 @@ def test_a_later_epoch_is_made_while_another_run_makes_this_one(tmp_path, made_f
     fresh.set_epoch(helped)
     lock.unlink()
     ds.set_epoch(helped)
-    assert same_items(ds, fresh) and ds.files == {"made": 1, "read": 0}  # its own, not read
+    assert same_items(ds, fresh) and ds.files == counts(1, 0)  # its own, not read
+
+
+def test_over_its_limit_the_cache_deletes_the_training_files_used_longest_ago(tmp_path, monkeypatch):
+    # The converged study's cache kept every epoch of every seed (20 GB a seed) and filled
+    # the disk. With a limit, the training file used longest ago goes, and a run that
+    # needs it again makes it again: the same bits.
+    cfg = small_cfg("train.epochs=3")
+    first = build_dataset(cfg, "train", tmp_path)
+    first.set_epoch(1)
+    size = first.path(1).stat().st_size
+    first.set_epoch(2)
+    valid = build_dataset(cfg, "valid", tmp_path)
+    valid.set_epoch(0)
+    assert same_items(valid, build_dataset(cfg, "valid"))
+    past = time.time() - 1000
+    for age, epoch in ((200, 1), (100, 2)):  # epoch 1 made first...
+        os.utime(first.path(epoch), (past - age, past - age))
+    os.utime(valid.path(), (past - 300, past - 300))  # (older still, but never deleted)
+    monkeypatch.setenv(cache_mod.LIMIT_ENV, str((2 * size + size // 2) / (1 << 30)))  # room for 2 epochs
+    second = build_dataset(cfg, "train", tmp_path)
+    second.set_epoch(1)  # ...but read again since: epoch 2 is now the one used longest ago
+    second.set_epoch(3)
+    assert second.files == counts(1, 1, evicted=1)
+    assert not first.path(2).exists() and first.path(1).exists() and valid.path().exists()
+
+    again = build_dataset(cfg, "train", tmp_path)
+    again.set_epoch(2)  # deleted: made again, identical
+    fresh = build_dataset(cfg, "train")
+    fresh.set_epoch(2)
+    assert same_items(again, fresh) and again.files == counts(1, 0, evicted=1)
+    assert len([n for n in cache_files(tmp_path) if n.startswith("train-")]) == 2
+
+
+def test_with_no_room_on_the_disk_an_epoch_stays_in_memory_after_one_warning(tmp_path, monkeypatch,
+                                                                             capsys):
+    cfg = small_cfg("train.epochs=2")
+    made = build_dataset(cfg, "train", tmp_path)
+    made.set_epoch(1)
+    # the disk now keeps less free than the cache must leave: nothing more is written,
+    # and nothing is deleted (it would not make room)
+    monkeypatch.setattr(cache_mod, "keep_free", lambda folder: cache_mod.shutil.disk_usage(folder).free + 1)
+    ds = build_dataset(cfg, "train", tmp_path)
+    fresh = build_dataset(cfg, "train")
+    for epoch in (1, 2):
+        ds.set_epoch(epoch)
+        fresh.set_epoch(epoch)
+        assert same_items(ds, fresh), epoch
+    assert ds.files == counts(0, 1, in_memory=1)
+    assert [n.split("-")[1] for n in cache_files(tmp_path)] == ["e1"]
+    lines = [line for line in capsys.readouterr().err.splitlines() if line]
+    assert len(lines) == 1 and "no room for" in lines[0] and "in memory" in lines[0], lines
+    # a DataLoader worker gets the epoch held in memory, not an empty map to make again
+    worker = pickle.loads(pickle.dumps(ds))
+    assert same_items(worker, fresh) and worker.files == ds.files
+
+
+def test_a_bad_cache_limit_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv(cache_mod.LIMIT_ENV, "lots")
+    ds = build_dataset(small_cfg(), "train", tmp_path)
+    with pytest.raises(UserError, match=f"{cache_mod.LIMIT_ENV}='lots': not a number of GB"):
+        ds.set_epoch(1)

@@ -3,7 +3,8 @@ a size (RLIMIT_FSIZE, with SIGXFSZ ignored so that the write fails with EFBIG, a
 on a full disk it fails with ENOSPC) writes a checkpoint, the data cache, a
 report, a line of metrics.jsonl. Each failure keeps the previous file, leaves no
 temp file, and ends in one line naming the path and the reason (exit 2); a
-training run then resumes from its last whole checkpoint. The fill point is the
+training run then resumes from its last whole checkpoint. The data cache alone
+is not an error: one warning line, and the run keeps that epoch in memory. The fill point is the
 limit itself: the first write past it, never a timer.
 """
 
@@ -97,22 +98,30 @@ def test_a_checkpoint_that_cannot_be_written_keeps_the_last_whole_one_and_the_ru
     assert json.loads((out / "summary.json").read_text())["epochs"] == 2
 
 
-def test_a_data_cache_file_that_cannot_be_written_is_one_line_and_made_again_later(tmp_path):
+def test_a_data_cache_file_that_cannot_be_written_is_one_warning_and_the_run_goes_on(tmp_path):
+    # The cache is an optimisation: a full disk there is not a failed run (the converged
+    # study lost 9 trials to it). An epoch of the tiny training data is 16 items x 2 sources
+    # x 0.25 s x 8 kHz of float32 (256 KiB); its validation and test files (128 KiB) and
+    # last.pt (about 130 KiB) fit under the limit, so only the training epoch cannot be written.
     config = write_config(tmp_path / "tiny.yaml", TINY + ["train.epochs=1"])
-    out, cache = tmp_path / "run", tmp_path / "cache"
-    # An epoch of the tiny training data is 16 items x 2 sources x 0.25 s x 8 kHz of
-    # float32 (256 KiB); the run writes nothing that large before it.
-    full = masksep("train", "--config", str(config), "--out", str(out), "--data-cache", str(cache),
-                   limit=64 << 10)
-    line = one_line(full, f"{cache}/train-e1-", ".f32: cannot be written (File too large)")
-    assert "previous file" not in line  # there was none
-    assert sorted(p.name for p in cache.iterdir()) == [] and leftovers(tmp_path) == []
-    assert not (out / "checkpoints" / "last.pt").exists()
+    cache = tmp_path / "cache"
+    full = masksep("train", "--config", str(config), "--out", str(tmp_path / "run"),
+                   "--data-cache", str(cache), limit=200 << 10)
+    assert full.returncode == 0, full.stderr[-3000:]
+    warnings = [line for line in full.stderr.splitlines() if line.startswith("masksep: data cache")]
+    assert len(warnings) == 1 and "Traceback" not in full.stderr, full.stderr[-3000:]
+    assert f"{cache}/train-e1-" in warnings[0] and "cannot be written (File too large)" in warnings[0]
+    assert "in memory" in warnings[0]
+    assert sorted(p.name.split("-")[0] for p in cache.iterdir()) == ["test", "valid"]
+    assert leftovers(tmp_path) == []
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["data_cache"] == {"made": 2, "read": 0, "evicted": 0, "in_memory": 1}
 
-    again = masksep("train", "--config", str(config), "--out", str(tmp_path / "run2"),
-                    "--data-cache", str(cache))
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert any(p.name.startswith("train-e1-") for p in cache.iterdir()) and leftovers(cache) == []
+    # the epoch kept in memory is the same data: the same run as one with no cache at all
+    plain = masksep("train", "--config", str(config), "--out", str(tmp_path / "plain"))
+    assert plain.returncode == 0, plain.stderr[-3000:]
+    fresh = json.loads((tmp_path / "plain" / "summary.json").read_text())
+    assert (summary["test_si_snri"], summary["test_sdri"]) == (fresh["test_si_snri"], fresh["test_sdri"])
 
 
 def test_a_report_file_that_cannot_be_written_keeps_the_previous_one(tmp_path):

@@ -412,6 +412,40 @@ def test_kill_resume_kill_resume_and_a_finished_sweep_resumes_to_nothing(tmp_pat
     assert refused.stderr.count("\n") == 1
 
 
+def test_retry_failed_runs_a_finished_sweeps_failed_trial_again_from_its_checkpoint(tmp_path, ray_env):
+    # The trial fails half-way through epoch 2 (a test point, deterministic) with no retry
+    # left: the sweep finishes with it failed, as the converged study's trials did on a full
+    # disk. --retry-failed runs it again from its epoch-1 checkpoint, in the same folder.
+    spec = write_spec(tmp_path / "spec.yaml", num_samples=1, scheduler="none", search="grid",
+                      max_failures=0, base=FAULT_BASE, search_space={"head.kind": {"grid": ["deep"]}})
+    out, pause_dir = tmp_path / "out", tmp_path / "pause"
+    pause_dir.mkdir()
+    env = {**ray_env, "MASKSEP_TEST_PAUSE": "fail-once:mid-epoch:2", "MASKSEP_TEST_PAUSE_DIR": str(pause_dir)}
+    failed = sweep(env, spec, "--out", out, "--num-cpus", 2, "--no-wandb")
+    assert failed.returncode == 0, failed.stderr[-3000:]
+    assert [r["status"] for r in read_trials(out / "trials.csv")[0]] == ["failed"]
+    assert json.loads((out / "sweep.json").read_text())["status"] == "finished"
+    (trial,) = trial_dirs(out)
+    epoch_1 = (trial / "metrics.jsonl").read_text().splitlines()[0]  # its epoch_s is a timing
+    plain = sweep(env, spec, "--out", out, "--num-cpus", 2, "--no-wandb", "--resume")
+    assert plain.returncode == 0 and "already finished" in plain.stdout, plain.stderr[-2000:]
+
+    retried = sweep(env, spec, "--out", out, "--num-cpus", 2, "--no-wandb", "--retry-failed")
+    assert retried.returncode == 0, retried.stdout[-2000:] + retried.stderr[-3000:]
+    assert "finished with 1 failed trial(s); running them again" in retried.stdout
+    rows, _ = read_trials(out / "trials.csv")
+    assert [r["status"] for r in rows] == ["completed"] and rows[0]["test_si_snri"] is not None
+    # epoch 1 was not trained again (the same line, timing and all): the retry went on
+    # from its checkpoint
+    lines = (trial / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3] and lines[0] == epoch_1
+    state = json.loads((out / "sweep.json").read_text())
+    assert state["status"] == "finished" and len(state["drivers"]) == 2
+    assert all(d["wall_s"] is not None for d in state["drivers"])
+    again = sweep(env, spec, "--out", out, "--num-cpus", 2, "--no-wandb", "--retry-failed")
+    assert again.returncode == 0 and "none of its trials failed" in again.stdout, again.stderr[-2000:]
+
+
 # --------------------------------------------------------------------------- W&B that fails
 
 FAKE_KEY = "0123456789abcdef0123456789abcdef01234567"  # W&B keys are 40 characters

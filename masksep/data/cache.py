@@ -29,8 +29,16 @@ A lock whose process is gone (same host) or that has not been touched for
 truncated, has another header or another name is made again, never read as
 a different batch. A folder that cannot be written (read-only storage) is
 not an error: the run makes its data itself, after one warning line on stderr.
-A write that fails part way (a full disk) is: one line naming the file and the
-reason, no temp file left, and the file is made again by the next run.
+
+The cache never fills the disk. A file is written only where it leaves
+:func:`keep_free` bytes free on the disk (5 %, at least 2 GiB) and keeps the
+folder's training files within ``MASKSEP_DATA_CACHE_GB`` (no limit when unset);
+to make room, the training files used longest ago (made or read: a read
+touches the file) are deleted, and a run that needs one again makes it again,
+the same bits. Validation and test files (one per seed) are never deleted.
+When there is no room, or a write fails part way (a full disk, a quota), the
+run keeps that epoch's data in memory instead, after one warning line; no
+temp file is left, the trial goes on, and a later epoch tries the cache again.
 
 The hash covers the data config, not the files a ``dynamic`` data set reads:
 a cache is for the runs of one sweep (which deletes it when it finishes), not
@@ -42,6 +50,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import socket
 import sys
 import time
@@ -52,6 +61,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from masksep.errors import UserError
 from masksep.files import atomic_file
 
 MAGIC = b"MSKCACH1"  # 8 bytes; the format's version is its last character
@@ -59,6 +69,9 @@ ALIGN = 64  # the data starts at a multiple of this, so each item's array is ali
 STALE_S = 120.0  # a lock not touched for this long (the maker touches it) is abandoned
 POLL_S = 0.05  # how often a waiting run looks for the file
 TOUCH_EVERY = 64  # items between two touches of the lock by its maker
+LIMIT_ENV = "MASKSEP_DATA_CACHE_GB"  # the most the training files of one cache folder may hold
+KEEP_FREE_MIN = 2 << 30  # the cache never leaves less than this free on the disk...
+KEEP_FREE_FRACTION = 0.05  # ...or this share of the disk
 _warned: set[str] = set()
 
 
@@ -101,9 +114,13 @@ class CachedMixtures(Dataset):
         self.fixed_length = getattr(dataset, "fixed_length", False)
         self.epoch = 0
         self._arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._in_memory = False  # _arrays is this epoch's data in memory: no room for its file
         self._fallback = False  # the folder cannot be written: items come from ``dataset``
         self._made: set[str] = set()
-        self.files = {"made": 0, "read": 0}  # cache files this data set made, and read from others
+        self._epoch_bytes = 0  # the size of an epoch's file, once one is made (0: not known)
+        # cache files this data set made, read from others and deleted to make room, and
+        # epochs it kept in memory for want of room
+        self.files = {"made": 0, "read": 0, "evicted": 0, "in_memory": 0}
 
     # -- what the loops see ------------------------------------------------------------
 
@@ -119,7 +136,7 @@ class CachedMixtures(Dataset):
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(epoch)
         if int(epoch) != self.epoch:
-            self.epoch, self._arrays = int(epoch), None
+            self.epoch, self._arrays, self._in_memory = int(epoch), None, False
         self._open()
 
     def __getattr__(self, name: str):
@@ -141,8 +158,9 @@ class CachedMixtures(Dataset):
         return torch.from_numpy(sources.sum(0)), torch.from_numpy(sources)
 
     def __getstate__(self) -> dict[str, Any]:
-        # a DataLoader worker maps the file again rather than pickling the map
-        return {**self.__dict__, "_arrays": None}
+        # a DataLoader worker maps the file again rather than pickling the map (an
+        # epoch held in memory goes along: there is no file to map)
+        return {**self.__dict__, "_arrays": self._arrays if self._in_memory else None}
 
     # -- the files -----------------------------------------------------------------------
 
@@ -170,21 +188,34 @@ class CachedMixtures(Dataset):
             if arrays is not None:
                 if path.name not in self._made:
                     self.files["read"] += 1
+                _touch(path)  # used now: the last to be deleted for room
                 return arrays
             state = self._try_make(self.epoch)
             if state == "unwritable":
                 return None
+            if isinstance(state, tuple):  # no room for the file: this epoch stays in memory
+                self._in_memory = True
+                self.files["in_memory"] += 1
+                return state
             if state == "busy" and not self._make_ahead():
                 time.sleep(POLL_S)  # another run is making it, and nothing is left to help with
 
     def _make_ahead(self) -> bool:
-        """Make the first later epoch that no run has made or is making; True if one was."""
-        return any(self._try_make(epoch) == "made"
-                   for epoch in range(self.epoch + 1, self.last_epoch + 1))
+        """Make the first later epoch that no run has made or is making, where it
+        fits without deleting a file; True if one was."""
+        for epoch in range(self.epoch + 1, self.last_epoch + 1):
+            if self._epoch_bytes and make_room(self.folder, self._epoch_bytes, evict=False) is None:
+                return False  # no room ahead: not worth making an epoch only to drop it
+            state = self._try_make(epoch, evict=False)
+            if state in ("made", "no room"):
+                return state == "made"
+        return False
 
-    def _try_make(self, epoch: int) -> str:
+    def _try_make(self, epoch: int, evict: bool = True) -> str | tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Make ``epoch``'s file under its lock: "made", "present" (it exists),
-        "busy" (another run holds the lock) or "unwritable"."""
+        "busy" (another run holds the lock), "unwritable", or when its file has no
+        room, the epoch's arrays in memory (``evict``: files may be deleted for room)
+        or "no room" (not ``evict``)."""
         path = self.path(epoch)
         lock = path.with_name(path.name + ".lock")
         if read_file(path, path.name) is not None:
@@ -207,14 +238,36 @@ class CachedMixtures(Dataset):
             os.close(fd)
             if read_file(path, path.name) is not None:  # made while we looked at the lock
                 return "present"
-            self._make(path, lock, epoch)
-            self._made.add(path.name)
-            self.files["made"] += 1
-            return "made"
+            items = self._make(lock, epoch)
+            self._epoch_bytes = size = _file_size(items, self._n_src, path.name)
+            if self._room_for(path, size, evict):
+                try:
+                    _write(path, items, self._n_src)
+                except UserError as exc:  # a full disk or a quota: one line, then in memory
+                    _warn_once(str(self.folder), f"masksep: data cache: {exc}; this run keeps "
+                               "the epochs it cannot write in memory")
+                else:
+                    self._made.add(path.name)
+                    self.files["made"] += 1
+                    return "made"
+            elif evict:
+                _warn_once(str(self.folder), f"masksep: data cache {self.folder}: no room for "
+                           f"{path.name} ({_room_text()}); this run keeps the epochs that do "
+                           "not fit in memory")
+            return _in_memory(items) if evict else "no room"
         finally:
             _unlink(lock)
 
-    def _make(self, path: Path, lock: Path, epoch: int) -> None:
+    def _room_for(self, path: Path, size: int, evict: bool) -> bool:
+        """Whether a file of ``size`` bytes fits (see the module's docstring); with
+        ``evict``, training files used longest ago are deleted until it does."""
+        evicted = make_room(self.folder, size, keep={path.name}, evict=evict)
+        if evicted is None:
+            return False
+        self.files["evicted"] += evicted
+        return True
+
+    def _make(self, lock: Path, epoch: int) -> list[np.ndarray]:
         inner = self.dataset
         before = getattr(inner, "epoch", 0)
         if epoch != before:
@@ -233,19 +286,98 @@ class CachedMixtures(Dataset):
         finally:
             if epoch != before:
                 inner.set_epoch(before)
-        _write(path, items, self._n_src)
+        return items
+
+
+def _header(name: str, items: list[np.ndarray], n_src: int) -> bytes:
+    lengths = [int(s.shape[1]) for s in items]
+    sizes = [n_src * n_samples for n_samples in lengths]
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int).tolist() if items else []
+    return json.dumps({"name": name, "n_items": len(items), "n_src": n_src,
+                       "offsets": offsets, "lengths": lengths}).encode()
+
+
+def _file_size(items: list[np.ndarray], n_src: int, name: str) -> int:
+    return _data_start(len(_header(name, items, n_src))) + sum(int(s.nbytes) for s in items)
+
+
+def _in_memory(items: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The (data, offsets, lengths) a file of ``items`` would map to, in memory."""
+    lengths = np.asarray([int(s.shape[1]) for s in items], dtype=np.int64)
+    sizes = np.asarray([int(s.size) for s in items], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    data = np.concatenate([s.ravel() for s in items]) if items else np.zeros(0, np.float32)
+    return data, offsets, lengths
+
+
+def keep_free(folder: Path) -> int:
+    """Bytes the cache leaves free on the disk of ``folder``."""
+    return max(KEEP_FREE_MIN, int(KEEP_FREE_FRACTION * shutil.disk_usage(folder).total))
+
+
+def limit_bytes() -> int | None:
+    """The most a cache folder's training files may hold (``MASKSEP_DATA_CACHE_GB``), or None."""
+    text = os.environ.get(LIMIT_ENV, "").strip()
+    if not text:
+        return None
+    try:
+        gb = float(text)
+    except ValueError:
+        raise UserError(f"{LIMIT_ENV}={text!r}: not a number of GB") from None
+    if not gb >= 0:
+        raise UserError(f"{LIMIT_ENV}={text!r}: must be 0 or more GB")
+    return int(gb * (1 << 30))
+
+
+def _room_text() -> str:
+    limit = limit_bytes()
+    return (f"{KEEP_FREE_FRACTION:.0%} of the disk or {KEEP_FREE_MIN >> 30} GiB is kept free"
+            + (f", {LIMIT_ENV}={os.environ[LIMIT_ENV]}" if limit is not None else ""))
+
+
+def make_room(folder: Path, size: int, keep: set[str] = frozenset(), evict: bool = True) -> int | None:
+    """Room in ``folder`` for a new file of ``size`` bytes: the number of training
+    files deleted for it (those used longest ago first, never one named in
+    ``keep``), or None when it does not fit even so (or would need a deletion and
+    ``evict`` is False)."""
+    usage = shutil.disk_usage(folder)
+    free = usage.free - keep_free(folder)
+    limit = limit_bytes()
+    files = []
+    for path in folder.glob("train-e*.f32"):
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            continue  # another run deleted it meanwhile
+        files.append((stat.st_mtime, stat.st_size, path))
+    held = sum(file_size for _, file_size, _ in files)
+
+    def fits() -> bool:
+        return size <= free and (limit is None or held + size <= limit)
+
+    if fits():
+        return 0
+    files = sorted(f for f in files if f[2].name not in keep)
+    deletable = sum(file_size for _, file_size, _ in files)
+    if not evict or size > free + deletable or (limit is not None and size > limit - held + deletable):
+        return None  # deleting every file would not make room: delete none
+    deleted = 0
+    for _, file_size, path in files:
+        # A run that has it mapped reads on (a deleted file's pages stay until unmapped).
+        _unlink(path)
+        deleted += 1
+        free, held = free + file_size, held - file_size
+        if fits():
+            break
+    return deleted
 
 
 def _write(path: Path, items: list[np.ndarray], n_src: int) -> None:
     """The file of ``items`` (each (n_src, T) float32), through a temp file and a rename."""
-    lengths = [int(s.shape[1]) for s in items]
-    sizes = [n_src * n_samples for n_samples in lengths]
-    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int).tolist() if items else []
-    header = json.dumps({"name": path.name, "n_items": len(items), "n_src": n_src,
-                         "offsets": offsets, "lengths": lengths}).encode()
+    header = _header(path.name, items, n_src)
     start = _data_start(len(header))
     tmp = path.with_name(f"{path.name}.tmp-{socket.gethostname()}-{os.getpid()}")
-    # A full disk: one line, no temp file, and the next run makes the file again.
+    # A full disk: one UserError line and no temp file (the caller keeps the data in memory).
     with atomic_file(path, tmp) as f:
         f.write(MAGIC + len(header).to_bytes(8, "little") + header)
         f.write(b"\0" * (start - f.tell()))
@@ -302,6 +434,13 @@ def _abandoned(lock: Path) -> bool:
         except PermissionError:
             pass  # alive, another user's
     return age > STALE_S
+
+
+def _touch(path: Path) -> None:
+    try:
+        os.utime(path)
+    except OSError:
+        pass  # deleted meanwhile, or storage that keeps no times: only the order of deletion suffers
 
 
 def _unlink(path: Path) -> None:

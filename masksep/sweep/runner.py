@@ -287,8 +287,10 @@ def _drop_data_cache(experiment: str) -> None:
         shutil.rmtree(Path(experiment) / DATA_CACHE, ignore_errors=True)
 
 
-def _resumed_state(spec: SweepSpec, out: Path, storage_path: str | None) -> dict[str, Any] | None:
-    """sweep.json of the sweep a resume continues (None: it has already finished).
+def _resumed_state(spec: SweepSpec, out: Path, storage_path: str | None, retry_failed: bool = False
+                   ) -> dict[str, Any] | None:
+    """sweep.json of the sweep a resume continues (None: it has already finished,
+    and with ``retry_failed``, none of its trials failed).
 
     A resume restores Tune's snapshot, which Tune unpickles: whoever can write OUT
     or the sweep's storage can run code in this process (docs/trust.md). So it
@@ -314,10 +316,22 @@ def _resumed_state(spec: SweepSpec, out: Path, storage_path: str | None) -> dict
                             f"(its {state['owner']} does not name uid {state.get('uid')!r}); "
                             "not resumed")
     if state.get("status") == "finished":
-        _line(f"the sweep in {out} has already finished; nothing to run "
-              f"(its report: {out / rundir.REPORT})")
-        return None
+        failed = _failed_trials(state) if retry_failed else 0
+        if not failed:
+            _line(f"the sweep in {out} has already finished"
+                  + ("; none of its trials failed" if retry_failed else "")
+                  + f"; nothing to run (its report: {out / rundir.REPORT})")
+            return None
+        _line(f"the sweep in {out} had finished with {failed} failed trial(s); running them "
+              "again, each from its last checkpoint")
+        state.pop("finished", None)
     return state
+
+
+def _failed_trials(state: dict[str, Any]) -> int:
+    """How many trials Tune's last snapshot of the sweep holds as failed (ERROR)."""
+    trials = rundir.tune_trials(rundir.Store.of_uri(experiment_path(state))) or {}
+    return sum(t["status"] == "ERROR" for t in trials.values())
 
 
 def _new_state(spec: SweepSpec, spec_path: str | Path, out: Path, storage_path: str | None
@@ -345,8 +359,9 @@ def _new_state(spec: SweepSpec, spec_path: str | Path, out: Path, storage_path: 
     return state
 
 
-def _tuner(spec: SweepSpec, out: Path, state: dict[str, Any], resume: bool):
-    """Tune's Tuner: restored from the experiment's snapshot on a resume, else new."""
+def _tuner(spec: SweepSpec, out: Path, state: dict[str, Any], resume: bool, retry_failed: bool = False):
+    """Tune's Tuner: restored from the experiment's snapshot on a resume (its failed
+    trials run again with ``retry_failed``), else new."""
     from ray import tune
 
     experiment = experiment_path(state)
@@ -357,7 +372,7 @@ def _tuner(spec: SweepSpec, out: Path, state: dict[str, Any], resume: bool):
                   f"{out / rundir.ORPHANED}: {', '.join(orphans)}; Tune proposes replacements")
         tuner = tune.Tuner.restore(
             experiment, trainable=trainable_with_resources(spec),
-            resume_unfinished=True, resume_errored=False, restart_errored=False)
+            resume_unfinished=True, resume_errored=retry_failed, restart_errored=False)
         _line(f"resuming {experiment}")
         return tuner
     if resume:  # killed before Tune's first snapshot: nothing to resume but the folders
@@ -375,6 +390,7 @@ def run_sweep(
     out: str | Path,
     *,
     resume: bool = False,
+    retry_failed: bool = False,
     address: str | None = None,
     use_wandb: bool = True,
     storage_path: str | None = None,
@@ -385,21 +401,23 @@ def run_sweep(
     its state (sweep.json's contents), or None when a resume finds it already finished.
     Raises KeyboardInterrupt, with sweep.json's status "interrupted" (which
     ``resume`` continues), when Tune was stopped by SIGINT or SIGUSR1 before every
-    trial ended."""
+    trial ended. ``retry_failed`` (with ``resume``): the trials that failed run again, each
+    from its last checkpoint, even when the sweep had finished (a full disk, a node
+    lost); an Optuna search keeps them as failed in its own study."""
     spec = spec_mod.load_spec(spec_path)  # every spec error surfaces before anything is written
     out = Path(out).resolve()
     # One driver per sweep folder (masksep sweep holds it already: re-entrant).
     with locks.hold_folder(out, f"masksep sweep {spec.name}"):
-        return _run_sweep(spec, spec_path, out, resume=resume, address=address, use_wandb=use_wandb,
+        return _run_sweep(spec, spec_path, out, resume=resume, retry_failed=retry_failed and resume, address=address, use_wandb=use_wandb,
                           storage_path=storage_path, dashboard=dashboard, num_cpus=num_cpus)
 
 
-def _run_sweep(spec: SweepSpec, spec_path: str | Path, out: Path, *, resume: bool,
+def _run_sweep(spec: SweepSpec, spec_path: str | Path, out: Path, *, resume: bool, retry_failed: bool,
                address: str | None, use_wandb: bool, storage_path: str | None, dashboard: bool,
                num_cpus: int | None) -> dict[str, Any] | None:
     from masksep.sweep import tracking
 
-    state = _resumed_state(spec, out, storage_path) if resume else _new_state(
+    state = _resumed_state(spec, out, storage_path, retry_failed) if resume else _new_state(
         spec, spec_path, out, storage_path)
     if state is None:
         return None
@@ -431,7 +449,7 @@ def _run_sweep(spec: SweepSpec, spec_path: str | Path, out: Path, *, resume: boo
               + (f"   W&B: {target.project} ({target.mode})" if target else "   W&B: off"))
         if target is not None and target.note:
             _line(f"W&B: {target.note}")
-        tuner = _tuner(spec, out, state, resume)
+        tuner = _tuner(spec, out, state, resume, retry_failed)
         t0 = time.monotonic()
         with _quiet_tune(state):
             tuner.fit()
