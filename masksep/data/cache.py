@@ -234,8 +234,14 @@ class CachedMixtures(Dataset):
                        f"({exc.strerror or exc}); making the data in this run instead")
             return "unwritable"
         try:
-            os.write(fd, f"{socket.gethostname()} {os.getpid()}\n".encode())
-            os.close(fd)
+            try:
+                os.write(fd, f"{socket.gethostname()} {os.getpid()}\n".encode())
+            except OSError as exc:  # a disk too full for a line: as if it could not be written
+                _warn_once(str(self.folder), f"masksep: data cache {self.folder} cannot be written "
+                           f"({exc.strerror or exc}); making the data in this run instead")
+                return "unwritable"
+            finally:
+                os.close(fd)
             if read_file(path, path.name) is not None:  # made while we looked at the lock
                 return "present"
             items = self._make(lock, epoch)
