@@ -308,7 +308,8 @@ def test_with_no_room_on_the_disk_an_epoch_stays_in_memory_after_one_warning(tmp
 
 
 def test_a_bad_cache_limit_is_one_line(tmp_path, monkeypatch):
-    monkeypatch.setenv(cache_mod.LIMIT_ENV, "lots")
-    ds = build_dataset(small_cfg(), "train", tmp_path)
-    with pytest.raises(UserError, match=f"{cache_mod.LIMIT_ENV}='lots': not a number of GB"):
-        ds.set_epoch(1)
+    for value, problem in (("lots", "not a number of GB"), ("-1", "must be 0 or more GB")):
+        monkeypatch.setenv(cache_mod.LIMIT_ENV, value)
+        with pytest.raises(UserError, match=f"{cache_mod.LIMIT_ENV}='{value}': {problem}"):
+            build_dataset(small_cfg(), "train", tmp_path)  # refused before anything is written
+    assert cache_files(tmp_path) == []

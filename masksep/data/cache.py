@@ -112,6 +112,7 @@ class CachedMixtures(Dataset):
         self.split = split
         self.last_epoch = int(last_epoch) if split == "train" else 0
         self.fixed_length = getattr(dataset, "fixed_length", False)
+        limit_bytes()  # a bad MASKSEP_DATA_CACHE_GB is refused before the run writes anything
         self.epoch = 0
         self._arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._in_memory = False  # _arrays is this epoch's data in memory: no room for its file
