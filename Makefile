@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # a bare `pip install torch` would pull a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install test sweep study study-speech scale transfer lint bench clean
+.PHONY: install test sweep study study-speech scale converged transfer lint bench clean
 
 $(BIN)/masksep: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -51,8 +51,8 @@ study-speech: install
 # TCN on speech (espeak-ng alone, then espeak-ng + Kokoro at 26 seeds; the corpora made
 # once into SPEECH_DATA and KOKORO_DATA, Kokoro's about 26 minutes), one sweep each into
 # SCALE_OUT/<rung>: about 5.7 hours on 2 cores in all (results/scale/README.md; the
-# 26-seed rung alone about 98 minutes). The converged budget (sweeps/scale-converged.yaml,
-# about 2.7 hours) is run on its own. The table over them:
+# 26-seed rung alone about 98 minutes). The converged budget is `make converged`. The
+# table over them:
 # masksep overview results/scale/runs.yaml (the committed runs).
 SCALE_OUT ?= runs/scale-$(shell date +%Y%m%d-%H%M%S)
 scale: install
@@ -64,6 +64,15 @@ scale: install
 	$(BIN)/masksep data speech $(KOKORO_DATA) --engine kokoro
 	MASKSEP_ESPEAK_DATA=$(SPEECH_DATA) MASKSEP_KOKORO_DATA=$(KOKORO_DATA) $(BIN)/masksep sweep \
 	  sweeps/scale-size-medium-mixed.yaml --out $(SCALE_OUT)/size-medium-mixed
+
+# The converged budget (results/scale/converged-synthetic): 19,200 steps, about 2.5 hours of
+# running on 2 cores. Stopped, it continues where it was when run again (--resume); a trial
+# that failed for the machine's sake (a full disk, a lost node) runs again with
+# `masksep sweep sweeps/scale-converged.yaml --out $(CONVERGED_OUT) --retry-failed`.
+CONVERGED_OUT ?= runs/scale-converged
+converged: install
+	$(BIN)/masksep sweep sweeps/scale-converged.yaml --out $(CONVERGED_OUT) \
+	  $(if $(wildcard $(CONVERGED_OUT)/sweep.json),--resume)
 
 # The transfer table (issue 32, results/transfer): both speech corpora (made once; Kokoro
 # about 26 minutes on 2 cores), the synthetic test set, the three named heads x 3 seeds
