@@ -215,13 +215,14 @@ def overview(manifest: str | Path) -> dict[str, Any]:
     files: dict[str, str | bytes] = {"overview.csv": csv_text(table)}
     files["overview.md"] = _markdown(title, table, margin)
     files["independent.csv"] = csv_text(independent(table, margin))
-    # Against compute, a line per backbone (its points are its budgets); by size, a line
-    # per data source (its points are its backbones).
+    # Against compute, a colour per (data, backbone, tuned) and a line per folder (its
+    # points are its budgets); by size, a line per data source (its points are its backbones).
     tuned = table["tuned"].map(lambda t: ", tuned" if t else "")
     by_run = table.assign(series=table["data"] + ", " + table["backbone"] + tuned)
     files["overview.png"] = plots.plot_claims_by_x(
         by_run, "train_macs", "training compute: forward MACs (log)",
-        margin, "Claims across scale: paired difference and its CI", series="series")
+        margin, "Claims across scale: paired difference and its CI", series="series",
+        line_by="folder")
     common = _common_budget(table)
     if common is not None:
         by_size = table.assign(series=table["data"] + tuned)

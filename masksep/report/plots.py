@@ -331,10 +331,12 @@ def _claim_grid(names: list[str]) -> dict[str, tuple[int, int]]:
 
 
 def plot_claims_by_x(table: pd.DataFrame, x: str, xlabel: str, margin_db: float,
-                     title: str, series: str | None = None) -> bytes:
+                     title: str, series: str | None = None, line_by: str | None = None) -> bytes:
     """Each claim's paired difference with its CI (the CI its verdict used) against
     ``x`` (log axis), one panel per claim, 0 marked and claim 3's margin shaded;
-    ``series``: a column whose values are drawn as separate lines (e.g. data source)."""
+    ``series``: a column whose values are drawn as separate lines (e.g. data source);
+    ``line_by``: a column within a series whose rows alone are joined by a line (e.g.
+    the folder: one experiment's budgets, never two experiments' points)."""
     names = list(dict.fromkeys(table["claim"]))
     place = _claim_grid(names)
     rows_n = max(r for r, _ in place.values()) + 1
@@ -357,8 +359,14 @@ def plot_claims_by_x(table: pd.DataFrame, x: str, xlabel: str, margin_db: float,
             est = rows["estimate"].to_numpy(float)
             lo, hi = rows["ci_low"].to_numpy(float), rows["ci_high"].to_numpy(float)
             err = np.vstack([np.where(np.isfinite(lo), est - lo, 0), np.where(np.isfinite(hi), hi - est, 0)])
+            colour = f"C{i % 10}"  # a series keeps its colour in every panel
             ax.errorbar(xs, est, yerr=err, marker="o", capsize=3, lw=1.2, label=label or None,
-                        color=f"C{i % 10}")  # a series keeps its colour in every panel
+                        color=colour, ls="none" if line_by else "-")
+            if line_by:
+                keys = rows[line_by].to_numpy()
+                for key in dict.fromkeys(keys):
+                    if (keys == key).sum() > 1:
+                        ax.plot(xs[keys == key], est[keys == key], color=colour, lw=1.2)
         ax.axhline(0.0, color="black", lw=1)
         if name.startswith("3"):
             ax.axhspan(-margin_db, 0.0, color="grey", alpha=0.2, lw=0,
