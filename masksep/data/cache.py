@@ -231,16 +231,12 @@ class CachedMixtures(Dataset):
                 _unlink(lock)
             return "busy"
         except OSError as exc:
-            _warn_once(str(self.folder), f"masksep: data cache {self.folder} cannot be written "
-                       f"({exc.strerror or exc}); making the data in this run instead")
-            return "unwritable"
+            return self._unwritable(exc)
         try:
             try:
                 os.write(fd, f"{socket.gethostname()} {os.getpid()}\n".encode())
             except OSError as exc:  # a disk too full for a line: as if it could not be written
-                _warn_once(str(self.folder), f"masksep: data cache {self.folder} cannot be written "
-                           f"({exc.strerror or exc}); making the data in this run instead")
-                return "unwritable"
+                return self._unwritable(exc)
             finally:
                 os.close(fd)
             if read_file(path, path.name) is not None:  # made while we looked at the lock
@@ -264,6 +260,11 @@ class CachedMixtures(Dataset):
             return _in_memory(items) if evict else "no room"
         finally:
             _unlink(lock)
+
+    def _unwritable(self, exc: OSError) -> str:
+        _warn_once(str(self.folder), f"masksep: data cache {self.folder} cannot be written "
+                   f"({exc.strerror or exc}); making the data in this run instead")
+        return "unwritable"
 
     def _room_for(self, path: Path, size: int, evict: bool) -> bool:
         """Whether a file of ``size`` bytes fits (see the module's docstring); with
@@ -296,12 +297,17 @@ class CachedMixtures(Dataset):
         return items
 
 
+def _layout(items: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Each item's length in samples and its offset in the data (float32 values)."""
+    lengths = np.asarray([int(s.shape[1]) for s in items], dtype=np.int64)
+    sizes = np.asarray([int(s.size) for s in items], dtype=np.int64)
+    return lengths, np.cumsum(sizes) - sizes
+
+
 def _header(name: str, items: list[np.ndarray], n_src: int) -> bytes:
-    lengths = [int(s.shape[1]) for s in items]
-    sizes = [n_src * n_samples for n_samples in lengths]
-    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int).tolist() if items else []
+    lengths, offsets = _layout(items)
     return json.dumps({"name": name, "n_items": len(items), "n_src": n_src,
-                       "offsets": offsets, "lengths": lengths}).encode()
+                       "offsets": offsets.tolist(), "lengths": lengths.tolist()}).encode()
 
 
 def _file_size(items: list[np.ndarray], n_src: int, name: str) -> int:
@@ -310,9 +316,7 @@ def _file_size(items: list[np.ndarray], n_src: int, name: str) -> int:
 
 def _in_memory(items: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The (data, offsets, lengths) a file of ``items`` would map to, in memory."""
-    lengths = np.asarray([int(s.shape[1]) for s in items], dtype=np.int64)
-    sizes = np.asarray([int(s.size) for s in items], dtype=np.int64)
-    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    lengths, offsets = _layout(items)
     data = np.concatenate([s.ravel() for s in items]) if items else np.zeros(0, np.float32)
     return data, offsets, lengths
 

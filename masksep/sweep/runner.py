@@ -316,7 +316,7 @@ def _resumed_state(spec: SweepSpec, out: Path, storage_path: str | None, retry_f
                             f"(its {state['owner']} does not name uid {state.get('uid')!r}); "
                             "not resumed")
     if state.get("status") == "finished":
-        failed = _failed_trials(state) if retry_failed else 0
+        failed = _trial_statuses(state).count("ERROR") if retry_failed else 0
         if not failed:
             _line(f"the sweep in {out} has already finished"
                   + ("; none of its trials failed" if retry_failed else "")
@@ -328,10 +328,10 @@ def _resumed_state(spec: SweepSpec, out: Path, storage_path: str | None, retry_f
     return state
 
 
-def _failed_trials(state: dict[str, Any]) -> int:
-    """How many trials Tune's last snapshot of the sweep holds as failed (ERROR)."""
+def _trial_statuses(state: dict[str, Any]) -> list[str]:
+    """Each trial's status in Tune's last snapshot of the sweep (TERMINATED, ERROR, ...)."""
     trials = rundir.tune_trials(rundir.Store.of_uri(experiment_path(state))) or {}
-    return sum(t["status"] == "ERROR" for t in trials.values())
+    return [t["status"] for t in trials.values()]
 
 
 def _new_state(spec: SweepSpec, spec_path: str | Path, out: Path, storage_path: str | None
@@ -408,8 +408,9 @@ def run_sweep(
     out = Path(out).resolve()
     # One driver per sweep folder (masksep sweep holds it already: re-entrant).
     with locks.hold_folder(out, f"masksep sweep {spec.name}"):
-        return _run_sweep(spec, spec_path, out, resume=resume, retry_failed=retry_failed and resume, address=address, use_wandb=use_wandb,
-                          storage_path=storage_path, dashboard=dashboard, num_cpus=num_cpus)
+        return _run_sweep(spec, spec_path, out, resume=resume, retry_failed=retry_failed and resume,
+                          address=address, use_wandb=use_wandb, storage_path=storage_path,
+                          dashboard=dashboard, num_cpus=num_cpus)
 
 
 def _run_sweep(spec: SweepSpec, spec_path: str | Path, out: Path, *, resume: bool, retry_failed: bool,
@@ -458,8 +459,7 @@ def _run_sweep(spec: SweepSpec, spec_path: str | Path, out: Path, *, resume: boo
         # Its last snapshot still says which trials had ended: one that had not means
         # interrupted, and --resume continues it. A time budget ends trials (terminated
         # before the snapshot) and may leave some never started: that sweep has finished.
-        statuses = [t["status"] for t in (rundir.tune_trials(
-            rundir.Store.of_uri(experiment_path(state))) or {}).values()]
+        statuses = _trial_statuses(state)
         ended = sum(status in ("TERMINATED", "ERROR") for status in statuses)
         never_started = len(statuses) < state["num_trials"] and not spec.time_budget_s
         drivers[-1]["wall_s"] = time.monotonic() - t0
